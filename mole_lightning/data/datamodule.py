@@ -1,0 +1,151 @@
+"""The GLUE LightningDataModule: read, tokenize and cache, (parse into word graphs), batch."""
+
+from __future__ import annotations
+
+import os
+from functools import partial
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader
+
+from mole_lightning.data.collate import collate_glue
+from mole_lightning.data.glue import GlueTaskSpec, get_task, read_glue_split
+from mole_lightning.data.tokenized_cache import load_or_tokenize, load_tokenized
+from mole_lightning.models.backbone import load_tokenizer
+
+
+class GlueDataModule(pl.LightningDataModule):
+    """GLUE from the hub (``data.dir=null``) or a local ``glue_data`` folder.
+
+    ``prepare_data`` (rank 0 only) reads, tokenizes and, for graph methods, parses every
+    split and writes the caches; ``setup`` (every rank) only loads them. Batches are
+    dynamically padded; for graph methods they carry a ``WordGraphBatch`` under
+    ``word_graphs``.
+
+    Args:
+        task: the GLUE task name.
+        data: the ``data`` config node (dir, max_length, batch sizes, workers, ...).
+        backbone: the ``backbone`` config node (for the tokenizer).
+        cache_dir: root folder of the tokenized and graph caches.
+        parser: the ``parser`` config node; used only when ``graph_kinds`` is set.
+        graph_kinds: word-graph kinds the method reads (``None``: no graphs).
+    """
+
+    def __init__(
+        self,
+        task: str,
+        data: DictConfig,
+        backbone: DictConfig,
+        cache_dir: str | Path,
+        parser: DictConfig | None = None,
+        graph_kinds: list[str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.spec: GlueTaskSpec = get_task(task)
+        self.data_cfg = data
+        self.tokenizer = load_tokenizer(backbone)
+        self.cache_dir = Path(cache_dir)
+        self.parser_cfg = parser
+        self.graph_kinds = list(graph_kinds) if graph_kinds else None
+        self.datasets: dict[str, object] = {}
+        self.graphs: dict[str, list] = {}
+
+    @property
+    def splits(self) -> list[str]:
+        return ["train", *self.spec.dev_splits]
+
+    @property
+    def eval_splits(self) -> list[str]:
+        """Evaluation split names, in dataloader order (MNLI: matched, then mismatched)."""
+        return list(self.spec.dev_splits)
+
+    def _source(self, split: str) -> str:
+        data_dir = self.data_cfg.get("dir")
+        if data_dir is None:
+            return f"glue-hub:{self.spec.name}:{split}"
+        stem = "train" if split == "train" else self.spec.dev_splits[split]
+        path = Path(data_dir) / self.spec.folder / f"{stem}.tsv"
+        stat = path.stat() if path.is_file() else None
+        size, mtime = (stat.st_size, stat.st_mtime_ns) if stat else (0, 0)
+        return f"glue-tsv:{self.spec.name}:{split}:{path.resolve()}:{size}:{mtime}"
+
+    def _read(self, split: str):
+        return read_glue_split(
+            self.spec, split, self.data_cfg.get("dir"), self.data_cfg.get("skip_malformed", False)
+        )
+
+    def _graph_store(self):
+        from mole_lightning.graphs.store import GraphStore
+
+        return GraphStore(self.parser_cfg, self.cache_dir / "graphs", self.graph_kinds)
+
+    def _graph_keys(self, split: str) -> list[str]:
+        columns = ["a", "b"] if self.spec.is_pair else ["a"]
+        return [f"glue-{self.spec.name}-{split}-text_{c}" for c in columns]
+
+    def _texts(self, examples, key: str) -> list[str]:
+        return [e.text_a if key.endswith("text_a") else e.text_b for e in examples]
+
+    def prepare_data(self) -> None:
+        with_offsets = self.graph_kinds is not None
+        for split in self.splits:
+            examples = None
+
+            def read(split=split):
+                nonlocal examples
+                examples = examples or self._read(split)
+                return examples
+
+            load_or_tokenize(
+                self.cache_dir / "tokenized", self._source(split), read, self.tokenizer,
+                self.data_cfg.max_length, with_offsets,
+            )
+            if self.graph_kinds:
+                store = self._graph_store()
+                for key in self._graph_keys(split):
+                    store.prepare(key, self._texts(read(), key))
+
+    def setup(self, stage: str | None = None) -> None:
+        with_offsets = self.graph_kinds is not None
+        for split in self.splits:
+            if split in self.datasets:
+                continue
+            self.datasets[split] = load_tokenized(
+                self.cache_dir / "tokenized", self._source(split), self.tokenizer,
+                self.data_cfg.max_length, with_offsets,
+            )
+            if self.graph_kinds:
+                store = self._graph_store()
+                examples = self._read(split)
+                self.graphs[split] = [store.load(k, self._texts(examples, k)) for k in self._graph_keys(split)]
+
+    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+        workers = self.data_cfg.get("num_workers", 0)
+        collate = partial(
+            collate_glue,
+            pad_token_id=self.tokenizer.pad_token_id,
+            pad_to_multiple_of=self.data_cfg.get("pad_to_multiple_of"),
+            pad_to_length=self.data_cfg.max_length if self.data_cfg.get("pad_to_max_length") else None,
+            graphs=self.graphs.get(split),
+            graph_kinds=self.graph_kinds,
+        )
+        return DataLoader(
+            self.datasets[split],
+            batch_size=batch_size,
+            shuffle=shuffle,
+            collate_fn=collate,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=torch.cuda.is_available(),
+            drop_last=False,
+            multiprocessing_context="fork" if workers > 0 and os.name == "posix" else None,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", self.data_cfg.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> list[DataLoader]:
+        return [self._loader(s, self.data_cfg.eval_batch_size, shuffle=False) for s in self.eval_splits]

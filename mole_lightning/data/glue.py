@@ -1,0 +1,203 @@
+"""GLUE tasks: what each one reads, its labels and its dev splits, from a local folder or the hub."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mole_lightning.errors import ConfigError, DataFileError, HubUnavailableError
+
+csv.field_size_limit(sys.maxsize)
+
+
+@dataclass(frozen=True)
+class GlueTaskSpec:
+    """How one GLUE task is read.
+
+    Attributes:
+        name: config name (``sst2``).
+        folder: sub-folder of a ``glue_data`` directory (``SST-2``).
+        text_columns: TSV column names (or indices for header-less files) of sentence 1
+            and, for pair tasks, sentence 2.
+        label_column: TSV column name (or index) of the label.
+        hub_text_columns: column names in the hub's ``glue`` dataset.
+        labels: label strings in id order (empty for regression).
+        dev_splits: evaluation split name -> TSV file stem; the hub split name is
+            ``hub_dev_splits`` at the same position.
+        has_header: whether the TSV files start with a header row.
+    """
+
+    name: str
+    folder: str
+    text_columns: tuple[str | int, ...]
+    label_column: str | int
+    hub_text_columns: tuple[str, ...]
+    labels: tuple[str, ...]
+    dev_splits: dict[str, str] = field(default_factory=lambda: {"validation": "dev"})
+    hub_dev_splits: tuple[str, ...] = ("validation",)
+    has_header: bool = True
+
+    @property
+    def is_regression(self) -> bool:
+        return not self.labels
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.labels) or 1
+
+    @property
+    def is_pair(self) -> bool:
+        return len(self.text_columns) == 2
+
+
+GLUE_TASKS: dict[str, GlueTaskSpec] = {
+    spec.name: spec
+    for spec in [
+        GlueTaskSpec("cola", "CoLA", (3,), 1, ("sentence",), ("0", "1"), has_header=False),
+        GlueTaskSpec("sst2", "SST-2", ("sentence",), "label", ("sentence",), ("0", "1")),
+        GlueTaskSpec(
+            "mrpc", "MRPC", ("#1 String", "#2 String"), "Quality", ("sentence1", "sentence2"), ("0", "1")
+        ),
+        GlueTaskSpec(
+            "stsb", "STS-B", ("sentence1", "sentence2"), "score", ("sentence1", "sentence2"), ()
+        ),
+        GlueTaskSpec(
+            "qqp", "QQP", ("question1", "question2"), "is_duplicate", ("question1", "question2"), ("0", "1")
+        ),
+        GlueTaskSpec(
+            "mnli",
+            "MNLI",
+            ("sentence1", "sentence2"),
+            "gold_label",
+            ("premise", "hypothesis"),
+            ("entailment", "neutral", "contradiction"),
+            dev_splits={"validation": "dev_matched", "validation_mismatched": "dev_mismatched"},
+            hub_dev_splits=("validation_matched", "validation_mismatched"),
+        ),
+        GlueTaskSpec(
+            "qnli", "QNLI", ("question", "sentence"), "label", ("question", "sentence"),
+            ("entailment", "not_entailment"),
+        ),
+        GlueTaskSpec(
+            "rte", "RTE", ("sentence1", "sentence2"), "label", ("sentence1", "sentence2"),
+            ("entailment", "not_entailment"),
+        ),
+    ]
+}
+
+
+@dataclass
+class GlueExample:
+    """One row: sentence 1, sentence 2 (``None`` for single-sentence tasks) and the label
+    (class id, or the float score for STS-B)."""
+
+    text_a: str
+    text_b: str | None
+    label: int | float
+
+
+def get_task(name: str) -> GlueTaskSpec:
+    """Returns the spec of a GLUE task, or raises a ``ConfigError`` listing the valid names."""
+    if name not in GLUE_TASKS:
+        raise ConfigError(f"unknown GLUE task {name!r}; valid tasks: {', '.join(GLUE_TASKS)}")
+    return GLUE_TASKS[name]
+
+
+def read_glue_tsv(path: Path, spec: GlueTaskSpec, skip_malformed: bool = False) -> list[GlueExample]:
+    """Reads a GLUE TSV file in the original ``glue_data`` layout.
+
+    Args:
+        path: the ``.tsv`` file.
+        spec: the task it belongs to.
+        skip_malformed: drop rows with missing fields or bad labels (each is reported on
+            stderr) instead of failing.
+
+    Raises:
+        DataFileError: the file is missing, lacks a needed column, or a row is malformed
+            (the message names the file and line).
+    """
+    if not path.is_file():
+        raise DataFileError(f"{path}: file not found (expected the glue_data layout, see README)")
+    examples: list[GlueExample] = []
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        columns = _column_indices(path, spec, next(reader, None)) if spec.has_header else None
+        text_idx = columns[0] if columns else list(spec.text_columns)
+        label_idx = columns[1] if columns else spec.label_column
+        first_line = 2 if spec.has_header else 1
+        for line_no, row in enumerate(reader, start=first_line):
+            try:
+                examples.append(_parse_row(row, text_idx, label_idx, spec))
+            except ValueError as err:
+                message = f"{path}:{line_no}: malformed row ({err}): {row!r:.200}"
+                if not skip_malformed:
+                    raise DataFileError(message + " (set data.skip_malformed=true to skip such rows)") from None
+                print(f"warning: skipped {message}", file=sys.stderr)
+    return examples
+
+
+def _column_indices(
+    path: Path, spec: GlueTaskSpec, header: list[str] | None
+) -> tuple[list[int], int]:
+    if header is None:
+        raise DataFileError(f"{path}: empty file (expected a header row)")
+    wanted = [*spec.text_columns, spec.label_column]
+    missing = [c for c in wanted if c not in header]
+    if missing:
+        raise DataFileError(f"{path}:1: header lacks column(s) {missing}; found {header}")
+    indices = [header.index(c) for c in wanted]
+    return indices[:-1], indices[-1]
+
+
+def _parse_row(row: list[str], text_idx: list[int], label_idx: int, spec: GlueTaskSpec) -> GlueExample:
+    needed = max([*text_idx, label_idx])
+    if len(row) <= needed:
+        raise ValueError(f"{len(row)} fields, need at least {needed + 1}")
+    texts = [row[i].strip() for i in text_idx]
+    raw_label = row[label_idx].strip()
+    if spec.is_regression:
+        try:
+            label: int | float = float(raw_label)
+        except ValueError:
+            raise ValueError(f"score {raw_label!r} is not a number") from None
+    elif raw_label in spec.labels:
+        label = spec.labels.index(raw_label)
+    else:
+        raise ValueError(f"label {raw_label!r} not in {list(spec.labels)}")
+    return GlueExample(texts[0], texts[1] if spec.is_pair else None, label)
+
+
+def read_glue_split(
+    spec: GlueTaskSpec, split: str, data_dir: str | Path | None, skip_malformed: bool = False
+) -> list[GlueExample]:
+    """Reads one split (``train`` or a key of ``spec.dev_splits``).
+
+    With ``data_dir`` set, reads ``<data_dir>/<folder>/<split file>.tsv``; with ``None``,
+    loads the hub's ``nyu-mll/glue`` dataset.
+    """
+    if data_dir is not None:
+        stem = "train" if split == "train" else spec.dev_splits[split]
+        return read_glue_tsv(Path(data_dir) / spec.folder / f"{stem}.tsv", spec, skip_malformed)
+    return _read_hub_split(spec, split)
+
+
+def _read_hub_split(spec: GlueTaskSpec, split: str) -> list[GlueExample]:
+    import datasets
+
+    hub_split = "train" if split == "train" else spec.hub_dev_splits[list(spec.dev_splits).index(split)]
+    try:
+        table = datasets.load_dataset("nyu-mll/glue", spec.name, split=hub_split)
+    except Exception as err:  # the hub raises many types (ConnectionError, OSError, ...)
+        raise HubUnavailableError(
+            f"could not load GLUE {spec.name!r} ({hub_split}) from the Hugging Face hub: {err}. "
+            "To run offline, point data.dir at a local glue_data folder "
+            "(e.g. data.dir=../shared/data/glue_data)."
+        ) from err
+    columns = [table[c] for c in spec.hub_text_columns]
+    labels = table["label"]
+    return [
+        GlueExample(cols[0], cols[1] if spec.is_pair else None, label)
+        for *cols, label in zip(*columns, labels, strict=True)
+    ]

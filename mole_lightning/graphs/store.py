@@ -1,0 +1,273 @@
+"""The on-disk graph cache: parse once in ``prepare``, reload fast in ``load``.
+
+One ``.npz`` file per (dataset key, parser, parser version + graph builder version) under
+``cache_dir``, holding flat arrays for the distinct texts of the key:
+
+- ``word_offsets`` ``[U + 1]`` int64 and ``spans`` ``[W, 2]`` int32: the word spans of
+  distinct text ``u`` are ``spans[word_offsets[u]:word_offsets[u + 1]]``;
+- per graph kind ``k`` (every kind of ``GRAPH_KINDS``, whichever the store loads):
+  ``k.edge_offsets`` ``[U + 1]`` int64, ``k.edge_index`` ``[2, E]`` int32 (local word
+  indices) and ``k.edge_type`` ``[E]`` int8;
+- ``text_order`` ``[N]`` int64: the distinct text of each input text;
+- ``meta``: UTF-8 JSON (format version, key, parser name and version, builder version,
+  counts, a fingerprint of the texts, a checksum of every array).
+
+A file is used only when all of these match; anything else (another version, a changed
+text list, a truncated or corrupt file) makes ``prepare`` rebuild it and ``load`` refuse it.
+Files are written to a temporary name and renamed, so a crash never leaves half a cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import zipfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from mole_lightning.graphs.builders import GRAPH_BUILDER_VERSION, GRAPH_KINDS, check_kinds
+from mole_lightning.graphs.collate import collate_word_graphs
+from mole_lightning.graphs.sentence_graphs import (
+    INDEX_DTYPE,
+    TYPE_DTYPE,
+    SentenceGraphs,
+    compact,
+)
+from mole_lightning.parsing.base import Parser
+from mole_lightning.parsing.factory import build_parser, parser_config, parser_version
+from mole_lightning.parsing.sentence import ParseError
+
+__all__ = ["FORMAT_VERSION", "GraphCacheError", "GraphStore", "SentenceGraphs", "collate_word_graphs"]
+
+FORMAT_VERSION = 1
+logger = logging.getLogger(__name__)
+_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+class GraphCacheError(RuntimeError):
+    """A graph cache file is missing, stale or corrupt (and ``load`` never parses)."""
+
+
+def texts_fingerprint(texts: Sequence[str]) -> str:
+    """A hash of the ordered text list: any changed, added or removed text changes it."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(str(len(texts)).encode())
+    for text in texts:
+        digest.update(b"\x00")
+        digest.update(text.encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()
+
+
+def _checksum(arrays: Mapping[str, np.ndarray]) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    for name in sorted(arrays):
+        array = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name}:{array.dtype.str}:{array.shape}".encode())
+        digest.update(array.data)
+    return digest.hexdigest()
+
+
+class GraphStore:
+    """Parses texts into word graphs once and caches them per dataset key.
+
+    Args:
+        parser_cfg: the ``parser`` config node (``name`` + backend options).
+        cache_dir: folder of the cache files (created on demand).
+        kinds: graph kinds ``load`` returns (every kind is cached, so any later choice of
+            kinds reuses the same file).
+        chunk_size: distinct texts per ``Parser.parse`` call (the progress bar's step; the
+            parser batches inside it, with ``n_process`` workers for spaCy).
+        show_progress: show a tqdm bar while parsing.
+    """
+
+    def __init__(
+        self,
+        parser_cfg: Mapping | Any,
+        cache_dir: str | os.PathLike,
+        kinds: Sequence[str],
+        chunk_size: int = 4096,
+        show_progress: bool = True,
+    ):
+        self.parser_cfg = parser_cfg
+        self.parser_name, _ = parser_config(parser_cfg)
+        self.cache_dir = Path(cache_dir)
+        self.kinds = check_kinds(kinds)
+        self.chunk_size = chunk_size
+        self.show_progress = show_progress
+        self._parser: Parser | None = None
+
+    def path(self, key: str, version: str | None = None) -> Path:
+        """The cache file of ``key`` for the parser version ``version`` (default: the
+        installed one)."""
+        if not _KEY.match(key):
+            raise ValueError(f"graph cache key {key!r}: use letters, digits, '_', '.', '-'")
+        version = parser_version(self.parser_cfg) if version is None else version
+        tag = f"{version}|{GRAPH_BUILDER_VERSION}|{FORMAT_VERSION}"
+        digest = hashlib.sha1(tag.encode()).hexdigest()[:12]
+        return self.cache_dir / f"{key}.{self.parser_name}.{digest}.npz"
+
+    def prepare(self, key: str, texts: Sequence[str]) -> None:
+        """Parses ``texts`` and writes the cache of ``key`` unless a valid one exists."""
+        texts = list(texts)
+        fingerprint = texts_fingerprint(texts)
+        try:
+            path = self.path(key)
+        except FileNotFoundError:
+            path = None  # the model is not there yet (Stanza may download it)
+        if path is not None and self._valid(path, key, fingerprint):
+            return
+        parser = self._get_parser()
+        path = self.path(key, parser.version)
+        if self._valid(path, key, fingerprint):
+            return
+        arrays = self._build(key, texts, parser)
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "key": key,
+            "parser": parser.name,
+            "parser_version": parser.version,
+            "builder_version": GRAPH_BUILDER_VERSION,
+            "kinds": list(GRAPH_KINDS),
+            "num_texts": len(texts),
+            "num_distinct_texts": int(arrays["word_offsets"].shape[0] - 1),
+            "num_words": int(arrays["spans"].shape[0]),
+            "num_edges": {k: int(arrays[f"{k}.edge_type"].shape[0]) for k in GRAPH_KINDS},
+            "texts_fingerprint": fingerprint,
+            "checksum": _checksum(arrays),
+        }
+        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+
+    def load(self, key: str, texts: Sequence[str]) -> list[SentenceGraphs]:
+        """The graphs of ``texts`` (one per text, in order) from the cache; never parses.
+
+        Raises:
+            GraphCacheError: the cache is missing, stale (other texts or versions) or
+                corrupt; run ``prepare`` (rank 0, ``prepare_data``) first.
+        """
+        texts = list(texts)
+        path = self.path(key)
+        try:
+            arrays, _ = self._read(path, key, texts_fingerprint(texts))
+        except GraphCacheError as error:
+            raise GraphCacheError(f"{error}; run GraphStore.prepare({key!r}, texts) first") from error
+        return self._unpack(arrays)
+
+    def _get_parser(self) -> Parser:
+        if self._parser is None:
+            self._parser = build_parser(self.parser_cfg)
+        return self._parser
+
+    def _valid(self, path: Path, key: str, fingerprint: str) -> bool:
+        if not path.exists():
+            return False
+        try:
+            self._read(path, key, fingerprint)
+        except GraphCacheError as error:
+            logger.warning("rebuilding graph cache: %s", error)
+            return False
+        return True
+
+    def _read(self, path: Path, key: str, fingerprint: str) -> tuple[dict[str, np.ndarray], dict]:
+        """Reads and checks a cache file; raises ``GraphCacheError`` saying what is wrong."""
+        if not path.is_file():
+            raise GraphCacheError(f"no graph cache {path}")
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                arrays = {name: npz[name] for name in npz.files}
+            meta = json.loads(arrays.pop("meta").tobytes().decode())
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+            raise GraphCacheError(f"graph cache {path} is unreadable ({error})") from error
+        expected = {
+            "format_version": FORMAT_VERSION,
+            "key": key,
+            "parser": self.parser_name,
+            "builder_version": GRAPH_BUILDER_VERSION,
+            "kinds": list(GRAPH_KINDS),
+        }
+        for field, value in expected.items():
+            if meta.get(field) != value:
+                raise GraphCacheError(
+                    f"graph cache {path} has {field}={meta.get(field)!r}, expected {value!r}"
+                )
+        if meta.get("texts_fingerprint") != fingerprint:
+            raise GraphCacheError(f"graph cache {path} was built from other texts than {key!r}'s")
+        if meta.get("checksum") != _checksum(arrays):
+            raise GraphCacheError(f"graph cache {path} is corrupt (checksum mismatch)")
+        return arrays, meta
+
+    def _build(self, key: str, texts: list[str], parser: Parser) -> dict[str, np.ndarray]:
+        """Parses the distinct texts in chunks and packs their graphs into flat arrays."""
+        distinct = list(dict.fromkeys(texts))
+        position = {text: u for u, text in enumerate(distinct)}
+        spans: list[np.ndarray] = []
+        edges: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {k: [] for k in GRAPH_KINDS}
+        with tqdm(
+            total=len(distinct), desc=f"parse {key}", unit="text", disable=not self.show_progress
+        ) as bar:
+            for at in range(0, len(distinct), self.chunk_size):
+                chunk = distinct[at : at + self.chunk_size]
+                try:
+                    parsed = parser.parse(chunk)
+                except ParseError as error:
+                    where = texts.index(chunk[error.index]) if error.index is not None else None
+                    raise ParseError(f"{key}: text {where}: {error}", index=where) from error
+                for sentence in parsed:
+                    spans.append(np.asarray(sentence.spans, dtype=INDEX_DTYPE).reshape(-1, 2))
+                    for kind, builder in GRAPH_KINDS.items():
+                        edges[kind].append(compact(builder(sentence)))
+                bar.update(len(chunk))
+        arrays = {
+            "text_order": np.fromiter((position[t] for t in texts), np.int64, len(texts)),
+            "word_offsets": _offsets([s.shape[0] for s in spans]),
+            "spans": _concat(spans, (0, 2), INDEX_DTYPE),
+        }
+        for kind, pairs in edges.items():
+            arrays[f"{kind}.edge_offsets"] = _offsets([t.shape[0] for _, t in pairs])
+            arrays[f"{kind}.edge_index"] = _concat([e for e, _ in pairs], (2, 0), INDEX_DTYPE, axis=1)
+            arrays[f"{kind}.edge_type"] = _concat([t for _, t in pairs], (0,), TYPE_DTYPE)
+        return arrays
+
+    def _unpack(self, arrays: dict[str, np.ndarray]) -> list[SentenceGraphs]:
+        word_offsets = arrays["word_offsets"].tolist()
+        spans = arrays["spans"]
+        kinds = [
+            (
+                kind,
+                arrays[f"{kind}.edge_offsets"].tolist(),
+                arrays[f"{kind}.edge_index"],
+                arrays[f"{kind}.edge_type"],
+            )
+            for kind in self.kinds
+        ]
+        distinct = []
+        for u in range(len(word_offsets) - 1):
+            edges = {}
+            for kind, offsets, edge_index, edge_type in kinds:
+                a, b = offsets[u], offsets[u + 1]
+                edges[kind] = (edge_index[:, a:b], edge_type[a:b])
+            distinct.append(SentenceGraphs(spans[word_offsets[u] : word_offsets[u + 1]], edges))
+        return [distinct[u] for u in arrays["text_order"].tolist()]
+
+
+def _offsets(counts: list[int]) -> np.ndarray:
+    offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    return offsets
+
+
+def _concat(parts: list[np.ndarray], empty_shape: tuple[int, ...], dtype, axis: int = 0) -> np.ndarray:
+    if not parts:
+        return np.zeros(empty_shape, dtype=dtype)
+    return np.concatenate(parts, axis=axis).astype(dtype, copy=False)

@@ -1,0 +1,130 @@
+"""State every MoLE layer of one model shares: the batch's word graphs and the temperature."""
+
+from __future__ import annotations
+
+import torch
+
+from mole_lightning.errors import MoleError
+from mole_lightning.graphs.batch import WordGraphBatch
+from mole_lightning.methods.mole.rgcn import GRAPH_IMPLS, RelationalGraph
+from mole_lightning.methods.mole.words import WordAlignment
+
+
+class MissingGraphsError(MoleError, RuntimeError):
+    """A graph expert ran without word graphs for the batch."""
+
+
+class GraphBatchError(MoleError, ValueError):
+    """The batch's word graphs do not fit the model or are malformed."""
+
+
+class MoleContext:
+    """Holds what all layers read during one forward, prepared once per batch.
+
+    Attributes:
+        temperature: Gumbel-Softmax temperature of every gate (a callback anneals it).
+        pooling: ``"mean"`` or ``"first"`` subword pooling.
+        rgcn_impl: ``"dense"`` or ``"pyg"`` (see ``rgcn.py``).
+        num_relations: relation types the RGCN weights were built for.
+    """
+
+    def __init__(self, temperature: float, pooling: str, rgcn_impl: str, num_relations: int) -> None:
+        self.temperature = temperature
+        self.pooling = pooling
+        self.rgcn_impl = rgcn_impl
+        self.num_relations = num_relations
+        self._graphs: WordGraphBatch | None = None
+        self._alignment: WordAlignment | None = None
+        self._prepared: dict[str, RelationalGraph] = {}
+
+    def set_graphs(self, graphs: WordGraphBatch | None) -> None:
+        """Stores the word graphs of the next forward (``None``: the batch has none)."""
+        if graphs is not None:
+            check_graphs(graphs, self.num_relations)
+        self._graphs = graphs
+        self._alignment = None
+        self._prepared = {}
+
+    def alignment(self, hidden_states: torch.Tensor) -> WordAlignment:
+        """Subword↔word alignment of the batch, checked against ``[batch, seq, hidden]``."""
+        graphs = self._require_graphs("a graph expert", hidden_states.device)
+        if tuple(hidden_states.shape[:2]) != tuple(graphs.token_to_word.shape):
+            raise GraphBatchError(
+                f"word graphs have token_to_word of shape {tuple(graphs.token_to_word.shape)} "
+                f"but the hidden states are {tuple(hidden_states.shape[:2])} [batch, seq]; "
+                "build the graphs from the same tokenised batch"
+            )
+        if self._alignment is None:
+            self._alignment = WordAlignment(graphs.token_to_word, graphs.max_words, self.pooling)
+        return self._alignment
+
+    def graph(self, kind: str, device: torch.device) -> RelationalGraph:
+        """The prepared ``kind`` graph of the batch (built on first use, then shared)."""
+        graphs = self._require_graphs(f"the {kind} expert", device)
+        if kind not in graphs.edges:
+            raise GraphBatchError(
+                f"the {kind} expert needs '{kind}' graphs but the batch only has "
+                f"{sorted(graphs.edges)}; enable that graph kind in the data module"
+            )
+        if kind not in self._prepared:
+            edge_index, edge_type = graphs.edges[kind]
+            self._prepared[kind] = GRAPH_IMPLS[self.rgcn_impl](
+                edge_index, edge_type, graphs.token_to_word.shape[0], graphs.max_words,
+                self.num_relations,
+            )
+        return self._prepared[kind]
+
+    def _require_graphs(self, reader: str, device: torch.device) -> WordGraphBatch:
+        if self._graphs is None:
+            raise MissingGraphsError(
+                f"{reader} needs word graphs but none were set for this batch: call "
+                "MoleAdapters.set_graphs(batch_graphs) before the forward (the data module "
+                "must build graphs for MoLE)"
+            )
+        if self._graphs.token_to_word.device != device:
+            self._graphs = self._graphs.to(device)
+            self._alignment = None
+            self._prepared = {}
+        return self._graphs
+
+
+def check_graphs(graphs: WordGraphBatch, num_relations: int) -> None:
+    """Raises ``GraphBatchError`` naming the first problem of ``graphs`` (one host sync).
+
+    Checks: relation count, ``token_to_word`` in ``[-1, max_words)``, ``num_words`` per
+    example, and every edge's nodes in range, in one example, with a valid type.
+    """
+    if graphs.num_relations != num_relations:
+        raise GraphBatchError(
+            f"word graphs have {graphs.num_relations} relation types but mole.num_relations="
+            f"{num_relations}"
+        )
+    batch = graphs.token_to_word.shape[0]
+    if graphs.num_words.shape != (batch,):
+        raise GraphBatchError(
+            f"num_words has shape {tuple(graphs.num_words.shape)}, expected ({batch},)"
+        )
+    w = graphs.max_words
+    problems = {
+        "token_to_word outside [-1, max_words)": (graphs.token_to_word < -1)
+        | (graphs.token_to_word >= w),
+        "num_words outside [0, max_words]": (graphs.num_words < 0) | (graphs.num_words > w),
+    }
+    for kind, (edge_index, edge_type) in graphs.edges.items():
+        if edge_index.dim() != 2 or edge_index.shape[0] != 2 or edge_type.shape != edge_index.shape[1:]:
+            raise GraphBatchError(
+                f"'{kind}' edges: edge_index {tuple(edge_index.shape)} must be [2, E] and "
+                f"edge_type {tuple(edge_type.shape)} must be [E]"
+            )
+        source, target = edge_index
+        problems[f"'{kind}' edge node outside [0, batch*max_words)"] = (
+            (edge_index < 0) | (edge_index >= batch * w)
+        ).any(0)
+        problems[f"'{kind}' edge between two examples"] = source // max(w, 1) != target // max(w, 1)
+        problems[f"'{kind}' edge_type outside [0, num_relations)"] = (edge_type < 0) | (
+            edge_type >= num_relations
+        )
+    flags = torch.stack([p.any() for p in problems.values()]).tolist()
+    if any(flags):
+        first = next(name for name, bad in zip(problems, flags, strict=True) if bad)
+        raise GraphBatchError(f"malformed word graphs: {first}")

@@ -1,0 +1,219 @@
+"""MoLE injected into an encoder: one mixture of experts per layer, prunable.
+
+``MoleAdapters.attach(backbone, cfg)`` adds a ``MoleLayer`` in parallel to every encoder
+layer (it reads the attention output; its output is added before the residual +
+LayerNorm). Before each forward the owner calls ``set_graphs(batch_graphs)``. After the
+exploration phase ``prune(top_k)`` deletes all but the top-k experts of every layer; the
+kept ``structure`` rebuilds the pruned model (``attach(..., structure=...)``) to load its
+checkpoint or to retrain it from scratch.
+
+After ``prune`` the parameter objects change (experts deleted, gates restricted or
+dropped): rebuild the optimizer (and DDP) over ``parameters()``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from mole_lightning.errors import ConfigError
+from mole_lightning.graphs.batch import WordGraphBatch
+from mole_lightning.methods.injection import attach_parallel, encoder_layers
+from mole_lightning.methods.mole.config import GRAPH_EXPERTS, MoleConfig
+from mole_lightning.methods.mole.context import MoleContext
+from mole_lightning.methods.mole.experts import build_expert
+from mole_lightning.methods.mole.gate import ExpertGate
+
+
+class MoleLayer(nn.Module):
+    """The experts of one layer and their gate: ``[batch, seq, hidden] -> [batch, seq, hidden]``.
+
+    With several experts the output is ``sum_e w_e * expert_e(h)``, ``w`` from the gate
+    per example; with one expert left the gate is gone and the expert's output is used
+    as is. ``experts`` keeps the canonical expert order, which is the gate's logit order.
+    """
+
+    def __init__(self, experts: dict[str, nn.Module], gate: ExpertGate | None) -> None:
+        super().__init__()
+        self.experts = nn.ModuleDict(experts)
+        self.gate = gate
+        self.last_weights_mean: torch.Tensor | None = None
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        experts = list(self.experts.values())
+        if self.gate is None:
+            return experts[0](hidden_states)
+        if not self.training and self.gate.eval_mode == "argmax":
+            return experts[int(self.gate.logits.argmax())](hidden_states)
+        weights = self.gate(hidden_states.shape[0])
+        if self.training:
+            self.last_weights_mean = weights.detach().mean(0)
+        out = 0
+        for e, expert in enumerate(experts):
+            out = out + weights[:, e, None, None].to(hidden_states.dtype) * expert(hidden_states)
+        return out
+
+    def importance(self) -> torch.Tensor:
+        """``[kept experts]`` importance (softmax of the gate logits; 1 for a lone expert)."""
+        if self.gate is None:
+            return torch.ones(1)
+        return self.gate.importance().detach().float().cpu()
+
+    def keep(self, names: list[str]) -> None:
+        """Deletes every expert not in ``names`` (a lone survivor also loses the gate)."""
+        current = list(self.experts)
+        for name in current:
+            if name not in names:
+                del self.experts[name]
+        if len(self.experts) == 1:
+            self.gate = None
+            self.last_weights_mean = None
+        elif self.gate is not None:
+            self.gate.restrict([current.index(name) for name in self.experts])
+            self.last_weights_mean = None
+
+
+class MoleAdapters(nn.Module):
+    """The MoLE method: a ``MoleLayer`` per encoder layer plus their shared context.
+
+    Build it with ``MoleAdapters.attach``. Tables over layers × experts
+    (``importance()``, ``gate_weights_mean()``) have one column per name of
+    ``expert_names`` (``cfg.experts`` order) and NaN where an expert was pruned away.
+
+    Attributes:
+        cfg: the MoLE settings.
+        layers: the ``MoleLayer`` of every encoder layer.
+    """
+
+    def __init__(
+        self, cfg: MoleConfig, layers: nn.ModuleList, context: MoleContext,
+        handles: list[RemovableHandle],
+    ) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.layers = layers
+        self._context = context
+        self._handles = handles
+
+    @classmethod
+    def attach(
+        cls, backbone: nn.Module, cfg: MoleConfig, structure: list[list[str]] | None = None
+    ) -> MoleAdapters:
+        """Adds a MoLE layer to every encoder layer of ``backbone`` (freezes nothing).
+
+        Args:
+            backbone: a BERT, RoBERTa, DeBERTa-v2/v3 or MiniLM encoder.
+            cfg: MoLE settings.
+            structure: kept expert names per layer (from ``prune`` or a pruned
+                checkpoint); ``None`` puts every expert of ``cfg.experts`` in every layer.
+
+        Raises:
+            ConfigError: ``structure`` has the wrong number of layers or names an expert
+                that is not in ``cfg.experts``.
+        """
+        context = MoleContext(cfg.init_temperature, cfg.word_pooling, cfg.rgcn_impl, cfg.num_relations)
+
+        def make_layer(index: int, hidden: int) -> MoleLayer:
+            names = cls._layer_experts(cfg, structure, index)
+            experts = {name: build_expert(name, hidden, cfg, context) for name in names}
+            gate = ExpertGate(len(names), context, cfg.hard, cfg.eval_mode) if len(names) > 1 else None
+            return MoleLayer(experts, gate)
+
+        if structure is not None:
+            num_layers = len(encoder_layers(backbone))
+            if len(structure) != num_layers:
+                raise ConfigError(
+                    f"MoLE structure has {len(structure)} layers but the backbone has {num_layers}"
+                )
+        layers, handles = attach_parallel(backbone, make_layer)
+        device = next(backbone.parameters()).device
+        return cls(cfg, layers, context, handles).to(device)
+
+    @staticmethod
+    def _layer_experts(cfg: MoleConfig, structure: list[list[str]] | None, index: int) -> list[str]:
+        if structure is None:
+            return list(cfg.experts)
+        names = list(structure[index])
+        if not names or any(name not in cfg.experts for name in names) or len(set(names)) != len(names):
+            raise ConfigError(
+                f"MoLE structure of layer {index} is {names}: give one or more distinct names "
+                f"from mole.experts={cfg.experts}"
+            )
+        return [name for name in cfg.experts if name in names]
+
+    def remove(self) -> None:
+        """Detaches the layers from the backbone (the backbone runs as without MoLE)."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def set_graphs(self, graphs: WordGraphBatch | None) -> None:
+        """Stores the word graphs of the next forward; graph experts raise without them."""
+        self._context.set_graphs(graphs)
+
+    @property
+    def needs_graphs(self) -> bool:
+        """Whether any graph expert is left (an all-MLP model runs without graphs)."""
+        return any(name in GRAPH_EXPERTS for names in self.structure for name in names)
+
+    @property
+    def temperature(self) -> float:
+        """Gumbel-Softmax temperature of every gate."""
+        return self._context.temperature
+
+    @temperature.setter
+    def temperature(self, value: float) -> None:
+        if value <= 0:
+            raise ValueError(f"MoLE temperature must be positive, got {value}")
+        self._context.temperature = float(value)
+
+    @property
+    def expert_names(self) -> list[str]:
+        """Column names of the layer × expert tables."""
+        return list(self.cfg.experts)
+
+    @property
+    def structure(self) -> list[list[str]]:
+        """Expert names present in every layer (``cfg.experts`` order)."""
+        return [list(layer.experts) for layer in self.layers]
+
+    def importance(self) -> torch.Tensor:
+        """``[layers, experts]`` softmax of each gate's logits (CPU); NaN for pruned experts,
+        1 for the lone expert of a fully pruned layer."""
+        return self._table([layer.importance() for layer in self.layers])
+
+    def gate_weights_mean(self) -> torch.Tensor:
+        """``[layers, experts]`` mean gate weight over the examples of the last training
+        forward (CPU); NaN for pruned experts and for layers not yet run in training, 1 for
+        the lone expert of a fully pruned layer."""
+        rows = []
+        for layer in self.layers:
+            if layer.gate is None:
+                rows.append(torch.ones(1))
+            elif layer.last_weights_mean is None:
+                rows.append(torch.full((len(layer.experts),), float("nan")))
+            else:
+                rows.append(layer.last_weights_mean.float().cpu())
+        return self._table(rows)
+
+    def prune(self, top_k: int = 1) -> list[list[str]]:
+        """Keeps the ``top_k`` most important experts of every layer and deletes the rest.
+
+        Ties go to the expert earlier in ``cfg.experts`` (as the authors' argmax). Layers
+        with at most ``top_k`` experts are unchanged. Returns the kept ``structure``.
+        """
+        if top_k < 1:
+            raise ConfigError(f"MoLE prune top_k={top_k} must be at least 1")
+        for layer in self.layers:
+            names = list(layer.experts)
+            order = torch.sort(layer.importance(), descending=True, stable=True).indices
+            layer.keep([names[i] for i in order[:top_k].tolist()])
+        return self.structure
+
+    def _table(self, rows: list[torch.Tensor]) -> torch.Tensor:
+        table = torch.full((len(self.layers), len(self.cfg.experts)), float("nan"))
+        for i, (layer, row) in enumerate(zip(self.layers, rows, strict=True)):
+            columns = [self.cfg.experts.index(name) for name in layer.experts]
+            table[i, columns] = row
+        return table

@@ -1,0 +1,123 @@
+"""Settings of MoLEx, the mixture of layer experts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mole_lightning.errors import ConfigError
+
+_CHOICES = {
+    "pooling": ("mean", "first", "max"),
+    "router": ("linear", "cosine"),
+    "routing": ("sequence", "batch_vote"),
+}
+
+
+@dataclass
+class MolexConfig:
+    """Settings of the layer routing of every routed layer.
+
+    At routed layer ``t`` with input ``z_t`` a router picks ``top_k`` layers ``j`` among
+    the candidate layers (``t`` itself included when it is a candidate), and the layer's
+    output becomes ``w * u_t(z_t) + (1 - w) * sum_j p~_j u_j(z_t)``: the chosen layers
+    read the same input and share their (LoRA / adapter) weights, no new expert weights.
+
+    Attributes:
+        alpha: mix weight ``w`` of the layer's own output (the authors: 0.5 or 0.95);
+            ``1.0`` gives exactly the plain model. With ``learned_alpha`` it is the
+            initial value of the learned weight and must lie strictly inside (0, 1).
+        top_k: layers picked per sequence; the renormalised router probabilities of the
+            picked layers ``p~_j`` share ``1 - w``. ``"batch_vote"`` needs ``top_k == 1``.
+        pooling: how a sequence becomes the router's input ``[batch, hidden]``: ``"mean"``
+            over non-padding tokens, the ``"first"`` non-padding token (CLS), or the
+            ``"max"`` over non-padding tokens. Unused by ``"batch_vote"`` (every token
+            votes).
+        router: ``"linear"`` (one linear gate on the pooled input) or ``"cosine"`` (the
+            tutel / X-MoE cosine router: linear projection to ``router_proj_dim``,
+            cosine similarity with one learned embedding per candidate, times a learned
+            inverse temperature).
+        router_proj_dim: projection width of the cosine router (the authors: 96-416).
+        router_init_std: std of the normal init of every router weight (biases start
+            at zero). 0.02 is the initializer range of BERT / RoBERTa / GPT-2, so the
+            initial logits are small and the first choices near uniform.
+        cosine_init_temperature: initial temperature of the cosine router (tutel's
+            ``init_t``); its inverse is learned and clamped at 100.
+        balance_loss: coefficient of the Switch-style load-balancing loss
+            ``n * sum_j f_j P_j`` summed over routed layers (``0.0``: off). ``f_j`` is the
+            fraction of routing decisions (sequences; tokens in ``"batch_vote"``) that
+            picked candidate ``j``, ``P_j`` the mean router probability of ``j``.
+        routing: ``"sequence"`` (ours): each sequence picks its own ``top_k`` layers from
+            its pooled input and the router probability carries gradient
+            (straight-through, see ``MolexRouting``). ``"batch_vote"`` (the authors):
+            every token, padding included, votes for its top-1 layer and the most frequent
+            choice serves the whole batch; the router probability never enters the mix,
+            so the router learns only through ``balance_loss`` (and its weights are
+            frozen when that is 0).
+        learned_alpha: learn ``w`` per routed layer as a 2-way softmax (the authors'
+            "learned" mix weight), initialised at ``alpha``.
+        routed_layers: indices of the layers that route (``None``: all). The authors
+            route only the first 12 of GPT-2 medium's 24 blocks on E2E.
+        candidate_layers: indices of the layers a router may pick (``None``: all).
+    """
+
+    alpha: float = 0.5
+    top_k: int = 1
+    pooling: str = "mean"
+    router: str = "linear"
+    router_proj_dim: int = 128
+    router_init_std: float = 0.02
+    cosine_init_temperature: float = 0.5
+    balance_loss: float = 0.0
+    routing: str = "sequence"
+    learned_alpha: bool = False
+    routed_layers: list[int] | None = None
+    candidate_layers: list[int] | None = None
+
+    def __post_init__(self) -> None:
+        for name, allowed in _CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(
+                    f"molex.{name}={getattr(self, name)!r} is not one of {', '.join(allowed)}"
+                )
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ConfigError(f"molex.alpha={self.alpha} must lie in [0, 1]")
+        if self.learned_alpha and not 0.0 < self.alpha < 1.0:
+            raise ConfigError(
+                f"molex.alpha={self.alpha} is the initial learned mix weight and must lie "
+                "strictly inside (0, 1) when molex.learned_alpha is true"
+            )
+        if self.top_k < 1:
+            raise ConfigError(f"molex.top_k={self.top_k} must be at least 1")
+        if self.routing == "batch_vote" and self.top_k != 1:
+            raise ConfigError("molex.routing='batch_vote' picks one layer per batch: set top_k=1")
+        if self.balance_loss < 0:
+            raise ConfigError(f"molex.balance_loss={self.balance_loss} must be >= 0")
+        if self.router_proj_dim < 1 or self.router_init_std <= 0 or self.cosine_init_temperature <= 0:
+            raise ConfigError(
+                "molex.router_proj_dim, router_init_std and cosine_init_temperature must be positive"
+            )
+
+    def resolve_layers(self, num_layers: int) -> tuple[list[int], list[int]]:
+        """Returns ``(routed_layers, candidate_layers)`` for a backbone of ``num_layers``.
+
+        Raises:
+            ConfigError: an index is out of range or repeated, or ``top_k`` exceeds the
+                number of candidates.
+        """
+        resolved = []
+        for name in ("routed_layers", "candidate_layers"):
+            given = getattr(self, name)
+            layers = list(range(num_layers)) if given is None else [int(i) for i in given]
+            bad = [i for i in layers if not 0 <= i < num_layers]
+            if bad or len(set(layers)) != len(layers) or not layers:
+                raise ConfigError(
+                    f"molex.{name}={given} must be distinct layer indices in [0, {num_layers}) "
+                    "(the backbone's layers), at least one"
+                )
+            resolved.append(sorted(layers))
+        routed, candidates = resolved
+        if self.top_k > len(candidates):
+            raise ConfigError(
+                f"molex.top_k={self.top_k} exceeds the {len(candidates)} candidate layers"
+            )
+        return routed, candidates

@@ -1,0 +1,262 @@
+"""MoLEx layer routing, injected into a backbone's layer stack with hooks.
+
+``MolexRouting.attach(backbone, cfg)`` leaves the transformers model object and its
+module names untouched (LoRA applied before or after keeps its parameter names, and
+``forward`` / ``generate`` work as before). It registers
+
+* a forward pre-hook on the base model (``RobertaModel``, ``GPT2Model``, ...) that keeps
+  the call's 2-D ``attention_mask`` ``[batch, seq]`` (the padding the router pools over)
+  and starts a new balance loss on every training forward, and
+* a forward hook on every routed layer ``t`` that receives the layer's input ``z_t``
+  and its own output ``u_t(z_t)``, routes, runs each chosen layer once on the examples
+  that chose it, and returns ``w * u_t(z_t) + (1 - w) * sum_j p~_j u_j(z_t)``.
+
+Gradient to the router (``routing="sequence"``): the picked layers' weights are
+``p~_j * p_j / p_j.detach()`` (straight-through): the forward value is exactly the
+renormalised probability ``p~_j`` (1 for ``top_k=1``), so outputs equal the paper's
+formula, and the gradient reaches the router logits as ``p~_j * d log p_j`` times the
+loss's sensitivity to the chosen layer's output. ``alpha=1`` (fixed) skips the chosen
+layers, so the output is exactly the plain model's.
+
+The routing module holds the routers, the learned mix weights and the selection
+counts; register it on the LightningModule so it trains, moves and saves with it.
+Caching: a chosen layer runs without the KV cache, and a call whose cache already holds
+earlier tokens is refused (the router must see the whole sequence): generate with
+``use_cache=False``.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from mole_lightning.errors import ConfigError
+from mole_lightning.methods.molex.config import MolexConfig
+from mole_lightning.methods.molex.layer_call import LayerCall, layer_hidden, replace_hidden
+from mole_lightning.methods.molex.router import build_router, pool_sequences, switch_balance_loss
+
+
+def find_layer_stack(backbone: nn.Module) -> tuple[nn.Module, nn.ModuleList]:
+    """Returns ``(base_model, layers)`` of a transformers model, peft-wrapped or not.
+
+    The base model is the module whose forward receives ``attention_mask`` and runs the
+    layers: ``encoder.layer`` (BERT, RoBERTa, DeBERTa-v2, MiniLM) or ``h`` (GPT-2).
+
+    Raises:
+        ConfigError: no known layer stack.
+    """
+    model = backbone.get_base_model() if hasattr(backbone, "get_base_model") else backbone
+    base = getattr(model, "base_model", model)
+    for path in ("encoder.layer", "h"):
+        module: Any = base
+        for part in path.split("."):
+            module = getattr(module, part, None)
+        if isinstance(module, nn.ModuleList):
+            return base, module
+    raise ConfigError(
+        f"{type(backbone).__name__} has no layer stack MoLEx knows (encoder.layer or h); "
+        "MoLEx supports BERT, RoBERTa, DeBERTa-v2, MiniLM and GPT-2 backbones"
+    )
+
+
+class MolexRouting(nn.Module):
+    """Routers and statistics of MoLEx over one backbone's ``T`` layers.
+
+    Attributes:
+        cfg: the settings.
+        routed_layers: indices of the routed layers (one router each, in this order).
+        candidate_layers: indices the routers choose among (router output order).
+        routers: one router per routed layer, ``[..., hidden] -> [..., len(candidates)]``.
+        mix_logits: ``[len(routed), 2]`` learned (own, chosen) mix logits, or ``None``.
+        selection_counts: ``[T, T]`` long buffer; row ``t`` (a routed layer), column
+            ``j`` (the chosen layer) counts eval-mode choices, one per example and pick.
+    """
+
+    def __init__(self, cfg: MolexConfig, num_layers: int, hidden_size: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.routed_layers, self.candidate_layers = cfg.resolve_layers(num_layers)
+        n = len(self.candidate_layers)
+        self.routers = nn.ModuleList(build_router(cfg, hidden_size, n) for _ in self.routed_layers)
+        if cfg.routing == "batch_vote" and cfg.balance_loss == 0:
+            self.routers.requires_grad_(False)  # no loss reaches them (the authors' setup)
+        self.mix_logits = (
+            nn.Parameter(torch.tensor([[math.log(cfg.alpha), math.log1p(-cfg.alpha)]] * len(self.routed_layers)))
+            if cfg.learned_alpha
+            else None
+        )
+        self.register_buffer("selection_counts", torch.zeros(num_layers, num_layers, dtype=torch.long))
+        self.register_buffer("candidates", torch.tensor(self.candidate_layers), persistent=False)
+        self._slot = {t: i for i, t in enumerate(self.routed_layers)}
+        self._layers: tuple[nn.Module, ...] = ()
+        self._handles: list[RemovableHandle] = []
+        self._padding_mask: torch.Tensor | None = None
+        self._balance_terms: list[torch.Tensor] = []
+        self._forced: dict[int, int] = {}
+
+    @classmethod
+    def attach(cls, backbone: nn.Module, cfg: MolexConfig) -> MolexRouting:
+        """Injects MoLEx routing into ``backbone`` in place and returns the routing module.
+
+        Args:
+            backbone: a transformers model (``AutoModel``, a task model, or a peft model
+                wrapping one); LoRA may be applied before or after.
+            cfg: the settings.
+        """
+        base, layers = find_layer_stack(backbone)
+        routing = cls(cfg, len(layers), base.config.hidden_size)
+        routing.to(next(backbone.parameters()).device)
+        routing._layers = tuple(layers)
+        routing._handles.append(
+            base.register_forward_pre_hook(routing._on_model_call, with_kwargs=True)
+        )
+        for t in routing.routed_layers:
+            routing._handles.append(
+                layers[t].register_forward_hook(
+                    partial(routing._on_layer_output, t), with_kwargs=True, prepend=True
+                )
+            )
+        return routing
+
+    def detach(self) -> None:
+        """Removes the hooks: the backbone computes as the plain model again."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def aux_loss(self) -> torch.Tensor | None:
+        """``balance_loss`` times the load-balancing loss of the last training forward,
+        summed over routed layers; ``None`` when off or before any training forward."""
+        if self.cfg.balance_loss == 0 or not self._balance_terms:
+            return None
+        return self.cfg.balance_loss * torch.stack(self._balance_terms).sum()
+
+    def reset_selection_counts(self) -> None:
+        """Sets every selection count to zero."""
+        self.selection_counts.zero_()
+
+    def selection_frequencies(self) -> torch.Tensor:
+        """``[T, T]`` float: each routed row of ``selection_counts`` divided by its sum
+        (rows with no count stay zero)."""
+        counts = self.selection_counts.float()
+        return counts / counts.sum(dim=1, keepdim=True).clamp(min=1)
+
+    def force_choice(self, layer_to_choice: dict[int, int] | None) -> None:
+        """Makes routed layer ``t`` use layer ``layer_to_choice[t]`` for every example with
+        weight 1 instead of asking its router (``None``: route normally again)."""
+        forced = dict(layer_to_choice or {})
+        for t, j in forced.items():
+            if t not in self._slot or not 0 <= j < self.selection_counts.shape[0]:
+                raise ConfigError(
+                    f"force_choice({{{t}: {j}}}): {t} must be a routed layer "
+                    f"({self.routed_layers}) and {j} a layer index"
+                )
+        self._forced = forced
+
+    def _on_model_call(self, base: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
+        mask = LayerCall.bind(base, args, kwargs).arguments.get("attention_mask")
+        self._padding_mask = mask
+        if base.training:
+            self._balance_terms = []
+
+    def _on_layer_output(
+        self, t: int, layer: nn.Module, args: tuple, kwargs: dict[str, Any], output: Any
+    ) -> Any:
+        call = LayerCall.bind(layer, args, kwargs)
+        hidden = call.hidden_states
+        self._refuse_partial_sequence(call, t)
+        forced = self._forced.get(t)
+        if forced is not None:
+            choices = torch.full((hidden.shape[0], 1), forced, device=hidden.device)
+            weights = torch.ones(hidden.shape[0], 1, device=hidden.device)
+        elif self.cfg.routing == "sequence":
+            choices, weights = self._route_sequences(self._slot[t], hidden, layer.training)
+        else:
+            choices, weights = self._route_batch_vote(self._slot[t], hidden, layer.training)
+        if not layer.training:
+            counts = self.selection_counts[t]
+            counts.index_add_(0, choices.flatten(), torch.ones_like(choices.flatten()))
+        if self.mix_logits is None and self.cfg.alpha == 1.0:
+            return None
+        own = layer_hidden(output)
+        chosen = self._run_chosen(t, call, own, choices, weights)
+        if self.mix_logits is None:
+            own_weight, chosen_weight = self.cfg.alpha, 1.0 - self.cfg.alpha
+        else:
+            own_weight, chosen_weight = torch.softmax(self.mix_logits[self._slot[t]], dim=0).to(own.dtype)
+        return replace_hidden(output, own_weight * own + chosen_weight * chosen)
+
+    def _refuse_partial_sequence(self, call: LayerCall, t: int) -> None:
+        cache = call.cache
+        seen = cache.get_seq_length(t) if hasattr(cache, "get_seq_length") else 0
+        if seen > call.hidden_states.shape[1]:
+            raise ConfigError(
+                f"MoLEx routing at layer {t} got {call.hidden_states.shape[1]} new tokens on top of "
+                f"a KV cache of {seen - call.hidden_states.shape[1]}: the router needs the whole "
+                "sequence; generate with use_cache=False"
+            )
+
+    def _valid_tokens(self, hidden: torch.Tensor) -> torch.Tensor:
+        mask = self._padding_mask
+        if mask is None:
+            return torch.ones(hidden.shape[:2], dtype=torch.bool, device=hidden.device)
+        if mask.shape != hidden.shape[:2]:
+            raise ConfigError(
+                f"MoLEx pools over the 2-D attention_mask [batch, seq] of the model call, but it "
+                f"has shape {tuple(mask.shape)} and the layer input {tuple(hidden.shape[:2])}; pass "
+                "a 2-D padding mask (and use_cache=False when generating)"
+            )
+        return mask != 0
+
+    def _route_sequences(
+        self, slot: int, hidden: torch.Tensor, training: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-sequence top-k. Returns ``choices`` ``[batch, k]`` (layer indices) and
+        ``weights`` ``[batch, k]`` (value ``p~_j``, gradient through ``p_j``)."""
+        pooled = pool_sequences(hidden, self._valid_tokens(hidden), self.cfg.pooling)
+        probs = torch.softmax(self.routers[slot](pooled).float(), dim=-1)
+        top_p, top_i = probs.topk(self.cfg.top_k, dim=-1)
+        renormalised = top_p / top_p.sum(dim=-1, keepdim=True)
+        weights = renormalised.detach() * top_p / top_p.detach().clamp(min=torch.finfo(top_p.dtype).tiny)
+        if training and self.cfg.balance_loss > 0:
+            self._balance_terms.append(switch_balance_loss(probs, top_i))
+        return self.candidates[top_i], weights
+
+    def _route_batch_vote(
+        self, slot: int, hidden: torch.Tensor, training: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The authors' routing: every token (padding too) votes for its top-1 candidate;
+        the most frequent vote (lowest index on ties) serves the whole batch with weight
+        1 and no gradient."""
+        probs = torch.softmax(self.routers[slot](hidden).float(), dim=-1)
+        votes = probs.argmax(dim=-1).flatten()
+        winner = torch.bincount(votes, minlength=probs.shape[-1]).argmax()
+        if training and self.cfg.balance_loss > 0:
+            self._balance_terms.append(switch_balance_loss(probs.flatten(0, 1), votes.unsqueeze(1)))
+        batch = hidden.shape[0]
+        choices = self.candidates[winner].expand(batch, 1)
+        return choices, torch.ones(batch, 1, device=hidden.device)
+
+    def _run_chosen(
+        self, t: int, call: LayerCall, own: torch.Tensor, choices: torch.Tensor, weights: torch.Tensor
+    ) -> torch.Tensor:
+        """``sum_j weights_j * u_j(z)`` ``[batch, seq, hidden]``: each distinct chosen
+        layer runs once, on the examples that chose it (``u_t`` is reused)."""
+        batch = own.shape[0]
+        mixed = torch.zeros_like(own)
+        for j in torch.unique(choices).tolist():
+            hit = choices == j
+            weight = (weights * hit).sum(dim=1).to(own.dtype)
+            rows = hit.any(dim=1).nonzero().squeeze(1)
+            if rows.numel() == batch:
+                out = own if j == t else call.run(self._layers[j], None)
+                mixed = mixed + weight[:, None, None] * out
+            else:
+                out = own.index_select(0, rows) if j == t else call.run(self._layers[j], rows)
+                mixed = mixed.index_add(0, rows, weight.index_select(0, rows)[:, None, None] * out)
+        return mixed

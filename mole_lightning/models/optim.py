@@ -1,0 +1,42 @@
+"""AdamW over the trainable parameters with linear warmup and decay."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+from torch import nn
+from torch.optim import AdamW
+from transformers import get_linear_schedule_with_warmup
+
+NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+
+
+def param_groups(module: nn.Module, weight_decay: float) -> list[dict]:
+    """Trainable parameters only, biases and norms without weight decay."""
+    decay, no_decay = [], []
+    for name, p in module.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if name.endswith(NO_DECAY) else decay).append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def build_optimizer(module: nn.Module, optim: DictConfig | dict, total_steps: int | float) -> dict:
+    """Returns Lightning's optimizer dict: AdamW and a per-step linear warmup/decay schedule.
+
+    Args:
+        optim: ``lr``, ``weight_decay``, ``warmup_ratio`` (or ``warmup_steps``), ``betas``, ``eps``.
+        total_steps: the run's optimizer steps (``trainer.estimated_stepping_batches``).
+    """
+    optimizer = AdamW(
+        param_groups(module, optim["weight_decay"]),
+        lr=optim["lr"],
+        betas=tuple(optim.get("betas", (0.9, 0.999))),
+        eps=optim.get("eps", 1e-8),
+    )
+    total = max(int(total_steps), 1)
+    warmup = optim.get("warmup_steps") or int(optim.get("warmup_ratio", 0.0) * total)
+    scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

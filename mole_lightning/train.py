@@ -1,0 +1,143 @@
+"""Training entry point: ``python train.py task=sst2 method=mole`` (Hydra composes ``conf/``)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import (
+    Callback,
+    EarlyStopping,
+    LearningRateMonitor,
+    ModelCheckpoint,
+)
+from pytorch_lightning.utilities import rank_zero_info
+
+from mole_lightning.data.datamodule import GlueDataModule
+from mole_lightning.errors import ConfigError, MoleError
+from mole_lightning.models.glue_module import GlueModule
+from mole_lightning.utils.loggers import build_loggers
+from mole_lightning.utils.run_info import finish_run, start_run
+
+TRAINER_EXTRA_KEYS = ("compile",)
+CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+def resolve_ckpt_path(ckpt_path: str | None) -> str | None:
+    """A checkpoint file as given, or a run directory's ``checkpoints/last.ckpt``."""
+    if ckpt_path is None:
+        return None
+    path = Path(ckpt_path)
+    if path.is_dir():
+        path = path / "checkpoints" / "last.ckpt"
+    if not path.is_file():
+        raise ConfigError(f"ckpt_path={ckpt_path!r}: no checkpoint at {path}")
+    return str(path)
+
+
+def build_callbacks(cfg: DictConfig) -> list[Callback]:
+    """Checkpointing, LR monitor, optional early stopping, and the method's own callbacks."""
+    from mole_lightning.callbacks import method_callbacks
+
+    node = cfg.callbacks
+    ckpt = node.model_checkpoint
+    callbacks: list[Callback] = [
+        ModelCheckpoint(
+            dirpath=ckpt.dirpath,
+            monitor=ckpt.monitor,
+            mode=ckpt.mode,
+            save_top_k=ckpt.save_top_k,
+            save_last=ckpt.save_last,
+            every_n_train_steps=ckpt.get("every_n_train_steps"),
+            filename=ckpt.filename,
+            auto_insert_metric_name=ckpt.auto_insert_metric_name,
+        )
+    ]
+    if node.get("lr_monitor") and cfg.get("logger"):
+        callbacks.append(LearningRateMonitor(logging_interval="step"))
+    if node.early_stopping.enabled:
+        es = node.early_stopping
+        callbacks.append(EarlyStopping(monitor=es.monitor, mode=es.mode, patience=es.patience))
+    callbacks.extend(method_callbacks(cfg))
+    return callbacks
+
+
+def build_datamodule(cfg: DictConfig, model: pl.LightningModule) -> pl.LightningDataModule:
+    """The task's data module; graph methods get word graphs parsed by ``cfg.parser``."""
+    kind = cfg.task.get("kind", "glue")
+    if kind == "glue":
+        kinds = model.encoder.graph_kinds if model.needs_graphs else None
+        return GlueDataModule(
+            cfg.task.name, cfg.data, cfg.backbone, cfg.paths.cache_dir, parser=cfg.get("parser"), graph_kinds=kinds
+        )
+    raise ConfigError(f"task kind {kind!r} of task {cfg.task.name!r} is not supported; valid kinds: glue")
+
+
+def build_module(cfg: DictConfig) -> pl.LightningModule:
+    """The LightningModule of the task's kind."""
+    return GlueModule(cfg.task, cfg.method, cfg.backbone, cfg.optim)
+
+
+def build_trainer(cfg: DictConfig, callbacks: list[Callback], loggers: list) -> pl.Trainer:
+    kwargs = {k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items() if k not in TRAINER_EXTRA_KEYS}
+    return pl.Trainer(
+        **kwargs, callbacks=callbacks, logger=loggers or False, default_root_dir=cfg.paths.output_dir
+    )
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Trains and evaluates one configuration; returns the final metrics.
+
+    Leaves in ``cfg.paths.output_dir``: ``resolved_config.yaml``, ``run_info.json``
+    (status, versions, git commit), ``metrics.json``, ``checkpoints/`` and whatever the
+    method's callbacks export (heatmaps, tables).
+    """
+    output_dir = Path(cfg.paths.output_dir)
+    info = start_run(cfg, output_dir)
+    try:
+        if cfg.get("seed") is not None:
+            pl.seed_everything(cfg.seed, workers=True)
+        model = build_module(cfg)
+        datamodule = build_datamodule(cfg, model)
+        if cfg.trainer.get("compile"):
+            model.encoder.compile(mode=None if cfg.trainer.compile == "default" else cfg.trainer.compile)
+        callbacks = build_callbacks(cfg)
+        trainer = build_trainer(cfg, callbacks, build_loggers(cfg, output_dir))
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg.get("ckpt_path")))
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        best_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        if cfg.get("validate_best") and best_path and not cfg.trainer.get("fast_dev_run"):
+            best = trainer.validate(model, datamodule=datamodule, ckpt_path=best_path, verbose=False)
+            metrics.update({f"best/{k}": float(v) for k, v in best[0].items() if not k.endswith("_best")})
+        metrics["global_step"] = trainer.global_step
+    except BaseException as err:
+        finish_run(output_dir, info, "failed", error=f"{type(err).__name__}: {err}")
+        raise
+    finish_run(output_dir, info, "finished", metrics)
+    print_metrics(metrics, cfg.task.monitor)
+    return metrics
+
+
+def print_metrics(metrics: dict[str, float], monitor: str) -> None:
+    """Prints the dev metrics, the monitored one first."""
+    shown = [k for k in metrics if k.startswith(("val/", "best/"))]
+    shown.sort(key=lambda k: (k != monitor, k))
+    rank_zero_info("dev metrics:\n" + "\n".join(f"  {k:<28} {metrics[k]:.4f}" for k in shown))
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train.yaml")
+def main(cfg: DictConfig) -> float | None:
+    """Hydra entry point; returns the monitored metric (for sweepers)."""
+    try:
+        metrics = train(cfg)
+    except MoleError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    return metrics.get(f"best/{cfg.task.monitor}", metrics.get(cfg.task.monitor))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""What a run leaves in its directory for later reading: config, versions, status, metrics."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+import mole_lightning
+
+RUN_INFO = "run_info.json"
+METRICS = "metrics.json"
+RESOLVED_CONFIG = "resolved_config.yaml"
+
+
+def git_commit(cwd: Path | None = None) -> str | None:
+    """The checkout's commit (with ``-dirty`` if it has uncommitted changes), or ``None``."""
+    try:
+        cwd = cwd or Path(mole_lightning.__file__).parent
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True, text=True
+        ).stdout.strip()
+        return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def write_json(path: Path, payload: dict) -> None:
+    """Writes JSON atomically (a reader never sees half a file)."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=float))
+    tmp.replace(path)
+
+
+def start_run(cfg: DictConfig, output_dir: Path) -> dict:
+    """Saves the resolved config and a ``run_info.json`` with status ``running``."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / RESOLVED_CONFIG).write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    info = {
+        "status": "running",
+        "task": cfg.task.name,
+        "method": cfg.method.name,
+        "backbone": cfg.backbone.name,
+        "seed": cfg.seed,
+        "package_version": mole_lightning.__version__,
+        "git_commit": git_commit(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    write_json(output_dir / RUN_INFO, info)
+    return info
+
+
+def finish_run(output_dir: Path, info: dict, status: str, metrics: dict | None = None, error: str | None = None) -> None:
+    """Records the run's end (``finished`` or ``failed``) and its final metrics."""
+    info = {**info, "status": status, "ended": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    if error:
+        info["error"] = error
+    write_json(output_dir / RUN_INFO, info)
+    if metrics is not None:
+        write_json(output_dir / METRICS, metrics)

@@ -1,0 +1,54 @@
+"""Real training runs: MiniLM backbone, real GLUE data, the real Lightning Trainer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mole_lightning.train import train
+from tests.conftest import compose, fast_run_overrides
+from tests.test_glue_data import write_mnli
+
+
+def run(overrides: list[str], out: Path, cache: Path) -> dict:
+    return train(compose(overrides, out, cache))
+
+
+@pytest.mark.parametrize("task,monitor", [("cola", "val/mcc"), ("sst2", "val/acc"), ("mrpc", "val/acc"), ("rte", "val/acc")])
+def test_real_glue_run(glue_dir: Path, cache_dir: Path, tmp_path: Path, task: str, monitor: str) -> None:
+    metrics = run(fast_run_overrides(glue_dir, task), tmp_path, cache_dir)
+    assert monitor in metrics and f"best/{monitor}" in metrics
+    assert -1.0 <= metrics[monitor] <= 1.0
+    assert metrics["global_step"] == 3
+    info = json.loads((tmp_path / "run_info.json").read_text())
+    assert info["status"] == "finished" and info["task"] == task
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved[monitor] == pytest.approx(metrics[monitor])
+    assert (tmp_path / "resolved_config.yaml").is_file()
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    assert (tmp_path / "csv" / "metrics.csv").is_file()
+    if task == "mrpc":
+        assert "val/f1" in metrics
+
+
+def test_regression_run_stsb(glue_dir: Path, cache_dir: Path, tmp_path: Path) -> None:
+    metrics = run(fast_run_overrides(glue_dir, "stsb"), tmp_path, cache_dir)
+    assert {"val/pearson", "val/spearman"} <= set(metrics)
+
+
+def test_three_class_run_mnli_matched_and_mismatched(tmp_path: Path, cache_dir: Path) -> None:
+    data = tmp_path / "glue"
+    write_mnli(data / "MNLI")
+    metrics = run(fast_run_overrides(data, "mnli"), tmp_path / "run", cache_dir)
+    assert {"val/acc", "val/acc_mm"} <= set(metrics)
+
+
+def test_failed_run_is_recorded(glue_dir: Path, tmp_path: Path, cache_dir: Path) -> None:
+    from mole_lightning.errors import DataFileError
+
+    with pytest.raises(DataFileError):
+        run(fast_run_overrides(tmp_path / "empty", "rte"), tmp_path, cache_dir)
+    info = json.loads((tmp_path / "run_info.json").read_text())
+    assert info["status"] == "failed" and "DataFileError" in info["error"]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
+import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import (
     Callback,
@@ -18,7 +20,7 @@ from pytorch_lightning.utilities import rank_zero_info
 
 from mole_lightning.data.datamodule import GlueDataModule
 from mole_lightning.errors import ConfigError, MoleError
-from mole_lightning.models.glue_module import GlueModule
+from mole_lightning.models.glue_module import GlueModule, parameter_counts
 from mole_lightning.utils.loggers import build_loggers
 from mole_lightning.utils.run_info import finish_run, start_run
 
@@ -81,8 +83,42 @@ def build_module(cfg: DictConfig) -> pl.LightningModule:
     return GlueModule(cfg.task, cfg.method, cfg.backbone, cfg.optim)
 
 
+def is_launch_rank_zero() -> bool:
+    """Whether this process is global rank 0, read from the launcher's environment
+    (Lightning's DDP launcher, torchrun, SLURM) so it is known before the Trainer exists."""
+    return all(int(os.environ.get(k, "0")) == 0 for k in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
+
+
+def check_ddp_launch(trainer_kwargs: dict) -> None:
+    """Refuses Lightning's script-relaunching DDP inside a Hydra multirun.
+
+    That launcher starts each worker with this process's command line, which in a
+    multirun is the whole sweep (``-m`` and every swept value): the workers would run
+    other jobs into other directories. torchrun (every rank runs the sweep in lockstep)
+    and ``ddp_spawn`` (workers forked from the job) do not re-run the command line.
+
+    Raises:
+        ConfigError: multirun + ``trainer.strategy=ddp*`` on several devices, launched by Lightning.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    strategy = str(trainer_kwargs.get("strategy", ""))
+    relaunches = strategy.startswith("ddp") and not any(s in strategy for s in ("spawn", "fork", "notebook"))
+    several = trainer_kwargs.get("devices", 1) not in (1, "1") or trainer_kwargs.get("num_nodes", 1) != 1
+    external = torch.distributed.is_torchelastic_launched() or int(os.environ.get("SLURM_NTASKS", "1")) > 1
+    if relaunches and several and not external and HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        raise ConfigError(
+            f"trainer.strategy={strategy} in a Hydra multirun: Lightning's DDP launcher would re-run "
+            "the whole sweep in every worker. Use trainer.strategy=ddp_spawn (or "
+            "ddp_spawn_find_unused_parameters_true), or launch the sweep with torchrun: "
+            "`torchrun --nproc_per_node=N train.py -m hydra.sweep.dir=DIR ...` (docs/experiments.md)"
+        )
+
+
 def build_trainer(cfg: DictConfig, callbacks: list[Callback], loggers: list) -> pl.Trainer:
     kwargs = {k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items() if k not in TRAINER_EXTRA_KEYS}
+    check_ddp_launch(kwargs)
     return pl.Trainer(
         **kwargs, callbacks=callbacks, logger=loggers or False, default_root_dir=cfg.paths.output_dir
     )
@@ -92,11 +128,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Trains and evaluates one configuration; returns the final metrics.
 
     Leaves in ``cfg.paths.output_dir``: ``resolved_config.yaml``, ``run_info.json``
-    (status, versions, git commit), ``metrics.json``, ``checkpoints/`` and whatever the
-    method's callbacks export (heatmaps, tables).
+    (status, versions, git commit), ``metrics.json`` (dev metrics and the final
+    ``params/trainable`` / ``params/total``), ``checkpoints/`` and whatever the method's
+    callbacks export (heatmaps, tables). Under DDP only global rank 0 writes the run files.
     """
     output_dir = Path(cfg.paths.output_dir)
-    info = start_run(cfg, output_dir)
+    writes_run_files = is_launch_rank_zero()
+    info = start_run(cfg, output_dir) if writes_run_files else {}
     try:
         if cfg.get("seed") is not None:
             pl.seed_everything(cfg.seed, workers=True)
@@ -107,16 +145,21 @@ def train(cfg: DictConfig) -> dict[str, float]:
         callbacks = build_callbacks(cfg)
         trainer = build_trainer(cfg, callbacks, build_loggers(cfg, output_dir))
         trainer.fit(model, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg.get("ckpt_path")))
+        if cfg.task.monitor not in trainer.callback_metrics and not cfg.trainer.get("fast_dev_run"):
+            trainer.validate(model, datamodule=datamodule, verbose=False)  # max_steps ended mid-epoch
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         best_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         if cfg.get("validate_best") and best_path and not cfg.trainer.get("fast_dev_run"):
             best = trainer.validate(model, datamodule=datamodule, ckpt_path=best_path, verbose=False)
             metrics.update({f"best/{k}": float(v) for k, v in best[0].items() if not k.endswith("_best")})
         metrics["global_step"] = trainer.global_step
+        metrics.update(parameter_counts(model))
     except BaseException as err:
-        finish_run(output_dir, info, "failed", error=f"{type(err).__name__}: {err}")
+        if writes_run_files:
+            finish_run(output_dir, info, "failed", error=f"{type(err).__name__}: {err}")
         raise
-    finish_run(output_dir, info, "finished", metrics)
+    if writes_run_files:
+        finish_run(output_dir, info, "finished", metrics)
     print_metrics(metrics, cfg.task.monitor)
     return metrics
 

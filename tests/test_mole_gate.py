@@ -38,7 +38,9 @@ def test_gumbel_argmax_frequencies_follow_softmax_of_logits():
     assert torch.equal(weights.detach().sum(-1), torch.ones(40000))
     assert set(weights.detach().unique().tolist()) == {0.0, 1.0}
     frequencies = weights.detach().mean(0)
-    torch.testing.assert_close(frequencies, torch.softmax(gate.logits.detach(), -1), atol=0.01, rtol=0)
+    torch.testing.assert_close(
+        frequencies, torch.softmax(gate.logits.detach(), -1), atol=0.01, rtol=0
+    )
 
 
 def test_hard_gate_passes_the_soft_gradient():
@@ -99,7 +101,9 @@ def test_layer_eval_mixes_experts_by_softmax_of_logits(eval_mode):
 def test_layer_training_mixes_per_example_and_records_mean_weights():
     cfg = MoleConfig(bottleneck=6, dropout=0.0)
     context = MoleContext(0.5, "first", "pyg", 2)
-    context.set_graphs(random_word_graphs(4, 9, 5, min_words=2, generator=torch.Generator().manual_seed(5)))
+    context.set_graphs(
+        random_word_graphs(4, 9, 5, min_words=2, generator=torch.Generator().manual_seed(5))
+    )
     layer = randomised_layer(cfg, context).train()
     h = torch.randn(4, 9, 12)
     torch.manual_seed(6)
@@ -107,7 +111,9 @@ def test_layer_training_mixes_per_example_and_records_mean_weights():
     torch.manual_seed(6)
     weights = layer.gate(4)
     outputs = torch.stack([expert(h) for expert in layer.experts.values()], dim=1)
-    torch.testing.assert_close(out, (weights[:, :, None, None] * outputs).sum(1), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(
+        out, (weights[:, :, None, None] * outputs).sum(1), atol=1e-6, rtol=1e-5
+    )
     torch.testing.assert_close(layer.last_weights_mean, weights.mean(0).detach())
 
 

@@ -19,8 +19,13 @@ BATCH, SEQ, WORDS = 3, 14, 8
 
 def tiny_backbone(kind: str, seed: int = 0) -> torch.nn.Module:
     config = CONFIGS[kind](
-        vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=37, max_position_embeddings=64, hidden_dropout_prob=0.0,
+        vocab_size=100,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        max_position_embeddings=64,
+        hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
     )
     torch.manual_seed(seed)
@@ -103,11 +108,17 @@ def test_prune_deletes_experts_and_a_rebuilt_model_loads_strictly():
     assert not any("gate" in k or "syntactic" in k or "sequential" in k for k in keys)
     assert any(k.startswith("layers.0.experts.semantic.") for k in keys)
     assert {k.rsplit(".", 1)[0] for k in keys if k.startswith("layers.1.")} == {
-        "layers.1.experts.mlp.down", "layers.1.experts.mlp.up", "layers.1.experts.mlp.norm"
+        "layers.1.experts.mlp.down",
+        "layers.1.experts.mlp.up",
+        "layers.1.experts.mlp.norm",
     }
-    assert sum(p.numel() for p in adapters.parameters()) == sum(v.numel() for v in adapters.state_dict().values())
+    assert sum(p.numel() for p in adapters.parameters()) == sum(
+        v.numel() for v in adapters.state_dict().values()
+    )
     importance = adapters.importance()
-    assert torch.equal(importance.isnan(), torch.tensor([[1, 0, 1, 1], [1, 1, 1, 0]], dtype=torch.bool))
+    assert torch.equal(
+        importance.isnan(), torch.tensor([[1, 0, 1, 1], [1, 1, 1, 0]], dtype=torch.bool)
+    )
     assert importance[0, 1] == 1 and importance[1, 3] == 1
 
     inputs, graphs = batch_inputs(seed=2)
@@ -122,7 +133,11 @@ def test_prune_deletes_experts_and_a_rebuilt_model_loads_strictly():
         assert torch.equal(run(rebuilt_backbone, rebuilt, inputs, graphs), expected)
         fresh = MoleAdapters.attach(tiny_backbone("bert"), cfg, structure=kept)
         assert fresh.structure == kept
-        assert all(torch.count_nonzero(layer.up.weight) == 0 for layer in fresh.modules() if hasattr(layer, "up"))
+        assert all(
+            torch.count_nonzero(layer.up.weight) == 0
+            for layer in fresh.modules()
+            if hasattr(layer, "up")
+        )
 
 
 def test_top2_prune_restricts_the_gate_and_reloads():
@@ -144,7 +159,9 @@ def test_top2_prune_restricts_the_gate_and_reloads():
     with torch.no_grad():
         expected = run(backbone, adapters, inputs, graphs)
     rebuilt_backbone = tiny_backbone("roberta")
-    rebuilt = MoleAdapters.attach(rebuilt_backbone, cfg, structure=[list(reversed(k)) for k in kept])
+    rebuilt = MoleAdapters.attach(
+        rebuilt_backbone, cfg, structure=[list(reversed(k)) for k in kept]
+    )
     rebuilt.load_state_dict(adapters.state_dict(), strict=True)
     rebuilt.eval()
     with torch.no_grad():
@@ -168,7 +185,9 @@ def test_graph_experts_need_graphs_and_mlp_only_models_do_not():
 
 
 def test_temperature_is_shared_by_every_gate():
-    adapters = MoleAdapters.attach(tiny_backbone("deberta-v2"), MoleConfig(bottleneck=8, init_temperature=2.0))
+    adapters = MoleAdapters.attach(
+        tiny_backbone("deberta-v2"), MoleConfig(bottleneck=8, init_temperature=2.0)
+    )
     assert adapters.temperature == 2.0
     adapters.temperature = 0.01
     torch.manual_seed(0)
@@ -186,7 +205,9 @@ def test_bad_settings_name_the_option():
     with pytest.raises(ConfigError, match="mole.rgcn_impl"):
         MoleConfig(rgcn_impl="sparse")
     with pytest.raises(ConfigError, match="layer 1"):
-        MoleAdapters.attach(tiny_backbone("bert"), MoleConfig(experts=["mlp"]), structure=[["mlp"], ["semantic"]])
+        MoleAdapters.attach(
+            tiny_backbone("bert"), MoleConfig(experts=["mlp"]), structure=[["mlp"], ["semantic"]]
+        )
 
 
 def sequential_graphs(word_ids: list[list[int | None]], max_words: int) -> WordGraphBatch:
@@ -196,7 +217,10 @@ def sequential_graphs(word_ids: list[list[int | None]], max_words: int) -> WordG
     index, types = [], []
     for b, n in enumerate(num_words.tolist()):
         for w in range(n - 1):
-            index += [(b * max_words + w, b * max_words + w + 1), (b * max_words + w + 1, b * max_words + w)]
+            index += [
+                (b * max_words + w, b * max_words + w + 1),
+                (b * max_words + w + 1, b * max_words + w),
+            ]
             types += [0, 1]
     edges = (torch.tensor(index).T, torch.tensor(types))
     return WordGraphBatch(token_to_word, num_words, {"sequential": edges}, max_words)
@@ -214,12 +238,16 @@ def test_minilm_forward_with_real_subword_alignment():
     sentences = ["The unbelievably tiny tokenizer splits words.", "Graphs help."]
     encoded = tokenizer(sentences, padding=True, return_tensors="pt")
     word_ids = [encoded.word_ids(i) for i in range(len(sentences))]
-    graphs = sequential_graphs(word_ids, max_words=max(w for row in word_ids for w in row if w is not None) + 1)
+    graphs = sequential_graphs(
+        word_ids, max_words=max(w for row in word_ids for w in row if w is not None) + 1
+    )
     assert (torch.bincount(graphs.token_to_word[0][graphs.token_to_word[0] >= 0]) > 1).any()
 
     with torch.no_grad():
         before = backbone(**encoded).last_hidden_state
-        adapters = MoleAdapters.attach(backbone, MoleConfig(experts=["sequential", "mlp"], dropout=0.0))
+        adapters = MoleAdapters.attach(
+            backbone, MoleConfig(experts=["sequential", "mlp"], dropout=0.0)
+        )
         adapters.set_graphs(graphs)
         assert torch.equal(backbone(**encoded).last_hidden_state, before)
     randomise(adapters)

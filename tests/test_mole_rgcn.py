@@ -18,11 +18,19 @@ from mole_lightning.methods.mole.synthetic import random_word_graphs
 from mole_lightning.methods.mole.words import WordAlignment
 
 
-def graphs_with_empty_example(num_relations: int, seed: int = 0, edges_per_word: float = 1.0) -> WordGraphBatch:
+def graphs_with_empty_example(
+    num_relations: int, seed: int = 0, edges_per_word: float = 1.0
+) -> WordGraphBatch:
     """Random graphs of 5 examples where example 2 has no words at all."""
     g = torch.Generator().manual_seed(seed)
     graphs = random_word_graphs(
-        5, 16, 9, min_words=4, num_relations=num_relations, edges_per_word=edges_per_word, generator=g
+        5,
+        16,
+        9,
+        min_words=4,
+        num_relations=num_relations,
+        edges_per_word=edges_per_word,
+        generator=g,
     )
     graphs.token_to_word[2] = -1
     graphs.num_words[2] = 0
@@ -36,7 +44,9 @@ def naive_rgcn(x: torch.Tensor, edge_index, edge_type, conv: RelationalGraphConv
     """Example by example, node by node, relation by relation."""
     batch, words, _ = x.shape
     out = torch.zeros(batch, words, conv.bias.shape[0], dtype=x.dtype)
-    edges = list(zip(edge_index[0].tolist(), edge_index[1].tolist(), edge_type.tolist(), strict=True))
+    edges = list(
+        zip(edge_index[0].tolist(), edge_index[1].tolist(), edge_type.tolist(), strict=True)
+    )
     for b in range(batch):
         for v in range(words):
             total = x[b, v] @ conv.root + conv.bias
@@ -72,7 +82,9 @@ def test_dense_and_sparse_rgcn_equal_naive_reference(num_relations):
 
 
 def test_float32_gradients_of_dense_and_sparse_agree():
-    graphs = random_word_graphs(8, 40, 30, num_relations=3, generator=torch.Generator().manual_seed(3))
+    graphs = random_word_graphs(
+        8, 40, 30, num_relations=3, generator=torch.Generator().manual_seed(3)
+    )
     edge_index, edge_type = graphs.edges["semantic"]
     conv = RelationalGraphConv(16, 16, 3)
     results = []
@@ -107,7 +119,9 @@ def test_batch_without_any_word():
         graph = impl(*graphs.edges["syntactic"], 3, 0, 2)
         assert conv(torch.zeros(3, 0, 4), graph).shape == (3, 0, 4)
     alignment = WordAlignment(graphs.token_to_word, 0, "mean")
-    assert torch.equal(alignment.scatter(alignment.pool(torch.randn(3, 6, 4))), torch.zeros(3, 6, 4))
+    assert torch.equal(
+        alignment.scatter(alignment.pool(torch.randn(3, 6, 4))), torch.zeros(3, 6, 4)
+    )
 
 
 def naive_pool(states, token_to_word, max_words, pooling):
@@ -117,7 +131,9 @@ def naive_pool(states, token_to_word, max_words, pooling):
         for w in range(max_words):
             positions = [t for t in range(seq) if token_to_word[b, t] == w]
             if positions:
-                out[b, w] = states[b, positions].mean(0) if pooling == "mean" else states[b, positions[0]]
+                out[b, w] = (
+                    states[b, positions].mean(0) if pooling == "mean" else states[b, positions[0]]
+                )
     return out
 
 
@@ -135,14 +151,18 @@ def test_pool_and_scatter_equal_loop_reference(pooling):
     states = torch.randn(batch, seq, 5, dtype=torch.double)
     alignment = WordAlignment(graphs.token_to_word, graphs.max_words, pooling)
     words = alignment.pool(states)
-    torch.testing.assert_close(words, naive_pool(states, graphs.token_to_word, graphs.max_words, pooling))
+    torch.testing.assert_close(
+        words, naive_pool(states, graphs.token_to_word, graphs.max_words, pooling)
+    )
 
     word_states = torch.randn(batch, graphs.max_words, 5, dtype=torch.double)
     back = alignment.scatter(word_states)
     for b in range(batch):
         for t in range(seq):
             w = int(graphs.token_to_word[b, t])
-            assert torch.equal(back[b, t], word_states[b, w] if w >= 0 else torch.zeros(5, dtype=torch.double))
+            assert torch.equal(
+                back[b, t], word_states[b, w] if w >= 0 else torch.zeros(5, dtype=torch.double)
+            )
 
 
 def test_malformed_graphs_are_rejected_by_name():

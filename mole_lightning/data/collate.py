@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from mole_lightning.graphs import collate_word_graphs
+
 
 def padded_length(lengths: list[int], pad_to_multiple_of: int | None, pad_to_length: int | None) -> int:
     """Length to pad a batch to: ``pad_to_length`` if set (static shapes for compiled
@@ -54,8 +56,6 @@ def collate_glue(
     if has_types:
         batch["token_type_ids"] = token_type_ids
     if graphs is not None:
-        from mole_lightning.graphs.store import collate_word_graphs
-
         items = [
             (graphs[0][r["idx"]], graphs[1][r["idx"]] if len(graphs) > 1 else None) for r in rows
         ]

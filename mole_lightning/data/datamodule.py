@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 from mole_lightning.data.collate import collate_glue
 from mole_lightning.data.glue import GlueTaskSpec, get_task, read_glue_split
 from mole_lightning.data.tokenized_cache import load_or_tokenize, load_tokenized
+from mole_lightning.graphs import GraphStore
 from mole_lightning.models.backbone import load_tokenizer
 
 
@@ -77,9 +78,7 @@ class GlueDataModule(pl.LightningDataModule):
             self.spec, split, self.data_cfg.get("dir"), self.data_cfg.get("skip_malformed", False)
         )
 
-    def _graph_store(self):
-        from mole_lightning.graphs.store import GraphStore
-
+    def _graph_store(self) -> GraphStore:
         return GraphStore(self.parser_cfg, self.cache_dir / "graphs", self.graph_kinds)
 
     def _graph_keys(self, split: str) -> list[str]:

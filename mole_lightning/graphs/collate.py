@@ -49,7 +49,9 @@ def collate_word_graphs(
     for b, (first, second) in enumerate(items):
         texts = [first] if second is None else [first, second]
         if len(offsets[b]) > seq_len:
-            raise ValueError(f"example {b} has {len(offsets[b])} tokens, more than seq_len={seq_len}")
+            raise ValueError(
+                f"example {b} has {len(offsets[b])} tokens, more than seq_len={seq_len}"
+            )
         spans = [g.spans.tolist() for g in texts]
         words = align_tokens_to_words(offsets[b], sequence_ids[b], spans)
         sizes = [len(s) for s in spans]
@@ -73,7 +75,9 @@ def collate_word_graphs(
             for s, graphs in enumerate(texts):
                 edge_index, edge_type = graphs.edges[kind]
                 inside = (edge_index < kept[b][s]).all(axis=0)
-                indices.append(edge_index[:, inside].astype(np.int64) + (b * max_words + firsts[b][s]))
+                indices.append(
+                    edge_index[:, inside].astype(np.int64) + (b * max_words + firsts[b][s])
+                )
                 types.append(edge_type[inside].astype(np.int64))
         edge_index = np.concatenate(indices, axis=1) if indices else np.zeros((2, 0), np.int64)
         edge_type = np.concatenate(types) if types else np.zeros(0, np.int64)

@@ -33,6 +33,7 @@ MARKER_RELATIONS = frozenset({"case", "mark"})
 """Function words that label the edge of the content word they attach to."""
 
 SUBJECT_RELATIONS = frozenset({"nsubj", "csubj"})
+_CONJUNCT_MARKERS = frozenset({"cc"})
 
 
 def _base(relation: str) -> str:
@@ -68,8 +69,8 @@ def semantic_arcs(sentence: ParsedSentence) -> list[tuple[int, int, str]]:
             g, steps = heads[g], steps + 1
         return g
 
-    def markers(i: int) -> str:
-        wanted = {"cc"} if base[i] == "conj" else MARKER_RELATIONS
+    def markers(i: int, wanted: frozenset[str] = MARKER_RELATIONS) -> str:
+        """Lemmas of ``i``'s function-word children in ``wanted`` (with their fixed parts)."""
         words = []
         for k in children[i]:
             if function[k] and base[k] in wanted:
@@ -91,7 +92,8 @@ def semantic_arcs(sentence: ParsedSentence) -> list[tuple[int, int, str]]:
     governor = {i: content_governor(i) for i in content}
     for i in content:
         if governor[i] >= 0:
-            add(i, governor[i], label(rels[i], markers(i)))
+            wanted = _CONJUNCT_MARKERS if base[i] == "conj" else MARKER_RELATIONS
+            add(i, governor[i], label(rels[i], markers(i, wanted)))
 
     groups: dict[int, list[int]] = {}
     for c in content:

@@ -40,11 +40,17 @@ from mole_lightning.graphs.sentence_graphs import (
     SentenceGraphs,
     compact,
 )
-from mole_lightning.parsing.base import Parser
+from mole_lightning.parsing.base import Parser, check_texts
 from mole_lightning.parsing.factory import build_parser, parser_config, parser_version
 from mole_lightning.parsing.sentence import ParseError
 
-__all__ = ["FORMAT_VERSION", "GraphCacheError", "GraphStore", "SentenceGraphs", "collate_word_graphs"]
+__all__ = [
+    "FORMAT_VERSION",
+    "GraphCacheError",
+    "GraphStore",
+    "SentenceGraphs",
+    "collate_word_graphs",
+]
 
 FORMAT_VERSION = 1
 logger = logging.getLogger(__name__)
@@ -85,6 +91,8 @@ class GraphStore:
         chunk_size: distinct texts per ``Parser.parse`` call (the progress bar's step; the
             parser batches inside it, with ``n_process`` workers for spaCy).
         show_progress: show a tqdm bar while parsing.
+        parser: an already loaded parser to use instead of building the one ``parser_cfg``
+            names (scripts that time or reuse it); its ``name`` and ``version`` key the cache.
     """
 
     def __init__(
@@ -94,39 +102,45 @@ class GraphStore:
         kinds: Sequence[str],
         chunk_size: int = 4096,
         show_progress: bool = True,
+        parser: Parser | None = None,
     ):
         self.parser_cfg = parser_cfg
-        self.parser_name, _ = parser_config(parser_cfg)
+        self.parser_name = parser.name if parser is not None else parser_config(parser_cfg)[0]
         self.cache_dir = Path(cache_dir)
         self.kinds = check_kinds(kinds)
         self.chunk_size = chunk_size
         self.show_progress = show_progress
-        self._parser: Parser | None = None
+        self._parser = parser
 
     def path(self, key: str, version: str | None = None) -> Path:
         """The cache file of ``key`` for the parser version ``version`` (default: the
         installed one)."""
         if not _KEY.match(key):
             raise ValueError(f"graph cache key {key!r}: use letters, digits, '_', '.', '-'")
-        version = parser_version(self.parser_cfg) if version is None else version
+        version = self._installed_version() if version is None else version
         tag = f"{version}|{GRAPH_BUILDER_VERSION}|{FORMAT_VERSION}"
         digest = hashlib.sha1(tag.encode()).hexdigest()[:12]
         return self.cache_dir / f"{key}.{self.parser_name}.{digest}.npz"
 
-    def prepare(self, key: str, texts: Sequence[str]) -> None:
-        """Parses ``texts`` and writes the cache of ``key`` unless a valid one exists."""
+    def prepare(self, key: str, texts: Sequence[str]) -> bool:
+        """Parses ``texts`` and writes the cache of ``key`` unless a valid one exists.
+
+        Returns:
+            ``True`` when it parsed and wrote the cache, ``False`` when the cache was valid.
+        """
         texts = list(texts)
+        check_texts(texts, f"graph store {key!r}")
         fingerprint = texts_fingerprint(texts)
         try:
-            path = self.path(key)
+            version = self._installed_version()
         except FileNotFoundError:
-            path = None  # the model is not there yet (Stanza may download it)
-        if path is not None and self._valid(path, key, fingerprint):
-            return
+            version = None  # the model is not there yet (Stanza may download it)
+        if version is not None and self._valid(key, version, fingerprint):
+            return False
         parser = self._get_parser()
+        if parser.version != version and self._valid(key, parser.version, fingerprint):
+            return False
         path = self.path(key, parser.version)
-        if self._valid(path, key, fingerprint):
-            return
         arrays = self._build(key, texts, parser)
         meta = {
             "format_version": FORMAT_VERSION,
@@ -145,9 +159,13 @@ class GraphStore:
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return True
 
     def load(self, key: str, texts: Sequence[str]) -> list[SentenceGraphs]:
         """The graphs of ``texts`` (one per text, in order) from the cache; never parses.
@@ -157,30 +175,40 @@ class GraphStore:
                 corrupt; run ``prepare`` (rank 0, ``prepare_data``) first.
         """
         texts = list(texts)
-        path = self.path(key)
+        check_texts(texts, f"graph store {key!r}")
+        version = self._installed_version()
         try:
-            arrays, _ = self._read(path, key, texts_fingerprint(texts))
+            arrays, _ = self._read(key, version, texts_fingerprint(texts))
         except GraphCacheError as error:
-            raise GraphCacheError(f"{error}; run GraphStore.prepare({key!r}, texts) first") from error
+            raise GraphCacheError(
+                f"{error}; run GraphStore.prepare({key!r}, texts) first"
+            ) from error
         return self._unpack(arrays)
+
+    def _installed_version(self) -> str:
+        """The parser's version, read without loading a model unless one is loaded."""
+        if self._parser is not None:
+            return self._parser.version
+        return parser_version(self.parser_cfg)
 
     def _get_parser(self) -> Parser:
         if self._parser is None:
             self._parser = build_parser(self.parser_cfg)
         return self._parser
 
-    def _valid(self, path: Path, key: str, fingerprint: str) -> bool:
-        if not path.exists():
+    def _valid(self, key: str, version: str, fingerprint: str) -> bool:
+        if not self.path(key, version).exists():
             return False
         try:
-            self._read(path, key, fingerprint)
+            self._read(key, version, fingerprint)
         except GraphCacheError as error:
             logger.warning("rebuilding graph cache: %s", error)
             return False
         return True
 
-    def _read(self, path: Path, key: str, fingerprint: str) -> tuple[dict[str, np.ndarray], dict]:
+    def _read(self, key: str, version: str, fingerprint: str) -> tuple[dict[str, np.ndarray], dict]:
         """Reads and checks a cache file; raises ``GraphCacheError`` saying what is wrong."""
+        path = self.path(key, version)
         if not path.is_file():
             raise GraphCacheError(f"no graph cache {path}")
         try:
@@ -193,6 +221,7 @@ class GraphStore:
             "format_version": FORMAT_VERSION,
             "key": key,
             "parser": self.parser_name,
+            "parser_version": version,
             "builder_version": GRAPH_BUILDER_VERSION,
             "kinds": list(GRAPH_KINDS),
         }
@@ -235,7 +264,9 @@ class GraphStore:
         }
         for kind, pairs in edges.items():
             arrays[f"{kind}.edge_offsets"] = _offsets([t.shape[0] for _, t in pairs])
-            arrays[f"{kind}.edge_index"] = _concat([e for e, _ in pairs], (2, 0), INDEX_DTYPE, axis=1)
+            arrays[f"{kind}.edge_index"] = _concat(
+                [e for e, _ in pairs], (2, 0), INDEX_DTYPE, axis=1
+            )
             arrays[f"{kind}.edge_type"] = _concat([t for _, t in pairs], (0,), TYPE_DTYPE)
         return arrays
 
@@ -267,7 +298,9 @@ def _offsets(counts: list[int]) -> np.ndarray:
     return offsets
 
 
-def _concat(parts: list[np.ndarray], empty_shape: tuple[int, ...], dtype, axis: int = 0) -> np.ndarray:
+def _concat(
+    parts: list[np.ndarray], empty_shape: tuple[int, ...], dtype, axis: int = 0
+) -> np.ndarray:
     if not parts:
         return np.zeros(empty_shape, dtype=dtype)
     return np.concatenate(parts, axis=axis).astype(dtype, copy=False)

@@ -7,8 +7,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-RELATION_NAMES = ("child->parent", "parent->child")
-"""Relation ``0`` and ``1`` of every graph kind (sequential: left->right, right->left)."""
+RELATION_NAMES = {
+    "syntactic": ("child->parent", "parent->child"),
+    "semantic": ("child->parent", "parent->child"),
+    "sequential": ("left->right", "right->left"),
+}
+"""What relations ``0`` and ``1`` of each graph kind mean."""
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,8 @@ from mole_lightning.errors import ConfigError
 from mole_lightning.methods.adapter import AdapterConfig, BottleneckAdapter
 from mole_lightning.methods.encoder import TunedEncoder
 from mole_lightning.methods.injection import attach_parallel
+from mole_lightning.methods.mole_builder import build_mole
+from mole_lightning.methods.molex_builder import build_molex
 
 Builder = Callable[[nn.Module, DictConfig, DictConfig], TunedEncoder]
 
@@ -31,7 +33,7 @@ def lora_config(method_cfg: DictConfig, backbone_cfg: DictConfig) -> LoraConfig:
     targets = method_cfg.get("target_modules") or backbone_cfg.lora_target_modules
     return LoraConfig(
         r=method_cfg.r,
-        lora_alpha=method_cfg.alpha,
+        lora_alpha=method_cfg.lora_alpha,
         lora_dropout=method_cfg.dropout,
         target_modules=list(targets),
         bias="none",
@@ -73,6 +75,8 @@ METHODS: dict[str, Builder] = {
     "full": build_full,
     "lora": build_lora,
     "adapter": build_adapter,
+    "mole": build_mole,
+    "molex": build_molex,
 }
 
 

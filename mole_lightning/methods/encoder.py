@@ -22,6 +22,9 @@ class TunedEncoder(nn.Module):
 
     def __init__(self, backbone: nn.Module, method: str, parts: dict[str, nn.Module] | None = None):
         super().__init__()
+        for name, p in backbone.named_parameters():
+            if name.startswith("pooler.") or ".pooler." in name:
+                p.requires_grad_(False)  # the heads read hidden states, never the pooler
         self.backbone = backbone
         self.method = method
         self.parts = nn.ModuleDict(parts or {})

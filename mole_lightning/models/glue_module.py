@@ -42,14 +42,27 @@ class GlueModule(pl.LightningModule):
         self.spec = get_task(self.hparams.task["name"])
         cfgs = {k: OmegaConf.create(self.hparams[k]) for k in ("method", "backbone")}
         self.encoder = build_encoder(load_backbone(cfgs["backbone"]), cfgs["method"], cfgs["backbone"])
-        hidden = self.encoder.backbone.config.hidden_size
-        self.head = ClassificationHead(hidden, self.spec.num_labels, self.hparams.method.get("head_dropout", 0.1))
+        self.reset_head()
         self.monitor = self.hparams.task["monitor"]
         self.val_metrics = nn.ModuleList(
             glue_metrics(self.spec).clone(prefix="val/", postfix="" if i == 0 else "_mm")
             for i in range(len(self.spec.dev_splits))
         )
+        self.lr_schedule = {"start": 0, "fresh": False}
         self.best_score = MaxMetric() if self.hparams.task.get("mode", "max") == "max" else MinMetric()
+
+    def reset_head(self) -> None:
+        """A freshly initialised task head (at build time, and when retraining from scratch)."""
+        hidden = self.encoder.backbone.config.hidden_size
+        device = next(self.encoder.parameters()).device
+        self.head = ClassificationHead(
+            hidden, self.spec.num_labels, self.hparams.method.get("head_dropout", 0.1)
+        ).to(device)
+
+    def restart_lr_schedule(self, step: int, fresh: bool) -> None:
+        """Makes the next ``configure_optimizers`` start at ``step``: a fresh warmup/decay
+        over the remaining steps, or the original schedule continued."""
+        self.lr_schedule = {"start": step, "fresh": fresh}
 
     @property
     def needs_graphs(self) -> bool:
@@ -88,19 +101,22 @@ class GlueModule(pl.LightningModule):
         metrics = self.val_metrics[dataloader_idx]
         metrics.update(self.predictions(logits), batch["labels"])
         suffix = "" if dataloader_idx == 0 else "_mm"
-        self.log(f"val/loss{suffix}", loss, batch_size=len(logits), add_dataloader_idx=False)
+        self.log(f"val/loss{suffix}", loss, batch_size=len(logits), add_dataloader_idx=False, sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
         for metrics in self.val_metrics:
             self.log_dict(metrics.compute(), prog_bar=True)
             metrics.reset()
         score = self.trainer.callback_metrics.get(self.monitor)
-        if score is not None:
+        if score is not None and not self.trainer.sanity_checking:
             self.best_score.update(score)
             self.log(f"{self.monitor}_best", self.best_score.compute(), prog_bar=True)
 
     def configure_optimizers(self):
-        return build_optimizer(self, self.hparams.optim, self.trainer.estimated_stepping_batches)
+        return build_optimizer(
+            self, self.hparams.optim, self.trainer.estimated_stepping_batches,
+            schedule_start=self.lr_schedule["start"], fresh_schedule=self.lr_schedule["fresh"],
+        )
 
     def on_train_start(self) -> None:
         counts = parameter_counts(self)
@@ -118,11 +134,13 @@ class GlueModule(pl.LightningModule):
         checkpoint["state_dict"] = {
             k: v for k, v in checkpoint["state_dict"].items() if k in trained or not k.startswith("encoder.backbone.")
         }
+        checkpoint["lr_schedule"] = dict(self.lr_schedule)
         checkpoint["method_structure"] = {
             name: part.structure for name, part in self.encoder.parts.items() if hasattr(part, "structure")
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.lr_schedule = dict(checkpoint.get("lr_schedule", self.lr_schedule))
         for name, structure in checkpoint.get("method_structure", {}).items():
             self.encoder.parts[name].restructure(structure)
         expected = {n for n, p in self.named_parameters() if p.requires_grad}

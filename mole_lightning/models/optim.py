@@ -5,7 +5,7 @@ from __future__ import annotations
 from omegaconf import DictConfig
 from torch import nn
 from torch.optim import AdamW
-from transformers import get_linear_schedule_with_warmup
+from torch.optim.lr_scheduler import LambdaLR
 
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
 
@@ -23,12 +23,28 @@ def param_groups(module: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-def build_optimizer(module: nn.Module, optim: DictConfig | dict, total_steps: int | float) -> dict:
+def linear_warmup_decay(step: int, warmup: int, total: int) -> float:
+    """LR factor: 0 → 1 over ``warmup`` steps, then linearly down to 0 at ``total``."""
+    if step < warmup:
+        return step / max(warmup, 1)
+    return max(0.0, (total - step) / max(total - warmup, 1))
+
+
+def build_optimizer(
+    module: nn.Module,
+    optim: DictConfig | dict,
+    total_steps: int | float,
+    schedule_start: int = 0,
+    fresh_schedule: bool = False,
+) -> dict:
     """Returns Lightning's optimizer dict: AdamW and a per-step linear warmup/decay schedule.
 
     Args:
         optim: ``lr``, ``weight_decay``, ``warmup_ratio`` (or ``warmup_steps``), ``betas``, ``eps``.
         total_steps: the run's optimizer steps (``trainer.estimated_stepping_batches``).
+        schedule_start: the global step at which this optimizer starts (after a prune).
+        fresh_schedule: warm up and decay anew over the steps left after
+            ``schedule_start``; otherwise the run's schedule goes on from there.
     """
     optimizer = AdamW(
         param_groups(module, optim["weight_decay"]),
@@ -36,7 +52,8 @@ def build_optimizer(module: nn.Module, optim: DictConfig | dict, total_steps: in
         betas=tuple(optim.get("betas", (0.9, 0.999))),
         eps=optim.get("eps", 1e-8),
     )
-    total = max(int(total_steps), 1)
+    total = max(int(total_steps) - (schedule_start if fresh_schedule else 0), 1)
     warmup = optim.get("warmup_steps") or int(optim.get("warmup_ratio", 0.0) * total)
-    scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total)
+    offset = 0 if fresh_schedule else schedule_start
+    scheduler = LambdaLR(optimizer, lambda step: linear_warmup_decay(step + offset, warmup, total))
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -53,7 +53,9 @@ def stanza_model_version(config: StanzaParserConfig) -> str:
 
     resources = config.model_dir / "resources.json"
     if not resources.is_file() or not (config.model_dir / config.lang).is_dir():
-        raise FileNotFoundError(_missing_model_message(config, "no resources.json or no model folder"))
+        raise FileNotFoundError(
+            _missing_model_message(config, "no resources.json or no model folder")
+        )
     digest = hashlib.sha1(resources.read_bytes()).hexdigest()[:12]
     return f"stanza={stanza.__version__};lang={config.lang};resources={digest}"
 

@@ -28,7 +28,9 @@ class MoleContext:
         num_relations: relation types the RGCN weights were built for.
     """
 
-    def __init__(self, temperature: float, pooling: str, rgcn_impl: str, num_relations: int) -> None:
+    def __init__(
+        self, temperature: float, pooling: str, rgcn_impl: str, num_relations: int
+    ) -> None:
         self.temperature = temperature
         self.pooling = pooling
         self.rgcn_impl = rgcn_impl
@@ -69,7 +71,10 @@ class MoleContext:
         if kind not in self._prepared:
             edge_index, edge_type = graphs.edges[kind]
             self._prepared[kind] = GRAPH_IMPLS[self.rgcn_impl](
-                edge_index, edge_type, graphs.token_to_word.shape[0], graphs.max_words,
+                edge_index,
+                edge_type,
+                graphs.token_to_word.shape[0],
+                graphs.max_words,
                 self.num_relations,
             )
         return self._prepared[kind]
@@ -111,7 +116,11 @@ def check_graphs(graphs: WordGraphBatch, num_relations: int) -> None:
         "num_words outside [0, max_words]": (graphs.num_words < 0) | (graphs.num_words > w),
     }
     for kind, (edge_index, edge_type) in graphs.edges.items():
-        if edge_index.dim() != 2 or edge_index.shape[0] != 2 or edge_type.shape != edge_index.shape[1:]:
+        if (
+            edge_index.dim() != 2
+            or edge_index.shape[0] != 2
+            or edge_type.shape != edge_index.shape[1:]
+        ):
             raise GraphBatchError(
                 f"'{kind}' edges: edge_index {tuple(edge_index.shape)} must be [2, E] and "
                 f"edge_type {tuple(edge_type.shape)} must be [E]"

@@ -68,10 +68,9 @@ class MoleLayer(nn.Module):
                 del self.experts[name]
         if len(self.experts) == 1:
             self.gate = None
-            self.last_weights_mean = None
         elif self.gate is not None:
             self.gate.restrict([current.index(name) for name in self.experts])
-            self.last_weights_mean = None
+        self.last_weights_mean = None
 
 
 class MoleAdapters(nn.Module):
@@ -87,7 +86,10 @@ class MoleAdapters(nn.Module):
     """
 
     def __init__(
-        self, cfg: MoleConfig, layers: nn.ModuleList, context: MoleContext,
+        self,
+        cfg: MoleConfig,
+        layers: nn.ModuleList,
+        context: MoleContext,
         handles: list[RemovableHandle],
     ) -> None:
         super().__init__()
@@ -112,12 +114,16 @@ class MoleAdapters(nn.Module):
             ConfigError: ``structure`` has the wrong number of layers or names an expert
                 that is not in ``cfg.experts``.
         """
-        context = MoleContext(cfg.init_temperature, cfg.word_pooling, cfg.rgcn_impl, cfg.num_relations)
+        context = MoleContext(
+            cfg.init_temperature, cfg.word_pooling, cfg.rgcn_impl, cfg.num_relations
+        )
 
         def make_layer(index: int, hidden: int) -> MoleLayer:
             names = cls._layer_experts(cfg, structure, index)
             experts = {name: build_expert(name, hidden, cfg, context) for name in names}
-            gate = ExpertGate(len(names), context, cfg.hard, cfg.eval_mode) if len(names) > 1 else None
+            gate = (
+                ExpertGate(len(names), context, cfg.hard, cfg.eval_mode) if len(names) > 1 else None
+            )
             return MoleLayer(experts, gate)
 
         if structure is not None:
@@ -135,7 +141,11 @@ class MoleAdapters(nn.Module):
         if structure is None:
             return list(cfg.experts)
         names = list(structure[index])
-        if not names or any(name not in cfg.experts for name in names) or len(set(names)) != len(names):
+        if (
+            not names
+            or any(name not in cfg.experts for name in names)
+            or len(set(names)) != len(names)
+        ):
             raise ConfigError(
                 f"MoLE structure of layer {index} is {names}: give one or more distinct names "
                 f"from mole.experts={cfg.experts}"
@@ -153,9 +163,15 @@ class MoleAdapters(nn.Module):
         self._context.set_graphs(graphs)
 
     @property
+    def graph_kinds(self) -> list[str]:
+        """Word-graph kinds the remaining experts read (``[]``: batches need no graphs)."""
+        present = {name for names in self.structure for name in names}
+        return [kind for kind in GRAPH_EXPERTS if kind in present]
+
+    @property
     def needs_graphs(self) -> bool:
         """Whether any graph expert is left (an all-MLP model runs without graphs)."""
-        return any(name in GRAPH_EXPERTS for names in self.structure for name in names)
+        return bool(self.graph_kinds)
 
     @property
     def temperature(self) -> float:
@@ -210,6 +226,17 @@ class MoleAdapters(nn.Module):
             order = torch.sort(layer.importance(), descending=True, stable=True).indices
             layer.keep([names[i] for i in order[:top_k].tolist()])
         return self.structure
+
+    def restructure(self, structure: list[list[str]]) -> None:
+        """Prunes every layer in place to ``structure`` (kept expert names per layer), as
+        ``prune`` left it: the step that precedes loading a pruned checkpoint."""
+        if len(structure) != len(self.layers):
+            raise ConfigError(f"MoLE structure has {len(structure)} layers but the model has {len(self.layers)}")
+        for index, (layer, names) in enumerate(zip(self.layers, structure, strict=True)):
+            missing = [name for name in names if name not in layer.experts]
+            if missing or not names:
+                raise ConfigError(f"MoLE structure of layer {index} is {names}; the layer holds {list(layer.experts)}")
+            layer.keep(list(names))
 
     def _table(self, rows: list[torch.Tensor]) -> torch.Tensor:
         table = torch.full((len(self.layers), len(self.cfg.experts)), float("nan"))

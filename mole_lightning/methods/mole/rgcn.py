@@ -8,11 +8,12 @@ One layer computes, for every word node ``v`` of every example,
 averaged over the node's incoming edges of that relation, a node without such edges gets
 nothing from it). Two implementations share the parameters and the math:
 
-- ``DenseRelationalGraph``: a padded, degree-normalised adjacency ``[batch, W, R*W]`` and
-  one batched matmul for all relations. Faster on CPU and GPU at MoLE's sizes
+- ``DenseRelationalGraph``: a padded, degree-normalised adjacency ``[batch, W*R, W]``;
+  one batched matmul gives every node's per-relation means, one matmul applies all
+  relation weights. Faster on CPU and GPU at MoLE's sizes
   (``benchmarks/rgcn.md``).
 - ``SparseRelationalGraph``: message passing with torch_geometric's scatter-mean over
-  ``(relation, target)`` slots, then one batched matmul over relations. It equals
+  ``(target, relation)`` slots, then the same single matmul over relations. It equals
   ``torch_geometric.nn.RGCNConv(aggr="mean")`` (tested), whose own ``segment_matmul`` path
   (taken on GPU when pyg-lib is installed) averages over all incoming edges instead of
   per relation.
@@ -34,30 +35,39 @@ class DenseRelationalGraph:
     """Graphs of one batch as a padded adjacency, normalised by per-relation in-degree.
 
     Attributes:
-        adjacency: ``[batch, W, R * W]``; entry ``[b, v, r * W + u]`` is the number of
-            ``u -r-> v`` edges divided by the number of ``r``-edges into ``v``.
+        adjacency: ``[batch, W * R, W]``; entry ``[b, v * R + r, u]`` is the number of
+            ``u -r-> v`` edges divided by the number of ``r``-edges into ``v``, so row
+            ``v * R + r`` of ``adjacency @ x`` is the mean of ``v``'s incoming
+            ``r``-messages.
     """
 
     def __init__(
-        self, edge_index: torch.Tensor, edge_type: torch.Tensor, batch_size: int, max_words: int,
+        self,
+        edge_index: torch.Tensor,
+        edge_type: torch.Tensor,
+        batch_size: int,
+        max_words: int,
         num_relations: int,
     ) -> None:
-        w = max_words
+        w, r = max_words, num_relations
         source, target = edge_index[0], edge_index[1]
-        counts = torch.zeros(batch_size, w, num_relations, w, device=edge_index.device)
-        counts.index_put_(
+        # slot (example, target, relation): the edge's share is 1 / edges into that slot
+        slot = target * r + edge_type
+        in_degree = torch.bincount(slot, minlength=batch_size * w * r)
+        adjacency = torch.zeros(batch_size, w, r, w, device=edge_index.device)
+        adjacency.index_put_(
             (target // w, target % w, edge_type, source % w),
-            torch.ones_like(edge_type, dtype=counts.dtype),
+            1.0 / in_degree[slot].float(),
             accumulate=True,
         )
-        in_degree = counts.sum(-1, keepdim=True).clamp_min(1)
-        self.adjacency = (counts / in_degree).view(batch_size, w, num_relations * w)
+        self.adjacency = adjacency.view(batch_size, w * r, w)
 
     def propagate(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """``x [batch, W, in]``, ``weight [R, in, out]`` -> relation messages ``[batch, W, out]``."""
-        batch, words, _ = x.shape
-        transformed = torch.einsum("bwi,rio->brwo", x, weight).reshape(batch, -1, weight.shape[-1])
-        return torch.bmm(self.adjacency.to(transformed.dtype), transformed)
+        batch, words, width = x.shape
+        relations = weight.shape[0]
+        means = torch.bmm(self.adjacency.to(x.dtype), x)
+        return means.view(batch, words, relations * width) @ weight.view(relations * width, -1)
 
 
 class SparseRelationalGraph:
@@ -65,30 +75,38 @@ class SparseRelationalGraph:
 
     Attributes:
         source: ``[E]`` global source node of every edge.
-        slot: ``[E]`` ``relation * num_nodes + target`` of every edge.
+        slot: ``[E]`` ``target * R + relation`` of every edge: the row of the
+            ``[num_nodes * R, in]`` per-relation means it is averaged into.
         num_nodes: ``batch * W`` padded word nodes.
         num_relations: relation types R.
     """
 
     def __init__(
-        self, edge_index: torch.Tensor, edge_type: torch.Tensor, batch_size: int, max_words: int,
+        self,
+        edge_index: torch.Tensor,
+        edge_type: torch.Tensor,
+        batch_size: int,
+        max_words: int,
         num_relations: int,
     ) -> None:
         self.num_nodes = batch_size * max_words
         self.num_relations = num_relations
         self.source = edge_index[0]
-        self.slot = edge_type * self.num_nodes + edge_index[1]
+        self.slot = edge_index[1] * num_relations + edge_type
 
     def propagate(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """``x [batch, W, in]``, ``weight [R, in, out]`` -> relation messages ``[batch, W, out]``."""
         batch, words, width = x.shape
         flat = x.reshape(self.num_nodes, width)
         means = scatter(
-            flat[self.source], self.slot, dim=0, dim_size=self.num_relations * self.num_nodes,
+            flat[self.source],
+            self.slot,
+            dim=0,
+            dim_size=self.num_relations * self.num_nodes,
             reduce="mean",
         )
-        messages = torch.bmm(means.view(self.num_relations, self.num_nodes, width), weight).sum(0)
-        return messages.view(batch, words, weight.shape[-1])
+        per_node = means.view(batch, words, self.num_relations * width)
+        return per_node @ weight.view(self.num_relations * width, -1)
 
 
 RelationalGraph = DenseRelationalGraph | SparseRelationalGraph

@@ -33,7 +33,9 @@ def random_word_graphs(
 
     token_to_word = torch.full((batch_size, seq_len), -1, dtype=torch.long)
     num_words = randint(min_words, max_words + 1, (batch_size,))
-    edge_lists: dict[str, tuple[list[torch.Tensor], list[torch.Tensor]]] = {k: ([], []) for k in kinds}
+    edge_lists: dict[str, tuple[list[torch.Tensor], list[torch.Tensor]]] = {
+        k: ([], []) for k in kinds
+    }
     for b in range(batch_size):
         n = int(num_words[b])
         position = 1

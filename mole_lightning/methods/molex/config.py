@@ -92,7 +92,11 @@ class MolexConfig:
             raise ConfigError("molex.routing='batch_vote' picks one layer per batch: set top_k=1")
         if self.balance_loss < 0:
             raise ConfigError(f"molex.balance_loss={self.balance_loss} must be >= 0")
-        if self.router_proj_dim < 1 or self.router_init_std <= 0 or self.cosine_init_temperature <= 0:
+        if (
+            self.router_proj_dim < 1
+            or self.router_init_std <= 0
+            or self.cosine_init_temperature <= 0
+        ):
             raise ConfigError(
                 "molex.router_proj_dim, router_init_std and cosine_init_temperature must be positive"
             )

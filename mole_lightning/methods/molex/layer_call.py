@@ -64,7 +64,9 @@ class LayerCall:
             if signature.parameters[name].kind is inspect.Parameter.VAR_KEYWORD:
                 arguments.update(value)
             elif signature.parameters[name].kind is inspect.Parameter.VAR_POSITIONAL:
-                raise TypeError(f"{type(layer).__name__}.forward takes *{name}; MoLEx cannot replay it")
+                raise TypeError(
+                    f"{type(layer).__name__}.forward takes *{name}; MoLEx cannot replay it"
+                )
             else:
                 arguments[name] = value
         return cls(hidden_name=next(iter(signature.parameters)), arguments=arguments)
@@ -77,7 +79,9 @@ class LayerCall:
     @property
     def cache(self) -> Any:
         """The KV cache passed to the layer, or ``None``."""
-        return next((self.arguments[n] for n in CACHE_ARGUMENTS if self.arguments.get(n) is not None), None)
+        return next(
+            (self.arguments[n] for n in CACHE_ARGUMENTS if self.arguments.get(n) is not None), None
+        )
 
     def run(self, layer: nn.Module, rows: torch.Tensor | None) -> torch.Tensor:
         """Runs ``layer`` with this call's arguments on the examples ``rows``.

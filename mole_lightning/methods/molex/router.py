@@ -51,7 +51,12 @@ class CosineRouter(nn.Module):
     candidate and a learned temperature ``tau`` (its inverse clamped at 100)."""
 
     def __init__(
-        self, hidden: int, num_candidates: int, proj_dim: int, init_std: float, init_temperature: float
+        self,
+        hidden: int,
+        num_candidates: int,
+        proj_dim: int,
+        init_std: float,
+        init_temperature: float,
     ) -> None:
         super().__init__()
         self.proj = nn.Linear(hidden, proj_dim)
@@ -71,7 +76,11 @@ def build_router(cfg: MolexConfig, hidden: int, num_candidates: int) -> nn.Modul
     """Returns the router ``cfg.router`` names."""
     if cfg.router == "cosine":
         return CosineRouter(
-            hidden, num_candidates, cfg.router_proj_dim, cfg.router_init_std, cfg.cosine_init_temperature
+            hidden,
+            num_candidates,
+            cfg.router_proj_dim,
+            cfg.router_init_std,
+            cfg.cosine_init_temperature,
         )
     return LinearRouter(hidden, num_candidates, cfg.router_init_std)
 

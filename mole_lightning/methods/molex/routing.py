@@ -86,11 +86,17 @@ class MolexRouting(nn.Module):
         if cfg.routing == "batch_vote" and cfg.balance_loss == 0:
             self.routers.requires_grad_(False)  # no loss reaches them (the authors' setup)
         self.mix_logits = (
-            nn.Parameter(torch.tensor([[math.log(cfg.alpha), math.log1p(-cfg.alpha)]] * len(self.routed_layers)))
+            nn.Parameter(
+                torch.tensor(
+                    [[math.log(cfg.alpha), math.log1p(-cfg.alpha)]] * len(self.routed_layers)
+                )
+            )
             if cfg.learned_alpha
             else None
         )
-        self.register_buffer("selection_counts", torch.zeros(num_layers, num_layers, dtype=torch.long))
+        self.register_buffer(
+            "selection_counts", torch.zeros(num_layers, num_layers, dtype=torch.long)
+        )
         self.register_buffer("candidates", torch.tensor(self.candidate_layers), persistent=False)
         self._slot = {t: i for i, t in enumerate(self.routed_layers)}
         self._layers: tuple[nn.Module, ...] = ()
@@ -158,6 +164,14 @@ class MolexRouting(nn.Module):
                 )
         self._forced = forced
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Copies and pickles leave out the last forward's mask and loss terms (graph
+        tensors cannot be deep-copied)."""
+        state = self.__dict__.copy()
+        state["_padding_mask"] = None
+        state["_balance_terms"] = []
+        return state
+
     def _on_model_call(self, base: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
         mask = LayerCall.bind(base, args, kwargs).arguments.get("attention_mask")
         self._padding_mask = mask
@@ -188,7 +202,9 @@ class MolexRouting(nn.Module):
         if self.mix_logits is None:
             own_weight, chosen_weight = self.cfg.alpha, 1.0 - self.cfg.alpha
         else:
-            own_weight, chosen_weight = torch.softmax(self.mix_logits[self._slot[t]], dim=0).to(own.dtype)
+            own_weight, chosen_weight = torch.softmax(self.mix_logits[self._slot[t]], dim=0).to(
+                own.dtype
+            )
         return replace_hidden(output, own_weight * own + chosen_weight * chosen)
 
     def _refuse_partial_sequence(self, call: LayerCall, t: int) -> None:
@@ -222,7 +238,9 @@ class MolexRouting(nn.Module):
         probs = torch.softmax(self.routers[slot](pooled).float(), dim=-1)
         top_p, top_i = probs.topk(self.cfg.top_k, dim=-1)
         renormalised = top_p / top_p.sum(dim=-1, keepdim=True)
-        weights = renormalised.detach() * top_p / top_p.detach().clamp(min=torch.finfo(top_p.dtype).tiny)
+        weights = (
+            renormalised.detach() * top_p / top_p.detach().clamp(min=torch.finfo(top_p.dtype).tiny)
+        )
         if training and self.cfg.balance_loss > 0:
             self._balance_terms.append(switch_balance_loss(probs, top_i))
         return self.candidates[top_i], weights
@@ -243,7 +261,12 @@ class MolexRouting(nn.Module):
         return choices, torch.ones(batch, 1, device=hidden.device)
 
     def _run_chosen(
-        self, t: int, call: LayerCall, own: torch.Tensor, choices: torch.Tensor, weights: torch.Tensor
+        self,
+        t: int,
+        call: LayerCall,
+        own: torch.Tensor,
+        choices: torch.Tensor,
+        weights: torch.Tensor,
     ) -> torch.Tensor:
         """``sum_j weights_j * u_j(z)`` ``[batch, seq, hidden]``: each distinct chosen
         layer runs once, on the examples that chose it (``u_t`` is reused)."""

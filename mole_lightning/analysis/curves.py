@@ -1,0 +1,101 @@
+"""Learning curves from each run's CSV logger file (``<run>/csv/metrics.csv``)."""
+
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+from pathlib import Path
+
+from mole_lightning.analysis.runs import Run
+from mole_lightning.analysis.table import row_order, task_label, task_order
+
+TRAIN_LOSS = "train/loss"
+
+
+def metrics_csv_path(run: Run) -> Path:
+    """Where the run's CSVLogger wrote (``logger.csv.name``, ``csv`` by default)."""
+    return run.path / str(run.config_value("logger.csv.name") or "csv") / "metrics.csv"
+
+
+def read_metrics_csv(path: Path) -> dict[str, list[tuple[int, float]]]:
+    """``metric -> [(step, value), ...]`` in file order; empty cells are skipped
+    (Lightning writes one row per logging call, with only that call's metrics filled)."""
+    series: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    with path.open(newline="") as f:
+        for line_no, row in enumerate(csv.DictReader(f), start=2):
+            try:
+                step = int(float(row["step"]))
+            except (KeyError, TypeError, ValueError) as err:
+                raise ValueError(f"{path}:{line_no}: no integer 'step' column ({err})") from err
+            for key, value in row.items():
+                if key not in ("step", "epoch") and value not in ("", None):
+                    series[key].append((step, float(value)))
+    return dict(series)
+
+
+def training_points(run: Run, points: list[tuple[int, float]]) -> list[tuple[int, float]]:
+    """Drops what ``train()`` logs after fitting: the re-validation of the best checkpoint
+    is logged at the final ``global_step``, while validations during fitting are logged
+    at earlier steps; left in, it would draw a jump back to the best score."""
+    final = (run.metrics or {}).get("global_step")
+    return points if final is None else [(step, v) for step, v in points if step < final]
+
+
+def curve_label(run: Run) -> str:
+    status = "" if run.status == "finished" else f" ({run.status})"
+    return f"{run.method} seed {run.seed}{status}"
+
+
+def plot_learning_curves(runs: list[Run], out_dir: Path) -> tuple[list[Path], list[str]]:
+    """One PNG per task, ``curves_<task>.png``: ``train/loss`` and the task's monitored
+    dev metric against the step, one line per run (colour = method, style = seed).
+
+    Returns the written files and notes on runs without curves.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    by_task: dict[str, list[tuple[Run, dict]]] = defaultdict(list)
+    notes = []
+    for run in runs:
+        path = metrics_csv_path(run)
+        if run.task is None or not path.is_file():
+            notes.append(f"{run.path}: no {path.relative_to(run.path)} (logger=csv was not on)")
+            continue
+        by_task[run.task].append((run, read_metrics_csv(path)))
+    written = []
+    for task in sorted(by_task, key=task_order):
+        members = sorted(by_task[task], key=lambda m: (row_order(str(m[0].method)), str(m[0].seed)))
+        monitor = next((r.monitor for r, _ in members if r.monitor), "val/acc")
+        methods = sorted({str(r.method) for r, _ in members}, key=row_order)
+        colours = {m: plt.cm.tab10(i % 10) for i, m in enumerate(methods)}
+        styles = ["-", "--", ":", "-."]
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        for panel, key in zip(axes, (TRAIN_LOSS, monitor), strict=True):
+            drawn = 0
+            for i, (run, series) in enumerate(members):
+                points = training_points(run, series.get(key, []))
+                if points:
+                    steps, values = zip(*points, strict=True)
+                    marker = "o" if key != TRAIN_LOSS else None
+                    panel.plot(steps, values, styles[i % len(styles)], marker=marker, markersize=3,
+                               color=colours[str(run.method)], label=curve_label(run))
+                    drawn += 1
+            if not drawn:
+                panel.text(0.5, 0.5, f"no run logged {key}\n(trainer.log_every_n_steps > steps?)",
+                           transform=panel.transAxes, ha="center", va="center")
+            panel.set_xlabel("step")
+            panel.set_ylabel(key)
+            panel.grid(alpha=0.3)
+        axes[0].set_title(f"{task_label(task)}: training loss")
+        axes[1].set_title(f"{task_label(task)}: dev {monitor}")
+        axes[1].legend(fontsize=7, loc="best")
+        fig.tight_layout()
+        path = out_dir / f"curves_{task}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written, notes

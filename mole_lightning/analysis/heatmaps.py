@@ -1,0 +1,175 @@
+"""Expert heatmaps side by side across tasks: MoLE's layer × expert importance and
+MoLEx's routed-layer × chosen-layer selection frequency.
+
+Runs write ``mole_importance.json`` (at the end), ``mole_importance_at_prune.json`` (the
+scores pruning decided on) and ``molex_selection.json`` into their directory.
+Both layouts are read: the labelled table of ``mole_lightning.callbacks.export``
+(``rows``, ``columns``, ``values`` with ``null`` for pruned experts) and the bare forms
+``{"layers", "experts", "importance"}`` (MoLE) and ``{"counts", "routed_layers"}``
+(MoLEx raw counts, normalised per routed layer here).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mole_lightning.analysis.runs import Run
+from mole_lightning.analysis.table import task_label, task_order
+
+# file -> (figure title, row axis, column axis)
+EXPERT_FILES = {
+    "mole_importance.json": ("MoLE expert importance", "layer", "expert"),
+    "mole_importance_at_prune.json": ("MoLE expert importance when pruned", "layer", "expert"),
+    "molex_selection.json": ("MoLEx layer selection frequency", "routed layer", "chosen layer"),
+}
+
+
+@dataclass
+class ExpertTable:
+    """A labelled table: ``values`` ``[len(rows), len(columns)]``, NaN = blank cell."""
+
+    rows: list[str]
+    columns: list[str]
+    values: np.ndarray
+
+
+def as_array(rows: list, path: Path) -> np.ndarray:
+    try:
+        return np.array([[np.nan if v is None else float(v) for v in row] for row in rows], dtype=float)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path}: table values are not a list of numeric rows ({err})") from err
+
+
+def selection_frequencies(counts: np.ndarray, routed_layers: list[int]) -> ExpertTable:
+    """Row-normalised MoLEx counts; ``counts`` is ``[routed, T]`` or ``[T, T]``."""
+    num_layers = counts.shape[1]
+    if counts.shape[0] != len(routed_layers):
+        counts = counts[routed_layers]
+    totals = counts.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        freq = np.where(totals > 0, counts / totals, np.nan)
+    return ExpertTable(
+        rows=[f"layer {i}" for i in routed_layers], columns=[f"layer {j}" for j in range(num_layers)], values=freq
+    )
+
+
+def read_expert_table(path: Path) -> ExpertTable:
+    """Reads either layout (see the module docstring).
+
+    Raises:
+        ValueError: the file is no JSON object of a known layout, or its shape disagrees
+            with its labels; the message names the file.
+    """
+    try:
+        payload = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not JSON ({err})") from err
+    if not isinstance(payload, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    if "values" in payload:
+        table = ExpertTable([str(r) for r in payload["rows"]], [str(c) for c in payload["columns"]],
+                            as_array(payload["values"], path))
+    elif "importance" in payload:
+        table = ExpertTable([f"layer {i}" for i in payload["layers"]], [str(e) for e in payload["experts"]],
+                            as_array(payload["importance"], path))
+    elif "counts" in payload and "routed_layers" in payload:
+        table = selection_frequencies(as_array(payload["counts"], path), [int(i) for i in payload["routed_layers"]])
+    else:
+        raise ValueError(
+            f"{path}: unknown layout with keys {sorted(payload)}; expected rows/columns/values, "
+            "layers/experts/importance or counts/routed_layers"
+        )
+    if table.values.shape != (len(table.rows), len(table.columns)):
+        raise ValueError(
+            f"{path}: values have shape {table.values.shape}, labels say "
+            f"{len(table.rows)} rows × {len(table.columns)} columns"
+        )
+    return table
+
+
+def average_tables(tables: list[ExpertTable]) -> ExpertTable:
+    """Cell-wise mean over runs (seeds), ignoring blank cells; all must share labels."""
+    first = tables[0]
+    for t in tables[1:]:
+        if t.rows != first.rows or t.columns != first.columns:
+            raise ValueError("tables of one task have different rows or columns")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-blank cells stay NaN
+        values = np.nanmean(np.stack([t.values for t in tables]), axis=0)
+    return ExpertTable(first.rows, first.columns, values)
+
+
+def plot_side_by_side(
+    tables: dict[str, ExpertTable], title: str, path: Path, axis_names: tuple[str, str] = ("", "")
+) -> None:
+    """One heatmap panel per task (title = task label), one shared 0–1 colour scale."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(tables)
+    widest = max(len(t.columns) for t in tables.values())
+    tallest = max(len(t.rows) for t in tables.values())
+    fig, axes = plt.subplots(
+        1, n, figsize=(1.5 + n * (0.6 * widest + 1.2), 1.6 + 0.45 * tallest), squeeze=False, layout="constrained"
+    )
+    image = None
+    for ax, (label, table) in zip(axes[0], tables.items(), strict=True):
+        image = ax.imshow(np.ma.masked_invalid(table.values), cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+        ax.set_xticks(range(len(table.columns)), table.columns, rotation=45, ha="right", fontsize=7)
+        ax.set_yticks(range(len(table.rows)), table.rows, fontsize=7)
+        ax.set_title(label)
+        ax.set_ylabel(axis_names[0])
+        ax.set_xlabel(axis_names[1])
+        if table.values.size <= 144:
+            for (i, j), v in np.ndenumerate(table.values):
+                if not np.isnan(v):
+                    ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6,
+                            color="black" if v > 0.6 else "white")
+    fig.suptitle(title)
+    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_expert_heatmaps(runs: list[Run], out_dir: Path) -> tuple[list[Path], list[str]]:
+    """For each expert file kind and backbone, one PNG with a panel per task (mean over the
+    finished runs of that task): ``mole_importance_<backbone>.png``,
+    ``mole_importance_at_prune_<backbone>.png``, ``molex_selection_<backbone>.png``. Runs
+    without the files are skipped.
+
+    Returns the written files and notes (unreadable files, shape mismatches).
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written, notes = [], []
+    for filename, (title, *axis_names) in EXPERT_FILES.items():
+        groups: dict[str, dict[str, list[ExpertTable]]] = defaultdict(lambda: defaultdict(list))
+        for run in runs:
+            path = run.path / filename
+            if run.status != "finished" or not path.is_file():
+                continue
+            try:
+                groups[str(run.backbone)][str(run.task)].append(read_expert_table(path))
+            except (OSError, KeyError, ValueError) as err:
+                notes.append(f"{path}: skipped ({err})")
+        for backbone, by_task in sorted(groups.items()):
+            panels = {}
+            for task in sorted(by_task, key=task_order):
+                try:
+                    mean = average_tables(by_task[task])
+                except ValueError as err:
+                    notes.append(f"{filename} {backbone} {task}: skipped ({err})")
+                    continue
+                panels[f"{task_label(task)} (n={len(by_task[task])})"] = mean
+            if panels:
+                path = out_dir / f"{Path(filename).stem}_{backbone}.png"
+                plot_side_by_side(panels, f"{title} — {backbone}", path, tuple(axis_names))
+                written.append(path)
+    return written, notes

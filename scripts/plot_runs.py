@@ -1,0 +1,50 @@
+"""Plot learning curves and expert heatmaps of the runs under a folder.
+
+    python scripts/plot_runs.py logs/train/multiruns/<date_time> --out figures/
+
+Writes ``curves_<task>.png`` (training loss and the monitored dev metric against the
+step, from each run's ``csv/metrics.csv``; needs logger=csv) and, when runs exported them,
+``mole_importance_<backbone>.png``, ``mole_importance_at_prune_<backbone>.png`` and
+``molex_selection_<backbone>.png`` with one panel per task (mean over the task's finished
+runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from mole_lightning.analysis import find_runs  # noqa: E402
+from mole_lightning.analysis.curves import plot_learning_curves  # noqa: E402
+from mole_lightning.analysis.heatmaps import plot_expert_heatmaps  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("root", type=Path, help="a multirun folder, a log folder or one run directory")
+    parser.add_argument("--out", type=Path, required=True, help="folder for the PNG files")
+    args = parser.parse_args(argv)
+    try:
+        runs = find_runs(args.root)
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if not runs:
+        print(f"error: no run directories (with run_info.json) under {args.root}", file=sys.stderr)
+        return 1
+    curves, curve_notes = plot_learning_curves(runs, args.out)
+    heatmaps, heatmap_notes = plot_expert_heatmaps(runs, args.out)
+    for path in [*curves, *heatmaps]:
+        print(f"wrote {path}")
+    if not heatmaps:
+        print("no expert heatmaps: no finished run has mole_importance.json or molex_selection.json")
+    for note in [*curve_notes, *heatmap_notes]:
+        print(f"note: {note}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -11,7 +11,11 @@ def method_callbacks(cfg: DictConfig) -> list[Callback]:
     prune-then-retrain and importance export; MoLEx's layer-selection export."""
     method = cfg.method
     if method.name == "mole":
-        from mole_lightning.callbacks.mole import ExpertImportanceExport, PruneExperts, TemperatureAnnealing
+        from mole_lightning.callbacks.mole import (
+            ExpertImportanceExport,
+            PruneExperts,
+            TemperatureAnnealing,
+        )
 
         temp, prune = method.temperature, method.prune
         steps = temp.get("steps") or (prune.after_steps if prune.enabled else None)

@@ -13,6 +13,7 @@ from pytorch_lightning.utilities import rank_zero_info
 
 from mole_lightning.callbacks.export import export_table, log_table_to_wandb, run_dir
 from mole_lightning.errors import ConfigError
+from mole_lightning.methods.adapter import AdapterConfig, BottleneckAdapter
 from mole_lightning.methods.mole import MoleAdapters
 
 SCHEDULES = ("constant", "linear", "exponential")
@@ -120,10 +121,20 @@ class PruneExperts(Callback):
             )
         rank_zero_info(
             f"MoLE pruned at step {self.pruned_at} to top-{self.top_k} per layer: "
-            f"{structure}; trainable parameters {before:,} -> {after:,}"
+            f"{structure}; trainable parameters {before:,} -> {after:,} "
+            f"(method=adapter at bottleneck {mole.cfg.bottleneck}: {adapter_equivalent(pl_module, mole.cfg.bottleneck):,})"
         )
         for logger in trainer.loggers:
             logger.log_metrics({"params/trainable_after_prune": after}, step=trainer.global_step)
+
+
+def adapter_equivalent(pl_module: pl.LightningModule, bottleneck: int) -> int:
+    """Trainable parameters ``method=adapter`` would have at the same bottleneck size
+    (one bottleneck adapter per layer plus the same task head)."""
+    hidden = pl_module.encoder.backbone.config.hidden_size
+    per_layer = sum(p.numel() for p in BottleneckAdapter(hidden, AdapterConfig(bottleneck=bottleneck)).parameters())
+    head = sum(p.numel() for p in pl_module.head.parameters())
+    return per_layer * len(mole_part(pl_module).layers) + head
 
 
 def rebuild_optimizers(trainer: pl.Trainer, keep_state: bool) -> None:

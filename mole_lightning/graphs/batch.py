@@ -33,7 +33,7 @@ class WordGraphBatch:
     max_words: int
     num_relations: int = 2
 
-    def to(self, device: torch.device | str) -> "WordGraphBatch":
+    def to(self, device: torch.device | str) -> WordGraphBatch:
         """Returns a copy with every tensor on ``device``."""
         return WordGraphBatch(
             token_to_word=self.token_to_word.to(device),

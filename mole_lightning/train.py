@@ -75,11 +75,27 @@ def build_datamodule(cfg: DictConfig, model: pl.LightningModule) -> pl.Lightning
         return GlueDataModule(
             cfg.task.name, cfg.data, cfg.backbone, cfg.paths.cache_dir, parser=cfg.get("parser"), graph_kinds=kinds
         )
-    raise ConfigError(f"task kind {kind!r} of task {cfg.task.name!r} is not supported; valid kinds: glue")
+    if kind == "generation":
+        from mole_lightning.data.e2e_datamodule import E2EDataModule
+
+        return E2EDataModule(
+            cfg.data, cfg.backbone, cfg.paths.cache_dir,
+            eval_max_mrs=cfg.task.get("eval_max_mrs"), generation_batch_size=cfg.task.generation_batch_size,
+        )
+    raise ConfigError(f"task kind {kind!r} of task {cfg.task.name!r} is not supported; valid kinds: glue, generation")
 
 
 def build_module(cfg: DictConfig) -> pl.LightningModule:
     """The LightningModule of the task's kind."""
+    if cfg.task.get("kind", "glue") == "generation":
+        from mole_lightning.models.generation_module import GenerationModule
+
+        if cfg.trainer.get("compile"):
+            raise ConfigError(
+                "trainer.compile is not supported for generation tasks: the LM loss and beam "
+                "search call the causal LM directly, not the compiled encoder"
+            )
+        return GenerationModule(cfg.task, cfg.method, cfg.backbone, cfg.optim)
     return GlueModule(cfg.task, cfg.method, cfg.backbone, cfg.optim)
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mole_lightning.analysis import build_table, find_runs  # noqa: E402
+from mole_lightning.analysis import build_table, find_runs_or_exit  # noqa: E402
 from mole_lightning.analysis.runs import METRIC_CHOICES  # noqa: E402
 
 
@@ -38,14 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        runs = find_runs(args.root)
-    except FileNotFoundError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    if not runs:
-        print(f"error: no run directories (with run_info.json) under {args.root}", file=sys.stderr)
-        return 1
+    runs = find_runs_or_exit(args.root)
     table = build_table(runs, metric=args.metric, by=tuple(args.by), scale=args.scale)
     markdown = table.to_markdown(decimals=args.decimals, root=args.root)
     print(markdown, end="")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mole_lightning.analysis import find_runs  # noqa: E402
+from mole_lightning.analysis import find_runs_or_exit  # noqa: E402
 from mole_lightning.analysis.curves import plot_learning_curves  # noqa: E402
 from mole_lightning.analysis.heatmaps import plot_expert_heatmaps  # noqa: E402
 
@@ -27,14 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("root", type=Path, help="a multirun folder, a log folder or one run directory")
     parser.add_argument("--out", type=Path, required=True, help="folder for the PNG files")
     args = parser.parse_args(argv)
-    try:
-        runs = find_runs(args.root)
-    except FileNotFoundError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    if not runs:
-        print(f"error: no run directories (with run_info.json) under {args.root}", file=sys.stderr)
-        return 1
+    runs = find_runs_or_exit(args.root)
     curves, curve_notes = plot_learning_curves(runs, args.out)
     heatmaps, heatmap_notes = plot_expert_heatmaps(runs, args.out)
     for path in [*curves, *heatmaps]:

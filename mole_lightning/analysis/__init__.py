@@ -5,7 +5,7 @@ disk (``run_info.json``, ``resolved_config.yaml``, ``metrics.json``, ``csv/metri
 expert tables), never W&B.
 """
 
-from mole_lightning.analysis.runs import Run, find_runs, load_run
+from mole_lightning.analysis.runs import Run, find_runs, find_runs_or_exit, load_run
 from mole_lightning.analysis.table import Cell, ResultsTable, build_table
 
-__all__ = ["Cell", "ResultsTable", "Run", "build_table", "find_runs", "load_run"]
+__all__ = ["Cell", "ResultsTable", "Run", "build_table", "find_runs", "find_runs_or_exit", "load_run"]

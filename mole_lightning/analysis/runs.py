@@ -8,6 +8,7 @@ of every run); beside it ``resolved_config.yaml`` and, once the run finished,
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -165,3 +166,17 @@ def find_runs(root: Path) -> list[Run]:
     if not root.exists():
         raise FileNotFoundError(f"no such directory: {root}")
     return [load_run(info.parent) for info in sorted(root.rglob(RUN_INFO))]
+
+
+def find_runs_or_exit(root: Path) -> list[Run]:
+    """``find_runs`` for command-line scripts: a missing folder exits with status 2 and
+    a folder without runs with status 1, each with a message on stderr."""
+    try:
+        runs = find_runs(root)
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if not runs:
+        print(f"error: no run directories (with run_info.json) under {root}", file=sys.stderr)
+        raise SystemExit(1)
+    return runs

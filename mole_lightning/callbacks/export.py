@@ -55,7 +55,7 @@ def draw_heatmap(path: Path, table: torch.Tensor, rows: list[str], columns: list
     for i in range(len(rows)):
         for j in range(len(columns)):
             if not math.isnan(data[i, j]):
-                ax.text(j, i, f"{data[i, j]:.2f}", ha="center", va="center", color="white", fontsize=8)
+                ax.text(j, i, f"{data[i, j]:.3f}", ha="center", va="center", color="white", fontsize=8)
     fig.colorbar(image, ax=ax)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

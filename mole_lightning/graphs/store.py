@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from mole_lightning.errors import CacheError
 from mole_lightning.graphs.builders import GRAPH_BUILDER_VERSION, GRAPH_KINDS, check_kinds
 from mole_lightning.graphs.collate import collate_word_graphs
 from mole_lightning.graphs.sentence_graphs import (
@@ -57,7 +58,7 @@ logger = logging.getLogger(__name__)
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
-class GraphCacheError(RuntimeError):
+class GraphCacheError(CacheError):
     """A graph cache file is missing, stale or corrupt (and ``load`` never parses)."""
 
 

@@ -11,6 +11,9 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokeni
 
 from mole_lightning.errors import ConfigError, HubUnavailableError
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
+"""The checkout's root (where ``conf/`` and ``tests/`` live)."""
+
 
 def resolve_source(cfg: DictConfig) -> str:
     """Returns the path or hub id the backbone's weights and tokenizer come from.
@@ -43,9 +46,24 @@ def _hub_error(cfg: DictConfig, source: str, err: Exception) -> HubUnavailableEr
     )
 
 
+def tokenizer_source(cfg: DictConfig) -> str:
+    """Where the tokenizer comes from: ``cfg.tokenizer`` if set, else the backbone's source.
+
+    A relative ``cfg.tokenizer`` naming a folder under the repository root (e.g. the test
+    asset ``tests/assets/gpt2_tokenizer``) resolves there whatever the working directory;
+    any other value is used as given (a folder relative to the cwd, or a hub id).
+    """
+    if not cfg.get("tokenizer"):
+        return resolve_source(cfg)
+    given = Path(str(cfg.tokenizer))
+    if not given.is_absolute() and (REPO_ROOT / given).is_dir():
+        return str(REPO_ROOT / given)
+    return str(given)
+
+
 def load_tokenizer(cfg: DictConfig):
     """Loads the backbone's fast tokenizer (fast tokenizers give the offsets graph alignment needs)."""
-    source = str(cfg.tokenizer) if cfg.get("tokenizer") else resolve_source(cfg)
+    source = tokenizer_source(cfg)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, use_fast=True)
     except (OSError, ValueError) as err:

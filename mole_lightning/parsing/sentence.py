@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from mole_lightning.errors import MoleError
 
-class ParseError(RuntimeError):
+
+class ParseError(MoleError, RuntimeError):
     """A parser could not parse one of its input texts (the message names its index).
 
     Attributes:

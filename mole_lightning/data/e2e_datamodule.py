@@ -1,0 +1,249 @@
+"""The E2E NLG LightningDataModule: read, encode for a causal LM and cache, batch.
+
+Three encoded tables are cached on disk (keyed like the GLUE ones, see
+``tokenized_cache``): the train and dev pairs as LM examples (prompt + reference + EOS,
+labels on the reference only) and the dev meaning representations as prompts, each with
+all its references (for beam search and scoring).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import datasets
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader
+
+from mole_lightning.data.collate import padded_length
+from mole_lightning.data.e2e import (
+    SPLIT_FILES,
+    E2EExample,
+    E2EPair,
+    encode_lm_example,
+    format_prompt,
+    group_references,
+    load_e2e_split,
+)
+from mole_lightning.data.tokenized_cache import TOKENIZED_FORMAT, cache_key, load_tokenized
+from mole_lightning.errors import DataFileError
+from mole_lightning.models.backbone import load_tokenizer
+
+IGNORE_INDEX = -100
+"""Label of the tokens the LM loss skips (prompt and padding)."""
+
+
+def encode_pairs(pairs: list[E2EPair], tokenizer, max_length: int, origin: str) -> datasets.Dataset:
+    """Encodes pairs with ``encode_lm_example`` and strips the padding (batches are padded
+    dynamically): columns ``input_ids`` and ``labels``, one unpadded list per pair.
+
+    Raises:
+        DataFileError: a prompt leaves no room for its reference in ``max_length``
+            (the message names ``origin`` and the pair's row).
+    """
+    columns: dict[str, list] = {"input_ids": [], "labels": []}
+    for row, (mr, ref) in enumerate(pairs, start=1):
+        try:
+            encoded = encode_lm_example(tokenizer, mr, ref, max_length)
+        except ValueError as err:
+            raise DataFileError(f"{origin}, data row {row}: {err}; raise data.max_length") from None
+        length = sum(encoded["attention_mask"])
+        columns["input_ids"].append(encoded["input_ids"][:length])
+        columns["labels"].append(encoded["labels"][:length])
+    return datasets.Dataset.from_dict(columns)
+
+
+def encode_prompts(examples: list[E2EExample], tokenizer) -> datasets.Dataset:
+    """Encodes each MR's prompt (``format_prompt``, as in training): columns ``input_ids``,
+    ``mr``, ``references`` (all of the MR's references) and ``idx`` (position in file order)."""
+    prompts = tokenizer([format_prompt(e.mr) for e in examples], add_special_tokens=False)
+    return datasets.Dataset.from_dict(
+        {
+            "input_ids": prompts["input_ids"],
+            "mr": [e.mr for e in examples],
+            "references": [list(e.refs) for e in examples],
+            "idx": list(range(len(examples))),
+        }
+    )
+
+
+def collate_lm(rows: list[dict], pad_token_id: int, pad_to_multiple_of: int | None = None) -> dict:
+    """Right-pads LM examples into a batch.
+
+    Returns:
+        ``input_ids``, ``attention_mask`` and ``labels`` ``[batch, seq]`` (labels
+        ``IGNORE_INDEX`` on the prompt and the padding).
+    """
+    seq = padded_length([len(r["input_ids"]) for r in rows], pad_to_multiple_of, None)
+    input_ids = torch.full((len(rows), seq), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), seq), dtype=torch.long)
+    labels = torch.full((len(rows), seq), IGNORE_INDEX, dtype=torch.long)
+    for i, row in enumerate(rows):
+        n = len(row["input_ids"])
+        input_ids[i, :n] = torch.tensor(row["input_ids"])
+        attention_mask[i, :n] = 1
+        labels[i, :n] = torch.tensor(row["labels"])
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+def collate_prompts(rows: list[dict], pad_token_id: int) -> dict:
+    """Left-pads prompts into a batch for generation (continuations start right after
+    every row's last prompt token).
+
+    Returns:
+        ``input_ids`` and ``attention_mask`` ``[batch, prompt]``, ``idx`` ``[batch]``, and
+        the lists ``mr`` and ``references`` (one list of reference strings per row).
+    """
+    seq = max(len(r["input_ids"]) for r in rows)
+    input_ids = torch.full((len(rows), seq), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), seq), dtype=torch.long)
+    for i, row in enumerate(rows):
+        n = len(row["input_ids"])
+        input_ids[i, seq - n :] = torch.tensor(row["input_ids"])
+        attention_mask[i, seq - n :] = 1
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "idx": torch.tensor([r["idx"] for r in rows]),
+        "mr": [r["mr"] for r in rows],
+        "references": [list(r["references"]) for r in rows],
+    }
+
+
+class E2EDataModule(pl.LightningDataModule):
+    """E2E NLG from the hub (``data.dir=null``) or a folder with the official
+    ``trainset.csv`` and ``devset.csv``.
+
+    ``prepare_data`` (rank 0) reads and encodes the splits and writes the caches;
+    ``setup`` (every rank) only loads them. ``train_dataloader``: shuffled train pairs.
+    ``val_dataloader``: ``[dev pairs (LM loss), dev MRs (generation)]``, the second left
+    out when ``eval_max_mrs == 0``.
+
+    Args:
+        data: the ``data`` config node (dir, max_length, batch_size, eval_batch_size,
+            num_workers, pad_to_multiple_of).
+        backbone: the ``backbone`` config node (for the tokenizer).
+        cache_dir: root folder of the caches (tables go under ``tokenized/``).
+        eval_max_mrs: decode only the first N dev MRs in file order (``None``: all).
+        generation_batch_size: MRs per generation batch.
+    """
+
+    def __init__(
+        self,
+        data: DictConfig,
+        backbone: DictConfig,
+        cache_dir: str | Path,
+        eval_max_mrs: int | None = None,
+        generation_batch_size: int = 16,
+    ) -> None:
+        super().__init__()
+        self.data_cfg = data
+        self.tokenizer = load_tokenizer(backbone)
+        self.cache_dir = Path(cache_dir) / "tokenized"
+        self.eval_max_mrs = eval_max_mrs
+        self.generation_batch_size = generation_batch_size
+        self.datasets: dict[str, datasets.Dataset] = {}
+
+    def _source(self, split: str, table: str) -> str:
+        """Identifies one cached table: its kind, the split and the file (path, size, mtime)."""
+        data_dir = self.data_cfg.get("dir")
+        if data_dir is None:
+            return f"e2e-hub:{table}:{split}"
+        path = Path(data_dir) / SPLIT_FILES[split]
+        stat = path.stat() if path.is_file() else None
+        size, mtime = (stat.st_size, stat.st_mtime_ns) if stat else (0, 0)
+        return f"e2e-csv:{table}:{split}:{path.resolve()}:{size}:{mtime}"
+
+    def _origin(self, split: str) -> str:
+        data_dir = self.data_cfg.get("dir")
+        return str(Path(data_dir) / SPLIT_FILES[split]) if data_dir else f"hub e2e_nlg ({split})"
+
+    def _tables(self) -> dict[str, tuple[str, str]]:
+        """Table name -> (split, source)."""
+        return {
+            "train": ("train", self._source("train", "lm")),
+            "dev": ("validation", self._source("validation", "lm")),
+            "dev_mrs": ("validation", self._source("validation", "prompts")),
+        }
+
+    def _cache_path(self, source: str) -> Path:
+        return self.cache_dir / cache_key(source, self.tokenizer, self.data_cfg.max_length, False)
+
+    def _write_cache(self, source: str, build: Callable[[], datasets.Dataset]) -> None:
+        """Builds and saves one table unless a complete cache of it exists."""
+        path = self._cache_path(source)
+        meta_path = path / "meta.json"
+        if meta_path.is_file():
+            try:
+                meta = json.loads(meta_path.read_text())
+                if meta.get("format") == TOKENIZED_FORMAT and meta.get("source") == source:
+                    return
+            except (OSError, ValueError):
+                pass  # corrupt: rebuilt below
+            shutil.rmtree(path, ignore_errors=True)
+        table = build()
+        path.mkdir(parents=True, exist_ok=True)
+        table.save_to_disk(str(path / "data"))
+        meta_path.write_text(json.dumps({"format": TOKENIZED_FORMAT, "source": source, "rows": len(table)}))
+
+    def _build(self, name: str, split: str, read: Callable[[str], list[E2EPair]]) -> datasets.Dataset:
+        if name == "dev_mrs":
+            return encode_prompts(group_references(read(split)), self.tokenizer)
+        return encode_pairs(read(split), self.tokenizer, self.data_cfg.max_length, self._origin(split))
+
+    def prepare_data(self) -> None:
+        pairs: dict[str, list[E2EPair]] = {}
+
+        def read(split: str) -> list[E2EPair]:
+            if split not in pairs:
+                pairs[split] = load_e2e_split(split, self.data_cfg.get("dir"))
+            return pairs[split]
+
+        for name, (split, source) in self._tables().items():
+            self._write_cache(source, partial(self._build, name, split, read))
+
+    def setup(self, stage: str | None = None) -> None:
+        for name, (_split, source) in self._tables().items():
+            if name not in self.datasets:
+                self.datasets[name] = load_tokenized(
+                    self.cache_dir, source, self.tokenizer, self.data_cfg.max_length, False
+                )
+        mrs = self.datasets["dev_mrs"]
+        if self.eval_max_mrs is not None and self.eval_max_mrs < len(mrs):
+            self.datasets["dev_mrs"] = mrs.select(range(self.eval_max_mrs))
+
+    def _loader(self, name: str, batch_size: int, shuffle: bool, collate) -> DataLoader:
+        workers = self.data_cfg.get("num_workers", 0)
+        return DataLoader(
+            self.datasets[name],
+            batch_size=batch_size,
+            shuffle=shuffle,
+            collate_fn=collate,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=torch.cuda.is_available(),
+            multiprocessing_context="fork" if workers > 0 and os.name == "posix" else None,
+        )
+
+    def _lm_collate(self):
+        return partial(
+            collate_lm,
+            pad_token_id=self.tokenizer.pad_token_id,
+            pad_to_multiple_of=self.data_cfg.get("pad_to_multiple_of"),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", self.data_cfg.batch_size, True, self._lm_collate())
+
+    def val_dataloader(self) -> list[DataLoader]:
+        loaders = [self._loader("dev", self.data_cfg.eval_batch_size, False, self._lm_collate())]
+        if self.eval_max_mrs != 0:
+            collate = partial(collate_prompts, pad_token_id=self.tokenizer.pad_token_id)
+            loaders.append(self._loader("dev_mrs", self.generation_batch_size, False, collate))
+        return loaders

@@ -1,0 +1,244 @@
+"""The LightningModule for data-to-text generation (E2E NLG): a tuned causal LM trained on
+the references, beam search on the dev meaning representations, the challenge's metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.nn import functional as F
+from torchmetrics import MaxMetric, MinMetric
+from transformers import PreTrainedModel
+
+from mole_lightning.callbacks.export import run_dir
+from mole_lightning.data.e2e import format_prompt
+from mole_lightning.data.e2e_datamodule import IGNORE_INDEX, collate_prompts
+from mole_lightning.errors import ConfigError
+from mole_lightning.methods import build_encoder
+from mole_lightning.metrics.e2e import score_e2e
+from mole_lightning.models.backbone import load_backbone, load_tokenizer
+from mole_lightning.models.glue_module import GlueModule
+
+RANDOM_INIT_SEED = 0
+"""Seed of a random-init backbone's weights (test backbones), whatever the run's seed."""
+CAUSAL_LM_METHODS = {"full", "lora", "molex"}
+"""Methods that work on a causal LM; ``molex`` with ``base`` lora or full."""
+
+
+@dataclass
+class GenerationSettings:
+    """Beam-search settings of ``transformers``' ``generate`` (the ``task`` node's keys)."""
+
+    num_beams: int = 10
+    max_new_tokens: int = 64
+    length_penalty: float = 0.8
+    no_repeat_ngram_size: int = 4
+    repetition_penalty: float = 1.0
+
+    @classmethod
+    def from_task(cls, task: DictConfig) -> GenerationSettings:
+        return cls(**{k: task[k] for k in cls.__dataclass_fields__ if k in task})
+
+
+def check_method(method: DictConfig, backbone: DictConfig) -> None:
+    """Refuses method × backbone combinations a causal LM cannot run.
+
+    Raises:
+        ConfigError: the backbone is not a causal LM, or the method needs something
+            GPT-2 blocks or E2E batches lack (adapter: the BERT-style ``output`` block it
+            hooks; mole: word graphs).
+    """
+    if not backbone.get("causal_lm"):
+        raise ConfigError(
+            f"task kind 'generation' needs a causal-LM backbone (gpt2, gpt2-medium, tiny-gpt2); "
+            f"backbone={backbone.name!r} is not one (set causal_lm: true in its config if it is)"
+        )
+    name = method.name
+    base = method.get("base", "lora") if name == "molex" else None
+    if name not in CAUSAL_LM_METHODS or base == "adapter":
+        what = f"method=molex with method.base={base}" if base else f"method={name}"
+        raise ConfigError(
+            f"{what} is not supported on the causal LM {backbone.name!r}: parallel adapters hook "
+            "the BERT-style layer 'output' block GPT-2 blocks lack, and MoLE needs word graphs "
+            "the E2E data has none of; valid: full, lora, molex (base lora or full)"
+        )
+
+
+def load_causal_lm(backbone: DictConfig) -> PreTrainedModel:
+    """The backbone with its LM head. A random-init backbone is drawn from
+    ``RANDOM_INIT_SEED``, so, like pre-trained weights, it is rebuilt identically when a
+    checkpoint (which holds only the trained weights) is loaded."""
+    if not backbone.get("random_init"):
+        return load_backbone(backbone, causal_lm=True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_INIT_SEED)
+        return load_backbone(backbone, causal_lm=True)
+
+
+class GenerationModule(pl.LightningModule):
+    """Causal LM + PEFT method, trained on E2E NLG.
+
+    Training minimises the next-token cross-entropy on the reference tokens (prompt and
+    padding are ``IGNORE_INDEX``) plus the method's auxiliary loss. Validation logs
+    ``val/loss`` (token-level NLL, no label smoothing) over the dev pairs and, over the
+    decoded dev MRs, ``val/bleu``, ``val/nist``, ``val/meteor``, ``val/rouge_l`` and
+    ``val/cider``, and writes the outputs (one line per MR, file order) to
+    ``<run dir>/e2e_predictions_step<k>.txt``. MoLEx's selection counts cover the dev
+    pairs only (one count per pair and routed layer), not the decoding passes.
+
+    Checkpoints, the optimizer and the parameter-count log are ``GlueModule``'s: the
+    checkpoint holds only what trains (and the method's structure); loading rebuilds the
+    backbone from its source.
+
+    Args:
+        task: the ``task`` node (monitor, mode, label_smoothing, decoding settings).
+        method: the ``method`` node (full, lora or molex).
+        backbone: the ``backbone`` node (``causal_lm: true``).
+        optim: the ``optim`` node.
+    """
+
+    configure_optimizers = GlueModule.configure_optimizers
+    on_train_start = GlueModule.on_train_start
+    on_save_checkpoint = GlueModule.on_save_checkpoint
+    on_load_checkpoint = GlueModule.on_load_checkpoint
+
+    def __init__(self, task: DictConfig, method: DictConfig, backbone: DictConfig, optim: DictConfig) -> None:
+        super().__init__()
+        self.save_hyperparameters(
+            {k: OmegaConf.to_container(v, resolve=True) if isinstance(v, DictConfig) else v
+             for k, v in {"task": task, "method": method, "backbone": backbone, "optim": optim}.items()}
+        )
+        self.strict_loading = False
+        cfgs = {k: OmegaConf.create(self.hparams[k]) for k in ("task", "method", "backbone")}
+        check_method(cfgs["method"], cfgs["backbone"])
+        self.encoder = build_encoder(load_causal_lm(cfgs["backbone"]), cfgs["method"], cfgs["backbone"])
+        self.tokenizer = load_tokenizer(cfgs["backbone"])
+        self.generation = GenerationSettings.from_task(cfgs["task"])
+        self.label_smoothing = float(cfgs["task"].get("label_smoothing", 0.0))
+        self.monitor = cfgs["task"].monitor
+        self.lr_schedule = {"start": 0, "fresh": False}
+        self.best_score = MaxMetric() if cfgs["task"].get("mode", "min") == "max" else MinMetric()
+        self._generated: list[tuple[int, str, list[str]]] = []
+
+    # --- language-model loss ----------------------------------------------------------------
+
+    def lm_loss(self, batch: dict, label_smoothing: float = 0.0) -> tuple[torch.Tensor, int]:
+        """Mean next-token cross-entropy over the labelled tokens.
+
+        Args:
+            batch: ``input_ids``, ``attention_mask``, ``labels`` ``[batch, seq]``.
+
+        Returns:
+            The loss and the number of predicted tokens. Only the positions that predict a
+            label go through the LM head (``[tokens, vocab]`` logits, not ``[batch, seq, vocab]``).
+        """
+        model = self.encoder.backbone
+        hidden = model.base_model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
+        ).last_hidden_state
+        targets = batch["labels"][:, 1:]
+        keep = targets != IGNORE_INDEX
+        logits = model.get_output_embeddings()(hidden[:, :-1][keep])
+        loss = F.cross_entropy(logits.float(), targets[keep], label_smoothing=label_smoothing)
+        return loss, int(keep.sum())
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss, _ = self.lm_loss(batch, self.label_smoothing)
+        batch_size = len(batch["input_ids"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        aux = self.encoder.aux_loss()
+        if aux is not None:
+            self.log("train/aux_loss", aux, batch_size=batch_size)
+            loss = loss + aux
+        return loss
+
+    # --- generation ---------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def generate_ids(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[str]:
+        """Beam-search continuations of left-padded prompts.
+
+        Args:
+            input_ids, attention_mask: ``[batch, prompt]``, padding on the left.
+
+        Returns:
+            One decoded text per row (special tokens dropped, whitespace collapsed).
+        """
+        routing = self.encoder.parts["molex"] if "molex" in self.encoder.parts else None
+        counts = routing.selection_counts.clone() if routing is not None else None
+        output = self.encoder.backbone.generate(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            do_sample=False,
+            use_cache=routing is None,  # MoLEx routers must see the whole sequence at every step
+            pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=self.tokenizer.eos_token_id,
+            num_beams=self.generation.num_beams,
+            max_new_tokens=self.generation.max_new_tokens,
+            length_penalty=self.generation.length_penalty,
+            no_repeat_ngram_size=self.generation.no_repeat_ngram_size,
+            repetition_penalty=self.generation.repetition_penalty,
+        )
+        if routing is not None:
+            routing.selection_counts.copy_(counts)
+        texts = self.tokenizer.batch_decode(output[:, input_ids.shape[1]:], skip_special_tokens=True)
+        return [" ".join(text.split()) for text in texts]
+
+    def generate_texts(self, mrs: list[str]) -> list[str]:
+        """Generates one text per meaning representation (``"name[The Vaults], eatType[pub]"``)
+        with the task's beam search, in eval mode, in one batch."""
+        rows = [
+            {"input_ids": self.tokenizer(format_prompt(mr), add_special_tokens=False)["input_ids"],
+             "idx": i, "mr": mr, "references": []}
+            for i, mr in enumerate(mrs)
+        ]
+        batch = collate_prompts(rows, self.tokenizer.pad_token_id)
+        was_training = self.training
+        self.eval()
+        try:
+            return self.generate_ids(batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device))
+        finally:
+            self.train(was_training)
+
+    # --- validation ---------------------------------------------------------------------------
+
+    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if dataloader_idx == 0:
+            loss, tokens = self.lm_loss(batch)
+            self.log("val/loss", loss, batch_size=tokens, add_dataloader_idx=False, sync_dist=True)
+            return
+        texts = self.generate_ids(batch["input_ids"], batch["attention_mask"])
+        self._generated.extend(zip(batch["idx"].tolist(), texts, batch["references"], strict=True))
+
+    def _gathered_outputs(self) -> list[tuple[int, str, list[str]]]:
+        """Every rank's ``(idx, text, references)``, one per MR, in ``idx`` order
+        (a distributed sampler's padding duplicates are dropped)."""
+        items = self._generated
+        if self.trainer.world_size > 1:
+            shards: list = [None] * self.trainer.world_size
+            torch.distributed.all_gather_object(shards, items)
+            items = [item for shard in shards for item in shard]
+        return sorted({idx: (idx, text, refs) for idx, text, refs in items}.values())
+
+    def on_validation_epoch_end(self) -> None:
+        outputs, self._generated = self._gathered_outputs(), []
+        if outputs:
+            texts = [text for _, text, _ in outputs]
+            scores = score_e2e(texts, [refs for _, _, refs in outputs]) if self.trainer.is_global_zero else None
+            scores = self.trainer.strategy.broadcast(scores)
+            self.log_dict({f"val/{k}": float(v) for k, v in scores.items()}, prog_bar=True, sync_dist=True)
+            if self.trainer.is_global_zero and not self.trainer.sanity_checking:
+                self.write_predictions(texts)
+        score = self.trainer.callback_metrics.get(self.monitor)
+        if score is not None and not self.trainer.sanity_checking:
+            self.best_score.update(score)
+            self.log(f"{self.monitor}_best", self.best_score.compute(), prog_bar=True)
+
+    def write_predictions(self, texts: list[str]) -> None:
+        """Writes ``<run dir>/e2e_predictions_step<k>.txt``: one output per line, in the dev
+        file's MR order (the format of the official ``e2e-metrics`` script)."""
+        path = run_dir(self.trainer) / f"e2e_predictions_step{self.trainer.global_step}.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(f"{text}\n" for text in texts), encoding="utf-8")

@@ -20,7 +20,8 @@ from pytorch_lightning.utilities import rank_zero_info
 
 from mole_lightning.data.datamodule import GlueDataModule
 from mole_lightning.errors import ConfigError, MoleError
-from mole_lightning.models.glue_module import GlueModule, parameter_counts
+from mole_lightning.models.glue_module import GlueModule
+from mole_lightning.models.tuned_module import parameter_counts
 from mole_lightning.utils.loggers import build_loggers
 from mole_lightning.utils.run_info import finish_run, start_run
 

@@ -207,12 +207,12 @@ def data_path_cost(args) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="batch 8, length 64, 3+8 steps (a CPU minute)")
+    parser.add_argument("--quick", action="store_true", help="batch 8, length 64, 3+8 steps (a few CPU minutes)")
     parser.add_argument("--backbone", default="minilm")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--seq", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=None, help="timed steps (20; 8 with --quick)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (5; 3 with --quick)")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--compile", default=None, help="torch.compile mode: default, reduce-overhead, max-autotune")
     parser.add_argument("--cpu", action="store_true", help="stay on the CPU even with a GPU")
@@ -223,7 +223,9 @@ def main() -> None:
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick:
-        args.batch, args.seq, args.steps, args.warmup = 8, 64, 8, 3
+        args.batch, args.seq = 8, 64
+    args.steps = args.steps or (8 if args.quick else 20)
+    args.warmup = args.warmup or (3 if args.quick else 5)
     if args.worker:
         print(json.dumps(measure(args.worker, args)))
         return

@@ -18,6 +18,7 @@ from mole_lightning.data.e2e_datamodule import E2EDataModule, collate_lm, collat
 from mole_lightning.errors import ConfigError
 from mole_lightning.methods.molex_builder import molex_config
 from mole_lightning.metrics.e2e import METRICS, score_e2e
+from mole_lightning.models.backbone import load_tokenizer
 from mole_lightning.models.generation_module import GenerationModule
 from mole_lightning.train import build_module, train
 from tests.conftest import REPO, compose
@@ -155,6 +156,14 @@ def test_datamodule_caches_and_batches(e2e_dir: Path, tmp_path: Path) -> None:
     assert prompts["references"] == dev_references(e2e_dir)
     tokenizer = data.tokenizer
     assert tokenizer.decode(prompts["input_ids"][0][prompts["attention_mask"][0].bool()]).endswith(" ||")
+
+
+def test_tiny_gpt2_tokenizer_resolves_from_any_directory(tmp_path: Path, monkeypatch) -> None:
+    cfg = compose(["task=e2e", "backbone=tiny-gpt2"], tmp_path)
+    monkeypatch.chdir(tmp_path)
+    tokenizer = load_tokenizer(cfg.backbone)
+    assert len(tokenizer) == 50257 and tokenizer.eos_token_id == tokenizer.pad_token_id == 50256
+    assert tokenizer(" Alimentum")["input_ids"] == [978, 3681, 388]
 
 
 @pytest.mark.parametrize(

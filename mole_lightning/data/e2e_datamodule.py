@@ -8,9 +8,7 @@ all its references (for beam search and scoring).
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -31,7 +29,7 @@ from mole_lightning.data.e2e import (
     group_references,
     load_e2e_split,
 )
-from mole_lightning.data.tokenized_cache import TOKENIZED_FORMAT, cache_key, load_tokenized
+from mole_lightning.data.tokenized_cache import cache_key, load_or_build, load_tokenized
 from mole_lightning.errors import DataFileError
 from mole_lightning.models.backbone import load_tokenizer
 
@@ -175,23 +173,6 @@ class E2EDataModule(pl.LightningDataModule):
     def _cache_path(self, source: str) -> Path:
         return self.cache_dir / cache_key(source, self.tokenizer, self.data_cfg.max_length, False)
 
-    def _write_cache(self, source: str, build: Callable[[], datasets.Dataset]) -> None:
-        """Builds and saves one table unless a complete cache of it exists."""
-        path = self._cache_path(source)
-        meta_path = path / "meta.json"
-        if meta_path.is_file():
-            try:
-                meta = json.loads(meta_path.read_text())
-                if meta.get("format") == TOKENIZED_FORMAT and meta.get("source") == source:
-                    return
-            except (OSError, ValueError):
-                pass  # corrupt: rebuilt below
-            shutil.rmtree(path, ignore_errors=True)
-        table = build()
-        path.mkdir(parents=True, exist_ok=True)
-        table.save_to_disk(str(path / "data"))
-        meta_path.write_text(json.dumps({"format": TOKENIZED_FORMAT, "source": source, "rows": len(table)}))
-
     def _build(self, name: str, split: str, read: Callable[[str], list[E2EPair]]) -> datasets.Dataset:
         if name == "dev_mrs":
             return encode_prompts(group_references(read(split)), self.tokenizer)
@@ -206,7 +187,7 @@ class E2EDataModule(pl.LightningDataModule):
             return pairs[split]
 
         for name, (split, source) in self._tables().items():
-            self._write_cache(source, partial(self._build, name, split, read))
+            load_or_build(self._cache_path(source), source, partial(self._build, name, split, read))
 
     def setup(self, stage: str | None = None) -> None:
         for name, (_split, source) in self._tables().items():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import datasets
@@ -66,17 +67,15 @@ def tokenize_examples(
     )
 
 
-def load_or_tokenize(
-    cache_dir: Path, source: str, examples_fn, tokenizer, max_length: int, with_offsets: bool
-) -> datasets.Dataset:
-    """Returns the tokenized split, from ``cache_dir`` when a complete cache exists.
+def load_or_build(path: Path, source: str, build: Callable[[], datasets.Dataset]) -> datasets.Dataset:
+    """Returns the table cached at ``path``, building and saving it first unless a complete
+    cache of the same ``source`` and ``TOKENIZED_FORMAT`` is there.
 
     Args:
-        cache_dir: root of the tokenized caches.
+        path: the cache folder (``cache_dir / cache_key(...)``).
         source: identifies the rows (task, split and file fingerprint or hub name).
-        examples_fn: ``() -> list[GlueExample]``, called only on a cache miss.
+        build: ``() -> datasets.Dataset``, called only on a cache miss.
     """
-    path = cache_dir / cache_key(source, tokenizer, max_length, with_offsets)
     meta_path = path / "meta.json"
     if meta_path.is_file():
         try:
@@ -88,11 +87,28 @@ def load_or_tokenize(
         except (OSError, ValueError, KeyError, FileNotFoundError):
             pass  # corrupt or partial: rebuilt below
         shutil.rmtree(path, ignore_errors=True)
-    dataset = tokenize_examples(examples_fn(), tokenizer, max_length, with_offsets)
+    dataset = build()
     path.mkdir(parents=True, exist_ok=True)
     dataset.save_to_disk(str(path / "data"))
     meta_path.write_text(json.dumps({"format": TOKENIZED_FORMAT, "source": source, "rows": len(dataset)}))
     return datasets.load_from_disk(str(path / "data"))
+
+
+def load_or_tokenize(
+    cache_dir: Path, source: str, examples_fn, tokenizer, max_length: int, with_offsets: bool
+) -> datasets.Dataset:
+    """The tokenized GLUE split, from ``cache_dir`` when a complete cache exists.
+
+    Args:
+        cache_dir: root of the tokenized caches.
+        source: identifies the rows (task, split and file fingerprint or hub name).
+        examples_fn: ``() -> list[GlueExample]``, called only on a cache miss.
+    """
+    return load_or_build(
+        cache_dir / cache_key(source, tokenizer, max_length, with_offsets),
+        source,
+        lambda: tokenize_examples(examples_fn(), tokenizer, max_length, with_offsets),
+    )
 
 
 def load_tokenized(cache_dir: Path, source: str, tokenizer, max_length: int, with_offsets: bool) -> datasets.Dataset:

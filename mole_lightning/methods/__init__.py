@@ -37,6 +37,7 @@ def lora_config(method_cfg: DictConfig, backbone_cfg: DictConfig) -> LoraConfig:
         lora_dropout=method_cfg.dropout,
         target_modules=list(targets),
         bias="none",
+        fan_in_fan_out=backbone_cfg.get("lora_fan_in_fan_out", False),
     )
 
 

@@ -3,13 +3,11 @@ the references, beam search on the dev meaning representations, the challenge's 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
-import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch.nn import functional as F
-from torchmetrics import MaxMetric, MinMetric
 from transformers import PreTrainedModel
 
 from mole_lightning.callbacks.export import run_dir
@@ -19,7 +17,7 @@ from mole_lightning.errors import ConfigError
 from mole_lightning.methods import build_encoder
 from mole_lightning.metrics.e2e import score_e2e
 from mole_lightning.models.backbone import load_backbone, load_tokenizer
-from mole_lightning.models.glue_module import GlueModule
+from mole_lightning.models.tuned_module import TunedModule
 
 RANDOM_INIT_SEED = 0
 """Seed of a random-init backbone's weights (test backbones), whatever the run's seed."""
@@ -39,7 +37,7 @@ class GenerationSettings:
 
     @classmethod
     def from_task(cls, task: DictConfig) -> GenerationSettings:
-        return cls(**{k: task[k] for k in cls.__dataclass_fields__ if k in task})
+        return cls(**{f.name: task[f.name] for f in fields(cls) if f.name in task})
 
 
 def check_method(method: DictConfig, backbone: DictConfig) -> None:
@@ -77,7 +75,7 @@ def load_causal_lm(backbone: DictConfig) -> PreTrainedModel:
         return load_backbone(backbone, causal_lm=True)
 
 
-class GenerationModule(pl.LightningModule):
+class GenerationModule(TunedModule):
     """Causal LM + PEFT method, trained on E2E NLG.
 
     Training minimises the next-token cross-entropy on the reference tokens (prompt and
@@ -88,9 +86,7 @@ class GenerationModule(pl.LightningModule):
     ``<run dir>/e2e_predictions_step<k>.txt``. MoLEx's selection counts cover the dev
     pairs only (one count per pair and routed layer), not the decoding passes.
 
-    Checkpoints, the optimizer and the parameter-count log are ``GlueModule``'s: the
-    checkpoint holds only what trains (and the method's structure); loading rebuilds the
-    backbone from its source.
+    Checkpoints, the optimizer and parameter accounting come from ``TunedModule``.
 
     Args:
         task: the ``task`` node (monitor, mode, label_smoothing, decoding settings).
@@ -99,27 +95,14 @@ class GenerationModule(pl.LightningModule):
         optim: the ``optim`` node.
     """
 
-    configure_optimizers = GlueModule.configure_optimizers
-    on_train_start = GlueModule.on_train_start
-    on_save_checkpoint = GlueModule.on_save_checkpoint
-    on_load_checkpoint = GlueModule.on_load_checkpoint
-
     def __init__(self, task: DictConfig, method: DictConfig, backbone: DictConfig, optim: DictConfig) -> None:
-        super().__init__()
-        self.save_hyperparameters(
-            {k: OmegaConf.to_container(v, resolve=True) if isinstance(v, DictConfig) else v
-             for k, v in {"task": task, "method": method, "backbone": backbone, "optim": optim}.items()}
-        )
-        self.strict_loading = False
-        cfgs = {k: OmegaConf.create(self.hparams[k]) for k in ("task", "method", "backbone")}
+        super().__init__(task, method, backbone, optim, default_mode="min")
+        cfgs = {k: self.config_node(k) for k in ("task", "method", "backbone")}
         check_method(cfgs["method"], cfgs["backbone"])
         self.encoder = build_encoder(load_causal_lm(cfgs["backbone"]), cfgs["method"], cfgs["backbone"])
         self.tokenizer = load_tokenizer(cfgs["backbone"])
         self.generation = GenerationSettings.from_task(cfgs["task"])
         self.label_smoothing = float(cfgs["task"].get("label_smoothing", 0.0))
-        self.monitor = cfgs["task"].monitor
-        self.lr_schedule = {"start": 0, "fresh": False}
-        self.best_score = MaxMetric() if cfgs["task"].get("mode", "min") == "max" else MinMetric()
         self._generated: list[tuple[int, str, list[str]]] = []
 
     # --- language-model loss ----------------------------------------------------------------

@@ -2,28 +2,23 @@
 
 from __future__ import annotations
 
-import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.utilities import rank_zero_info
+from omegaconf import DictConfig
 from torch import nn
 from torch.nn import functional as F
-from torchmetrics import MaxMetric, MinMetric
 
 from mole_lightning.data.glue import get_task
 from mole_lightning.methods import build_encoder
 from mole_lightning.metrics.glue import glue_metrics
 from mole_lightning.models.backbone import load_backbone
 from mole_lightning.models.heads import ClassificationHead
-from mole_lightning.models.optim import build_optimizer
+from mole_lightning.models.tuned_module import TunedModule
 
 
-class GlueModule(pl.LightningModule):
+class GlueModule(TunedModule):
     """Backbone + PEFT method + head, trained on one GLUE task.
 
-    Checkpoints hold only what trains (method parameters, head, and the method's
-    structure, e.g. the experts MoLE kept after pruning) plus the config; loading one
-    rebuilds the pre-trained backbone from its source and puts the trained weights on it.
+    Checkpoints, the optimizer and parameter accounting come from ``TunedModule``.
 
     Args:
         task: the ``task`` config node (name, monitor, mode).
@@ -33,23 +28,16 @@ class GlueModule(pl.LightningModule):
     """
 
     def __init__(self, task: DictConfig, method: DictConfig, backbone: DictConfig, optim: DictConfig) -> None:
-        super().__init__()
-        self.save_hyperparameters(
-            {k: OmegaConf.to_container(v, resolve=True) if isinstance(v, DictConfig) else v
-             for k, v in {"task": task, "method": method, "backbone": backbone, "optim": optim}.items()}
-        )
-        self.strict_loading = False
+        super().__init__(task, method, backbone, optim, default_mode="max")
         self.spec = get_task(self.hparams.task["name"])
-        cfgs = {k: OmegaConf.create(self.hparams[k]) for k in ("method", "backbone")}
-        self.encoder = build_encoder(load_backbone(cfgs["backbone"]), cfgs["method"], cfgs["backbone"])
+        self.encoder = build_encoder(
+            load_backbone(self.config_node("backbone")), self.config_node("method"), self.config_node("backbone")
+        )
         self.reset_head()
-        self.monitor = self.hparams.task["monitor"]
         self.val_metrics = nn.ModuleList(
             glue_metrics(self.spec).clone(prefix="val/", postfix="" if i == 0 else "_mm")
             for i in range(len(self.spec.dev_splits))
         )
-        self.lr_schedule = {"start": 0, "fresh": False}
-        self.best_score = MaxMetric() if self.hparams.task.get("mode", "max") == "max" else MinMetric()
 
     def reset_head(self) -> None:
         """A freshly initialised task head (at build time, and when retraining from scratch)."""
@@ -58,11 +46,6 @@ class GlueModule(pl.LightningModule):
         self.head = ClassificationHead(
             hidden, self.spec.num_labels, self.hparams.method.get("head_dropout", 0.1)
         ).to(device)
-
-    def restart_lr_schedule(self, step: int, fresh: bool) -> None:
-        """Makes the next ``configure_optimizers`` start at ``step``: a fresh warmup/decay
-        over the remaining steps, or the original schedule continued."""
-        self.lr_schedule = {"start": step, "fresh": fresh}
 
     @property
     def needs_graphs(self) -> bool:
@@ -111,47 +94,3 @@ class GlueModule(pl.LightningModule):
         if score is not None and not self.trainer.sanity_checking:
             self.best_score.update(score)
             self.log(f"{self.monitor}_best", self.best_score.compute(), prog_bar=True)
-
-    def configure_optimizers(self):
-        return build_optimizer(
-            self, self.hparams.optim, self.trainer.estimated_stepping_batches,
-            schedule_start=self.lr_schedule["start"], fresh_schedule=self.lr_schedule["fresh"],
-        )
-
-    def on_train_start(self) -> None:
-        counts = parameter_counts(self)
-        rank_zero_info(
-            f"trainable parameters: {counts['params/trainable']:,} of {counts['params/total']:,} "
-            f"({100 * counts['params/trainable'] / counts['params/total']:.3f}%) — method {self.encoder.method}"
-        )
-        for logger in self.loggers:
-            logger.log_metrics(counts, step=0)
-
-    # --- checkpoints: trained weights and method structure only ---------------------------
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        trained = {n for n, p in self.named_parameters() if p.requires_grad}
-        checkpoint["state_dict"] = {
-            k: v for k, v in checkpoint["state_dict"].items() if k in trained or not k.startswith("encoder.backbone.")
-        }
-        checkpoint["lr_schedule"] = dict(self.lr_schedule)
-        checkpoint["method_structure"] = {
-            name: part.structure for name, part in self.encoder.parts.items() if hasattr(part, "structure")
-        }
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self.lr_schedule = dict(checkpoint.get("lr_schedule", self.lr_schedule))
-        for name, structure in checkpoint.get("method_structure", {}).items():
-            self.encoder.parts[name].restructure(structure)
-        expected = {n for n, p in self.named_parameters() if p.requires_grad}
-        missing = expected - set(checkpoint["state_dict"])
-        if missing:
-            raise KeyError(f"checkpoint lacks trained parameters: {sorted(missing)[:5]} ...")
-
-
-def parameter_counts(module: nn.Module) -> dict[str, int]:
-    """Trainable and total parameter counts."""
-    return {
-        "params/trainable": sum(p.numel() for p in module.parameters() if p.requires_grad),
-        "params/total": sum(p.numel() for p in module.parameters()),
-    }

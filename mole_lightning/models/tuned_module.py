@@ -1,0 +1,92 @@
+"""What every task's LightningModule shares: config saving, the optimizer and its
+schedule, parameter accounting, and checkpoints that hold only what trains."""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities import rank_zero_info
+from torch import nn
+from torchmetrics import MaxMetric, MinMetric
+
+from mole_lightning.models.optim import build_optimizer
+
+
+class TunedModule(pl.LightningModule):
+    """Base of ``GlueModule`` and ``GenerationModule``; subclasses set ``self.encoder`` (a
+    ``TunedEncoder``).
+
+    Checkpoints hold only what trains (method parameters, the task head, frozen method
+    buffers and the method's structure, e.g. the experts MoLE kept after pruning) plus the
+    config; loading one rebuilds the pre-trained backbone from its source and puts the
+    trained weights on it.
+
+    Args:
+        task, method, backbone, optim: the config nodes of the run (saved as hparams).
+        default_mode: ``max`` or ``min``, when ``task.mode`` is not set.
+    """
+
+    def __init__(
+        self, task: DictConfig, method: DictConfig, backbone: DictConfig, optim: DictConfig, default_mode: str
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(
+            {k: OmegaConf.to_container(v, resolve=True) if isinstance(v, DictConfig) else v
+             for k, v in {"task": task, "method": method, "backbone": backbone, "optim": optim}.items()}
+        )
+        self.strict_loading = False
+        self.monitor = self.hparams.task["monitor"]
+        self.lr_schedule = {"start": 0, "fresh": False}
+        mode = self.hparams.task.get("mode", default_mode)
+        self.best_score = MaxMetric() if mode == "max" else MinMetric()
+
+    def config_node(self, name: str) -> DictConfig:
+        """A saved config node (``task``, ``method``, ``backbone``, ``optim``)."""
+        return OmegaConf.create(self.hparams[name])
+
+    def restart_lr_schedule(self, step: int, fresh: bool) -> None:
+        """Makes the next ``configure_optimizers`` start at ``step``: a fresh warmup/decay
+        over the remaining steps, or the original schedule continued."""
+        self.lr_schedule = {"start": step, "fresh": fresh}
+
+    def configure_optimizers(self):
+        return build_optimizer(
+            self, self.hparams.optim, self.trainer.estimated_stepping_batches,
+            schedule_start=self.lr_schedule["start"], fresh_schedule=self.lr_schedule["fresh"],
+        )
+
+    def on_train_start(self) -> None:
+        counts = parameter_counts(self)
+        rank_zero_info(
+            f"trainable parameters: {counts['params/trainable']:,} of {counts['params/total']:,} "
+            f"({100 * counts['params/trainable'] / counts['params/total']:.3f}%) — method {self.encoder.method}"
+        )
+        for logger in self.loggers:
+            logger.log_metrics(counts, step=0)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        trained = {n for n, p in self.named_parameters() if p.requires_grad}
+        checkpoint["state_dict"] = {
+            k: v for k, v in checkpoint["state_dict"].items() if k in trained or not k.startswith("encoder.backbone.")
+        }
+        checkpoint["lr_schedule"] = dict(self.lr_schedule)
+        checkpoint["method_structure"] = {
+            name: part.structure for name, part in self.encoder.parts.items() if hasattr(part, "structure")
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.lr_schedule = dict(checkpoint.get("lr_schedule", self.lr_schedule))
+        for name, structure in checkpoint.get("method_structure", {}).items():
+            self.encoder.parts[name].restructure(structure)
+        expected = {n for n, p in self.named_parameters() if p.requires_grad}
+        missing = expected - set(checkpoint["state_dict"])
+        if missing:
+            raise KeyError(f"checkpoint lacks trained parameters: {sorted(missing)[:5]} ...")
+
+
+def parameter_counts(module: nn.Module) -> dict[str, int]:
+    """Trainable and total parameter counts."""
+    return {
+        "params/trainable": sum(p.numel() for p in module.parameters() if p.requires_grad),
+        "params/total": sum(p.numel() for p in module.parameters()),
+    }

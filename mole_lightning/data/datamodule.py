@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from functools import partial
 from pathlib import Path
 
 import pytorch_lightning as pl
-import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from mole_lightning.data.collate import collate_glue
 from mole_lightning.data.glue import GlueTaskSpec, get_task, read_glue_split
+from mole_lightning.data.loaders import make_loader
 from mole_lightning.data.tokenized_cache import load_or_tokenize, load_tokenized
 from mole_lightning.graphs import GraphStore
 from mole_lightning.models.backbone import load_tokenizer
@@ -131,17 +130,7 @@ class GlueDataModule(pl.LightningDataModule):
             graphs=self.graphs.get(split),
             graph_kinds=self.graph_kinds,
         )
-        return DataLoader(
-            self.datasets[split],
-            batch_size=batch_size,
-            shuffle=shuffle,
-            collate_fn=collate,
-            num_workers=workers,
-            persistent_workers=workers > 0,
-            pin_memory=torch.cuda.is_available(),
-            drop_last=False,
-            multiprocessing_context="fork" if workers > 0 and os.name == "posix" else None,
-        )
+        return make_loader(self.datasets[split], batch_size, shuffle, collate, workers)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", self.data_cfg.batch_size, shuffle=True)

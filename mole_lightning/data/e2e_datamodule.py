@@ -8,7 +8,6 @@ all its references (for beam search and scoring).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -29,6 +28,7 @@ from mole_lightning.data.e2e import (
     group_references,
     load_e2e_split,
 )
+from mole_lightning.data.loaders import make_loader
 from mole_lightning.data.tokenized_cache import cache_key, load_or_build, load_tokenized
 from mole_lightning.errors import DataFileError
 from mole_lightning.models.backbone import load_tokenizer
@@ -200,17 +200,7 @@ class E2EDataModule(pl.LightningDataModule):
             self.datasets["dev_mrs"] = mrs.select(range(self.eval_max_mrs))
 
     def _loader(self, name: str, batch_size: int, shuffle: bool, collate) -> DataLoader:
-        workers = self.data_cfg.get("num_workers", 0)
-        return DataLoader(
-            self.datasets[name],
-            batch_size=batch_size,
-            shuffle=shuffle,
-            collate_fn=collate,
-            num_workers=workers,
-            persistent_workers=workers > 0,
-            pin_memory=torch.cuda.is_available(),
-            multiprocessing_context="fork" if workers > 0 and os.name == "posix" else None,
-        )
+        return make_loader(self.datasets[name], batch_size, shuffle, collate, self.data_cfg.get("num_workers", 0))
 
     def _lm_collate(self):
         return partial(

@@ -16,7 +16,7 @@ from pytorch_lightning.callbacks import (
     LearningRateMonitor,
     ModelCheckpoint,
 )
-from pytorch_lightning.utilities import rank_zero_info
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from mole_lightning.data.datamodule import GlueDataModule
 from mole_lightning.errors import ConfigError, MoleError
@@ -93,8 +93,9 @@ def build_module(cfg: DictConfig) -> pl.LightningModule:
 
         if cfg.trainer.get("compile"):
             raise ConfigError(
-                "trainer.compile is not supported for generation tasks: the LM loss and beam "
-                "search call the causal LM directly, not the compiled encoder"
+                "trainer.compile is not supported for generation tasks: beam search grows "
+                "the sequence every step, so the compiled model would recompile for each "
+                "length; drop trainer.compile"
             )
         return GenerationModule(cfg.task, cfg.method, cfg.backbone, cfg.optim)
     return GlueModule(cfg.task, cfg.method, cfg.backbone, cfg.optim)
@@ -158,7 +159,17 @@ def train(cfg: DictConfig) -> dict[str, float]:
         model = build_module(cfg)
         datamodule = build_datamodule(cfg, model)
         if cfg.trainer.get("compile"):
-            model.encoder.compile(mode=None if cfg.trainer.compile == "default" else cfg.trainer.compile)
+            if not cfg.data.get("pad_to_max_length"):
+                rank_zero_warn(
+                    "trainer.compile with data.pad_to_max_length=false: every new batch "
+                    "shape compiles again; set data.pad_to_max_length=true for static shapes"
+                )
+            if cfg.method.name == "molex" and cfg.method.get("dispatch") != "capacity":
+                rank_zero_warn(
+                    "trainer.compile with method=molex and method.dispatch=grouped: the "
+                    "graph breaks at every routed layer; method.dispatch=capacity is static"
+                )
+            model.encoder.compile_backbone(cfg.trainer.compile)
         callbacks = build_callbacks(cfg)
         trainer = build_trainer(cfg, callbacks, build_loggers(cfg, output_dir))
         trainer.fit(model, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg.get("ckpt_path")))

@@ -29,18 +29,29 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-METHODS = ["lora", "full", "adapter", "mole", "mole-pruned", "molex"]
+METHODS = ["lora", "full", "adapter", "mole", "mole-pruned", "molex", "molex-capacity"]
+# bench rows that are a method with extra overrides
+VARIANTS = {
+    "mole-pruned": ("mole", []),  # pruned to top-1 per layer after building
+    "molex-capacity": ("molex", ["method.dispatch=capacity"]),  # static-shape dispatch
+}
 
 
 def compose_method(method: str, backbone: str):
-    """The project's own config of ``method`` (``mole-pruned``: MoLE pruned to top-1)."""
+    """The project's own config of ``method`` or of a bench row in ``VARIANTS``."""
     from hydra import compose, initialize_config_dir
 
-    name = "mole" if method == "mole-pruned" else method
+    name, extra = VARIANTS.get(method, (method, []))
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         return compose(
             config_name="train.yaml",
-            overrides=[f"method={name}", f"backbone={backbone}", "task=sst2", "paths.output_dir=/tmp/bench"],
+            overrides=[
+                f"method={name}",
+                f"backbone={backbone}",
+                "task=sst2",
+                "paths.output_dir=/tmp/bench",
+                *extra,
+            ],
         )
 
 
@@ -79,7 +90,7 @@ def measure(method: str, args) -> dict:
     if method == "mole-pruned":
         model.encoder.parts["mole"].prune(1)
     if args.compile:
-        model.encoder.compile(mode=None if args.compile == "default" else args.compile)
+        model.encoder.compile_backbone(args.compile)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     optimizer = build_optimizer(model, cfg.optim, 10_000)["optimizer"]
     batch = synthetic_batch(model, args.batch, args.seq, device)

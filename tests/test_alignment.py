@@ -244,6 +244,15 @@ def test_collate_single_texts_and_bad_lengths(parser):
     )
     assert batch.token_to_word.tolist() == [[-1, 0, 1, -1, -1, -1]]
     assert batch.edges["syntactic"][0].tolist() == [[1, 0], [0, 1]]
+    # a fixed word capacity (static shapes): node ids step by the capacity
+    offsets, sequence_ids = [(0, 0), (0, 4), (4, 5), (0, 0)], [None, 0, 0, None]
+    padded = collate_word_graphs(
+        [(graphs, None)] * 2, [offsets] * 2, [sequence_ids] * 2, 6, ["syntactic"], word_capacity=6
+    )
+    assert padded.max_words == 6 and padded.num_words.tolist() == [2, 2]
+    assert padded.edges["syntactic"][0].tolist() == [[1, 0, 7, 6], [0, 1, 6, 7]]
+    with pytest.raises(ValueError, match="example 0 has 2 words, more than word_capacity=1"):
+        collate_word_graphs([(graphs, None)], [offsets], [sequence_ids], 6, ["syntactic"], word_capacity=1)
     with pytest.raises(ValueError, match="more than seq_len=3"):
         collate_word_graphs([(graphs, None)], [[(0, 0)] * 4], [[None] * 4], 3, ["syntactic"])
     empty = SentenceGraphs.from_parsed(parser.parse([""])[0])

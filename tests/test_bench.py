@@ -15,7 +15,7 @@ def test_bench_quick_prints_the_table() -> None:
     )
     assert out.returncode == 0, out.stdout + out.stderr
     rows = {line.split("|")[1].strip(): line for line in out.stdout.splitlines() if line.startswith("| ")}
-    assert set(rows) >= {"lora", "full", "adapter", "mole", "mole-pruned", "molex"}
+    assert set(rows) >= {"lora", "full", "adapter", "mole", "mole-pruned", "molex", "molex-capacity"}
     assert rows["lora"].rstrip(" |").endswith("1.00x")
     for method, line in rows.items():
         if method == "method":

@@ -10,7 +10,7 @@ from mole_lightning.methods.mole.synthetic import random_word_graphs
 
 
 def make_gate(num_experts=4, temperature=1.0, hard=False, eval_mode="softmax") -> ExpertGate:
-    return ExpertGate(num_experts, MoleContext(temperature, "mean", "dense", 2), hard, eval_mode)
+    return ExpertGate(num_experts, temperature, hard, eval_mode)
 
 
 def test_low_temperature_is_near_one_hot_and_high_temperature_near_uniform():
@@ -23,7 +23,7 @@ def test_low_temperature_is_near_one_hot_and_high_temperature_near_uniform():
     torch.testing.assert_close(weights.sum(-1), torch.ones(2000))
     top = weights.max(-1).values
     assert top.mean() > 0.98 and top.median() > 0.9999
-    gate.context.temperature = 100.0
+    gate.temperature.fill_(100.0)
     weights = gate(2000)
     assert (weights - 0.25).abs().max() < 0.03
     assert not torch.allclose(weights[0], weights[1]), "samples must differ per example"
@@ -71,9 +71,11 @@ def test_eval_weights_are_deterministic(eval_mode):
     torch.testing.assert_close(gate.importance(), torch.softmax(gate.logits, -1))
 
 
-def randomised_layer(cfg: MoleConfig, context: MoleContext, hidden: int = 12) -> MoleLayer:
+def randomised_layer(
+    cfg: MoleConfig, context: MoleContext, temperature: float = 1.0, hidden: int = 12
+) -> MoleLayer:
     experts = {name: build_expert(name, hidden, cfg, context) for name in cfg.experts}
-    layer = MoleLayer(experts, ExpertGate(len(experts), context, cfg.hard, cfg.eval_mode))
+    layer = MoleLayer(experts, ExpertGate(len(experts), temperature, cfg.hard, cfg.eval_mode))
     torch.manual_seed(3)
     with torch.no_grad():
         for p in layer.parameters():
@@ -84,7 +86,7 @@ def randomised_layer(cfg: MoleConfig, context: MoleContext, hidden: int = 12) ->
 @pytest.mark.parametrize("eval_mode", ["softmax", "argmax"])
 def test_layer_eval_mixes_experts_by_softmax_of_logits(eval_mode):
     cfg = MoleConfig(bottleneck=6, dropout=0.0, eval_mode=eval_mode)
-    context = MoleContext(1.0, "mean", "dense", 2)
+    context = MoleContext("mean", "dense", 2)
     context.set_graphs(random_word_graphs(3, 11, 6, generator=torch.Generator().manual_seed(4)))
     layer = randomised_layer(cfg, context).eval()
     h = torch.randn(3, 11, 12)
@@ -100,11 +102,11 @@ def test_layer_eval_mixes_experts_by_softmax_of_logits(eval_mode):
 
 def test_layer_training_mixes_per_example_and_records_mean_weights():
     cfg = MoleConfig(bottleneck=6, dropout=0.0)
-    context = MoleContext(0.5, "first", "pyg", 2)
+    context = MoleContext("first", "pyg", 2)
     context.set_graphs(
         random_word_graphs(4, 9, 5, min_words=2, generator=torch.Generator().manual_seed(5))
     )
-    layer = randomised_layer(cfg, context).train()
+    layer = randomised_layer(cfg, context, temperature=0.5).train()
     h = torch.randn(4, 9, 12)
     torch.manual_seed(6)
     out = layer(h)

@@ -166,7 +166,7 @@ def test_pool_and_scatter_equal_loop_reference(pooling):
 
 
 def test_malformed_graphs_are_rejected_by_name():
-    context = MoleContext(1.0, "mean", "dense", num_relations=2)
+    context = MoleContext("mean", "dense", num_relations=2)
     graphs = random_word_graphs(2, 10, 4, min_words=2, generator=torch.Generator().manual_seed(0))
     edge_index, edge_type = graphs.edges["semantic"]
     bad = edge_index.clone()
@@ -178,4 +178,4 @@ def test_malformed_graphs_are_rejected_by_name():
     with pytest.raises(GraphBatchError, match="'semantic' edge_type outside"):
         context.set_graphs(graphs)
     with pytest.raises(GraphBatchError, match="mole.num_relations=3"):
-        MoleContext(1.0, "mean", "dense", num_relations=3).set_graphs(random_word_graphs(2, 10, 4))
+        MoleContext("mean", "dense", num_relations=3).set_graphs(random_word_graphs(2, 10, 4))

@@ -165,6 +165,65 @@ def test_grouped_execution_equals_per_example_reference():
     assert (counts > 0).sum(dim=1).max() >= 3  # examples split into several groups
 
 
+def test_capacity_dispatch_without_overflow_equals_per_example_reference():
+    model = with_lora(bert(), ["query", "value"]).eval()
+    plain = copy.deepcopy(model)
+    # capacity = ceil(2 * 6 * 2 / 4) = 6 rows per candidate: the whole batch, no drops
+    cfg = MolexConfig(
+        alpha=0.4, top_k=2, router_init_std=1.0, dispatch="capacity", capacity_factor=2.0
+    )
+    routing = MolexRouting.attach(model, cfg)
+    ids, mask = batch()
+    with torch.no_grad():
+        routed = model(input_ids=ids, attention_mask=mask).last_hidden_state
+        expected = reference_forward(plain, routing, cfg, ids, mask)
+    torch.testing.assert_close(routed, expected, atol=2e-5, rtol=0)
+    assert routing.dropped_routes.sum() == 0
+    assert routing.selection_counts.sum(dim=1).tolist() == [12] * 4
+
+
+def capacity_reference(plain, routing, cfg, ids, mask, capacity) -> tuple[torch.Tensor, list]:
+    """Top-1 MoLEx where each other layer serves at most ``capacity`` examples per batch,
+    the earliest that chose it; a later chooser keeps its own layer's output."""
+    base, layers = find_layer_stack(plain)
+    ext = additive_mask(mask)
+    h = base.embeddings(input_ids=ids)
+    dropped = []
+    for t, layer in enumerate(layers):
+        own = layer(h, ext)
+        served: dict[int, int] = {}
+        rows, lost = [], 0
+        for i in range(ids.shape[0]):
+            j = int(routing.routers[t](h[i, mask[i].bool()].mean(dim=0)).argmax())
+            if j != t and served.get(j, 0) < capacity:
+                served[j] = served.get(j, 0) + 1
+                mixed = layers[j](h[i : i + 1], ext[i : i + 1])[0]
+            else:
+                lost += j != t
+                mixed = own[i]
+            rows.append(cfg.alpha * own[i] + (1 - cfg.alpha) * mixed)
+        h = torch.stack(rows)
+        dropped.append(lost)
+    return h, dropped
+
+
+def test_capacity_dispatch_keeps_overflow_on_the_own_layer_and_counts_it():
+    model = with_lora(bert(), ["query", "value"]).eval()
+    plain = copy.deepcopy(model)
+    # capacity = ceil(0.5 * 6 * 1 / 4) = 1 row per candidate layer
+    cfg = MolexConfig(alpha=0.4, router_init_std=1.0, dispatch="capacity", capacity_factor=0.5)
+    routing = MolexRouting.attach(model, cfg)
+    ids, mask = batch()
+    with torch.no_grad():
+        routed = model(input_ids=ids, attention_mask=mask).last_hidden_state
+        expected, dropped = capacity_reference(plain, routing, cfg, ids, mask, capacity=1)
+    torch.testing.assert_close(routed, expected, atol=2e-5, rtol=0)
+    assert sum(dropped) > 0, "the test batch must overflow some layer"
+    assert routing.dropped_routes.tolist() == dropped
+    routing.reset_selection_counts()
+    assert routing.dropped_routes.sum() == 0
+
+
 def test_sequence_routing_sends_gradient_to_every_router_and_lora():
     model = with_lora(bert(), ["query", "value"]).train()
     routing = MolexRouting.attach(model, MolexConfig(alpha=0.5, router_init_std=1.0))
@@ -393,6 +452,9 @@ def test_gpt2_generate_with_routing_matches_greedy_loop_without_cache():
         ({"learned_alpha": True, "alpha": 1.0}, "strictly inside"),
         ({"pooling": "cls"}, "pooling"),
         ({"alpha": 1.5}, r"\[0, 1\]"),
+        ({"routing": "batch_vote", "dispatch": "capacity"}, "dispatch='grouped'"),
+        ({"dispatch": "capacity", "capacity_factor": 0.0}, "capacity_factor"),
+        ({"dispatch": "padded"}, "dispatch"),
     ],
 )
 def test_config_errors_name_the_option(kwargs, match):

@@ -12,8 +12,10 @@ from mole_lightning.callbacks.export import export_table, log_table_to_wandb, ru
 class LayerSelectionExport(Callback):
     """Counts the routers' choices over each full dev pass and writes
     ``molex_selection.{json,csv,png}`` (a T × T table: row = routed layer, column = chosen
-    layer, cells = selection frequency; ``counts`` holds the raw counts) into the run
-    directory, then logs it to W&B. Counts are summed over DDP ranks."""
+    layer, cells = selection frequency; ``counts`` holds the raw counts and
+    ``dropped_routes`` the choices ``dispatch="capacity"`` could not serve) into the run
+    directory, then logs it to W&B; with capacity dispatch it also logs
+    ``molex/dropped_fraction``. Counts are summed over DDP ranks."""
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         pl_module.encoder.parts["molex"].reset_selection_counts()
@@ -23,6 +25,10 @@ class LayerSelectionExport(Callback):
             return
         routing = pl_module.encoder.parts["molex"]
         counts = trainer.strategy.reduce(routing.selection_counts.clone().float(), reduce_op="sum").cpu()
+        dropped = trainer.strategy.reduce(routing.dropped_routes.clone().float(), reduce_op="sum").cpu()
+        if routing.cfg.dispatch == "capacity":
+            fraction = dropped.sum() / counts.sum().clamp(min=1)
+            pl_module.log("molex/dropped_fraction", fraction, on_epoch=True, batch_size=1)
         if not trainer.is_global_zero:
             return
         totals = counts.sum(dim=1, keepdim=True)
@@ -31,6 +37,11 @@ class LayerSelectionExport(Callback):
         paths = export_table(
             run_dir(trainer), "molex_selection", frequencies, names, names,
             title=f"MoLEx layer selection frequency (step {trainer.global_step})",
-            extra={"step": trainer.global_step, "counts": counts.long().tolist(), "routed_layers": routing.routed_layers},
+            extra={
+                "step": trainer.global_step,
+                "counts": counts.long().tolist(),
+                "routed_layers": routing.routed_layers,
+                "dropped_routes": dropped.long().tolist(),
+            },
         )
         log_table_to_wandb(trainer, "molex/selection", paths)

@@ -32,7 +32,8 @@ def collate_glue(
         ``input_ids``, ``attention_mask`` (and ``token_type_ids``) ``[batch, seq]``,
         ``labels`` ``[batch]`` (float for regression), ``idx`` ``[batch]`` and, when
         ``graphs`` is given (per text column, the split's ``SentenceGraphs`` list),
-        ``word_graphs`` (a ``WordGraphBatch``).
+        ``word_graphs`` (a ``WordGraphBatch``, padded to ``pad_to_length`` word nodes
+        when that is set).
     """
     seq = padded_length([len(r["input_ids"]) for r in rows], pad_to_multiple_of, pad_to_length)
     batch_size = len(rows)
@@ -65,5 +66,6 @@ def collate_glue(
             sequence_ids=[r["sequence_ids"] for r in rows],
             seq_len=seq,
             kinds=graph_kinds,
+            word_capacity=pad_to_length or None,
         )
     return batch

@@ -18,6 +18,7 @@ def collate_word_graphs(
     sequence_ids: Sequence[Sequence[int | None]],
     seq_len: int,
     kinds: Sequence[str],
+    word_capacity: int | None = None,
 ) -> WordGraphBatch:
     """Aligns every example's tokens to its words and joins the graphs into one batch.
 
@@ -33,12 +34,19 @@ def collate_word_graphs(
         sequence_ids: per example, ``[len_b]`` text of each token (``None`` = special/pad).
         seq_len: padded sequence length of the batch.
         kinds: graph kinds to collate.
+        word_capacity: pad every batch to this many word nodes per example (static
+            shapes for compiled models; with a fixed ``seq_len`` use ``seq_len``, which no
+            truncated text exceeds in practice); ``None``: the batch's largest.
 
     Returns:
         A ``WordGraphBatch``: ``token_to_word`` ``[batch, seq_len]`` (``-1`` for special,
         padding and unmatched tokens), ``num_words`` ``[batch]``, and per kind
         ``edge_index`` ``[2, E]`` (node ``b * max_words + w``) and ``edge_type`` ``[E]``,
-        all int64; ``max_words`` is the largest ``num_words`` (at least 1).
+        all int64; ``max_words`` is ``word_capacity`` or the largest ``num_words`` (at
+        least 1).
+
+    Raises:
+        ValueError: an example has more words than ``word_capacity``.
     """
     batch = len(items)
     if not len(offsets) == len(sequence_ids) == batch:
@@ -67,6 +75,13 @@ def collate_word_graphs(
         firsts.append([0, keep[0]][: len(texts)])
     num_words = torch.tensor([sum(k) for k in kept], dtype=torch.long)
     max_words = max(1, int(num_words.max())) if batch else 1
+    if word_capacity is not None:
+        if max_words > word_capacity:
+            b = int(num_words.argmax())
+            raise ValueError(
+                f"example {b} has {max_words} words, more than word_capacity={word_capacity}"
+            )
+        max_words = word_capacity
     edges = {}
     for kind in kinds:
         indices, types = [], []

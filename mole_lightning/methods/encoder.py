@@ -57,6 +57,17 @@ class TunedEncoder(nn.Module):
         out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         return out.last_hidden_state
 
+    def compile_backbone(self, mode: str = "default", **options) -> None:
+        """Compiles the backbone's forward in place with ``torch.compile``.
+
+        The parts' ``set_graphs`` runs before it, uncompiled (it checks and prepares the
+        batch's graphs), so the compiled region holds only the layers, the adapters and
+        the routing. ``mode``: ``"default"``, ``"reduce-overhead"`` (CUDA graphs on a GPU)
+        or ``"max-autotune"``; ``options`` go to ``torch.compile`` (``backend``,
+        ``fullgraph``, ...).
+        """
+        self.backbone.compile(mode=None if mode == "default" else mode, **options)
+
     def aux_loss(self) -> torch.Tensor | None:
         """Sum of the parts' extra losses of the last forward, or ``None``."""
         losses = [p.aux_loss() for p in self.parts.values() if hasattr(p, "aux_loss")]

@@ -12,7 +12,7 @@ from mole_lightning.methods.molex.config import MolexConfig
 MOLEX_CONFIG_KEYS = (
     "alpha", "top_k", "pooling", "router", "router_proj_dim", "router_init_std",
     "cosine_init_temperature", "balance_loss", "routing", "learned_alpha", "routed_layers",
-    "candidate_layers",
+    "candidate_layers", "dispatch", "capacity_factor",
 )
 
 

@@ -1,4 +1,4 @@
-"""State every MoLE layer of one model shares: the batch's word graphs and the temperature."""
+"""State every MoLE layer of one model shares: the batch's word graphs, prepared once."""
 
 from __future__ import annotations
 
@@ -19,19 +19,20 @@ class GraphBatchError(MoleError, ValueError):
 
 
 class MoleContext:
-    """Holds what all layers read during one forward, prepared once per batch.
+    """The batch's word graphs in the form the experts read, prepared when they are set.
+
+    ``set_graphs`` checks the graphs and builds the subword↔word alignment and every
+    kind's RGCN graph at once, outside any compiled region, so the layers' forward only
+    reads tensors of fixed shapes (``[batch, seq]`` and ``[batch, W * R, W]``) and
+    ``torch.compile`` traces it without graph breaks.
 
     Attributes:
-        temperature: Gumbel-Softmax temperature of every gate (a callback anneals it).
         pooling: ``"mean"`` or ``"first"`` subword pooling.
         rgcn_impl: ``"dense"`` or ``"pyg"`` (see ``rgcn.py``).
         num_relations: relation types the RGCN weights were built for.
     """
 
-    def __init__(
-        self, temperature: float, pooling: str, rgcn_impl: str, num_relations: int
-    ) -> None:
-        self.temperature = temperature
+    def __init__(self, pooling: str, rgcn_impl: str, num_relations: int) -> None:
         self.pooling = pooling
         self.rgcn_impl = rgcn_impl
         self.num_relations = num_relations
@@ -40,12 +41,13 @@ class MoleContext:
         self._prepared: dict[str, RelationalGraph] = {}
 
     def set_graphs(self, graphs: WordGraphBatch | None) -> None:
-        """Stores the word graphs of the next forward (``None``: the batch has none)."""
+        """Checks and prepares the word graphs of the next forward (``None``: the batch has
+        none). The value checks run on CPU graphs only (on an accelerator they would cost a
+        host sync every step; the data module's graphs are checked where they are built)."""
+        self._graphs, self._alignment, self._prepared = None, None, {}
         if graphs is not None:
-            check_graphs(graphs, self.num_relations)
-        self._graphs = graphs
-        self._alignment = None
-        self._prepared = {}
+            check_graphs(graphs, self.num_relations, values=graphs.token_to_word.is_cpu)
+            self._prepare(graphs)
 
     def alignment(self, hidden_states: torch.Tensor) -> WordAlignment:
         """Subword↔word alignment of the batch, checked against ``[batch, seq, hidden]``."""
@@ -56,28 +58,28 @@ class MoleContext:
                 f"but the hidden states are {tuple(hidden_states.shape[:2])} [batch, seq]; "
                 "build the graphs from the same tokenised batch"
             )
-        if self._alignment is None:
-            self._alignment = WordAlignment(graphs.token_to_word, graphs.max_words, self.pooling)
         return self._alignment
 
     def graph(self, kind: str, device: torch.device) -> RelationalGraph:
-        """The prepared ``kind`` graph of the batch (built on first use, then shared)."""
+        """The prepared ``kind`` graph of the batch."""
         graphs = self._require_graphs(f"the {kind} expert", device)
-        if kind not in graphs.edges:
+        if kind not in self._prepared:
             raise GraphBatchError(
                 f"the {kind} expert needs '{kind}' graphs but the batch only has "
                 f"{sorted(graphs.edges)}; enable that graph kind in the data module"
             )
-        if kind not in self._prepared:
-            edge_index, edge_type = graphs.edges[kind]
-            self._prepared[kind] = GRAPH_IMPLS[self.rgcn_impl](
-                edge_index,
-                edge_type,
-                graphs.token_to_word.shape[0],
-                graphs.max_words,
-                self.num_relations,
-            )
         return self._prepared[kind]
+
+    def _prepare(self, graphs: WordGraphBatch) -> None:
+        self._graphs = graphs
+        self._alignment = WordAlignment(graphs.token_to_word, graphs.max_words, self.pooling)
+        batch = graphs.token_to_word.shape[0]
+        self._prepared = {
+            kind: GRAPH_IMPLS[self.rgcn_impl](
+                edge_index, edge_type, batch, graphs.max_words, self.num_relations
+            )
+            for kind, (edge_index, edge_type) in graphs.edges.items()
+        }
 
     def _require_graphs(self, reader: str, device: torch.device) -> WordGraphBatch:
         if self._graphs is None:
@@ -87,16 +89,15 @@ class MoleContext:
                 "must build graphs for MoLE)"
             )
         if self._graphs.token_to_word.device != device:
-            self._graphs = self._graphs.to(device)
-            self._alignment = None
-            self._prepared = {}
+            self._prepare(self._graphs.to(device))
         return self._graphs
 
 
-def check_graphs(graphs: WordGraphBatch, num_relations: int) -> None:
-    """Raises ``GraphBatchError`` naming the first problem of ``graphs`` (one host sync).
+def check_graphs(graphs: WordGraphBatch, num_relations: int, values: bool = True) -> None:
+    """Raises ``GraphBatchError`` naming the first problem of ``graphs``.
 
-    Checks: relation count, ``token_to_word`` in ``[-1, max_words)``, ``num_words`` per
+    Checks the relation count and the tensors' shapes and, with ``values`` (one host sync
+    on an accelerator), ``token_to_word`` in ``[-1, max_words)``, ``num_words`` per
     example, and every edge's nodes in range, in one example, with a valid type.
     """
     if graphs.num_relations != num_relations:
@@ -109,12 +110,6 @@ def check_graphs(graphs: WordGraphBatch, num_relations: int) -> None:
         raise GraphBatchError(
             f"num_words has shape {tuple(graphs.num_words.shape)}, expected ({batch},)"
         )
-    w = graphs.max_words
-    problems = {
-        "token_to_word outside [-1, max_words)": (graphs.token_to_word < -1)
-        | (graphs.token_to_word >= w),
-        "num_words outside [0, max_words]": (graphs.num_words < 0) | (graphs.num_words > w),
-    }
     for kind, (edge_index, edge_type) in graphs.edges.items():
         if (
             edge_index.dim() != 2
@@ -125,6 +120,15 @@ def check_graphs(graphs: WordGraphBatch, num_relations: int) -> None:
                 f"'{kind}' edges: edge_index {tuple(edge_index.shape)} must be [2, E] and "
                 f"edge_type {tuple(edge_type.shape)} must be [E]"
             )
+    if not values:
+        return
+    w = graphs.max_words
+    problems = {
+        "token_to_word outside [-1, max_words)": (graphs.token_to_word < -1)
+        | (graphs.token_to_word >= w),
+        "num_words outside [0, max_words]": (graphs.num_words < 0) | (graphs.num_words > w),
+    }
+    for kind, (edge_index, edge_type) in graphs.edges.items():
         source, target = edge_index
         problems[f"'{kind}' edge node outside [0, batch*max_words)"] = (
             (edge_index < 0) | (edge_index >= batch * w)

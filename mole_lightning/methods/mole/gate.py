@@ -6,22 +6,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mole_lightning.methods.mole.context import MoleContext
-
 
 class ExpertGate(nn.Module):
     """Mixture weights ``[batch, experts]`` from a logit vector (initialised to zero).
 
-    Training: a Gumbel-Softmax sample per example at ``context.temperature``; with
+    Training: a Gumbel-Softmax sample per example at the ``temperature`` buffer (a 0-d
+    tensor, set in place by ``MoleAdapters.temperature``, so a compiled forward reads
+    the new value without recompiling); with
     ``hard`` the forward value is the one-hot argmax of the sample and the gradient is the
     soft sample's (straight-through). Evaluation: the same deterministic weights for every
     example, ``softmax(logits)`` or, with ``eval_mode="argmax"``, one-hot of the argmax.
     """
 
-    def __init__(self, num_experts: int, context: MoleContext, hard: bool, eval_mode: str) -> None:
+    def __init__(self, num_experts: int, temperature: float, hard: bool, eval_mode: str) -> None:
         super().__init__()
         self.logits = nn.Parameter(torch.zeros(num_experts))
-        self.context = context
+        self.register_buffer("temperature", torch.tensor(float(temperature)), persistent=False)
         self.hard = hard
         self.eval_mode = eval_mode
 
@@ -38,7 +38,7 @@ class ExpertGate(nn.Module):
             return weights.expand(batch_size, -1)
         uniform = torch.rand(batch_size, len(self.logits), device=self.logits.device)
         gumbels = -torch.log(-torch.log(uniform.clamp(1e-10, 1.0 - 1e-7)))
-        soft = torch.softmax((self.logits + gumbels) / self.context.temperature, dim=-1)
+        soft = torch.softmax((self.logits + gumbels) / self.temperature, dim=-1)
         if not self.hard:
             return soft
         hard = F.one_hot(soft.argmax(-1), len(self.logits)).to(soft.dtype)

@@ -97,6 +97,7 @@ class MoleAdapters(nn.Module):
         self.layers = layers
         self._context = context
         self._handles = handles
+        self._temperature = cfg.init_temperature
 
     @classmethod
     def attach(
@@ -114,16 +115,14 @@ class MoleAdapters(nn.Module):
             ConfigError: ``structure`` has the wrong number of layers or names an expert
                 that is not in ``cfg.experts``.
         """
-        context = MoleContext(
-            cfg.init_temperature, cfg.word_pooling, cfg.rgcn_impl, cfg.num_relations
-        )
+        context = MoleContext(cfg.word_pooling, cfg.rgcn_impl, cfg.num_relations)
 
         def make_layer(index: int, hidden: int) -> MoleLayer:
             names = cls._layer_experts(cfg, structure, index)
             experts = {name: build_expert(name, hidden, cfg, context) for name in names}
-            gate = (
-                ExpertGate(len(names), context, cfg.hard, cfg.eval_mode) if len(names) > 1 else None
-            )
+            gate = None
+            if len(names) > 1:
+                gate = ExpertGate(len(names), cfg.init_temperature, cfg.hard, cfg.eval_mode)
             return MoleLayer(experts, gate)
 
         if structure is not None:
@@ -176,13 +175,16 @@ class MoleAdapters(nn.Module):
     @property
     def temperature(self) -> float:
         """Gumbel-Softmax temperature of every gate."""
-        return self._context.temperature
+        return self._temperature
 
     @temperature.setter
     def temperature(self, value: float) -> None:
         if value <= 0:
             raise ValueError(f"MoLE temperature must be positive, got {value}")
-        self._context.temperature = float(value)
+        self._temperature = float(value)
+        for layer in self.layers:
+            if layer.gate is not None:
+                layer.gate.temperature.fill_(self._temperature)
 
     @property
     def expert_names(self) -> list[str]:
@@ -231,11 +233,15 @@ class MoleAdapters(nn.Module):
         """Prunes every layer in place to ``structure`` (kept expert names per layer), as
         ``prune`` left it: the step that precedes loading a pruned checkpoint."""
         if len(structure) != len(self.layers):
-            raise ConfigError(f"MoLE structure has {len(structure)} layers but the model has {len(self.layers)}")
+            raise ConfigError(
+                f"MoLE structure has {len(structure)} layers but the model has {len(self.layers)}"
+            )
         for index, (layer, names) in enumerate(zip(self.layers, structure, strict=True)):
             missing = [name for name in names if name not in layer.experts]
             if missing or not names:
-                raise ConfigError(f"MoLE structure of layer {index} is {names}; the layer holds {list(layer.experts)}")
+                raise ConfigError(
+                    f"MoLE structure of layer {index} is {names}; the layer holds {list(layer.experts)}"
+                )
             layer.keep(list(names))
 
     def _table(self, rows: list[torch.Tensor]) -> torch.Tensor:

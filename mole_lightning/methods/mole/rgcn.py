@@ -53,11 +53,13 @@ class DenseRelationalGraph:
         source, target = edge_index[0], edge_index[1]
         # slot (example, target, relation): the edge's share is 1 / edges into that slot
         slot = target * r + edge_type
-        in_degree = torch.bincount(slot, minlength=batch_size * w * r)
+        in_degree = torch.zeros(batch_size * w * r, device=edge_index.device).index_add_(
+            0, slot, torch.ones(slot.shape, device=edge_index.device)
+        )
         adjacency = torch.zeros(batch_size, w, r, w, device=edge_index.device)
         adjacency.index_put_(
             (target // w, target % w, edge_type, source % w),
-            1.0 / in_degree[slot].float(),
+            1.0 / in_degree[slot],
             accumulate=True,
         )
         self.adjacency = adjacency.view(batch_size, w * r, w)

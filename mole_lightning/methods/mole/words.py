@@ -28,8 +28,10 @@ class WordAlignment:
         slot = torch.where(token_to_word >= 0, token_to_word + offsets, self.num_words)
         self.token_slot = slot.reshape(-1)
         if pooling == "mean":
-            counts = torch.bincount(self.token_slot, minlength=self.num_words + 1)[: self.num_words]
-            self.inverse_count = 1.0 / counts.clamp_min(1).unsqueeze(1)
+            counts = torch.zeros(self.num_words + 1, device=token_to_word.device).index_add_(
+                0, self.token_slot, torch.ones(self.token_slot.shape, device=token_to_word.device)
+            )
+            self.inverse_count = 1.0 / counts[: self.num_words].clamp_min(1).unsqueeze(1)
         else:
             positions = torch.arange(batch * seq, device=token_to_word.device)
             first = torch.full((self.num_words + 1,), batch * seq, device=token_to_word.device)

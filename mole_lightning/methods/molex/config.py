@@ -10,6 +10,7 @@ _CHOICES = {
     "pooling": ("mean", "first", "max"),
     "router": ("linear", "cosine"),
     "routing": ("sequence", "batch_vote"),
+    "dispatch": ("grouped", "capacity"),
 }
 
 
@@ -58,6 +59,17 @@ class MolexConfig:
         routed_layers: indices of the layers that route (``None``: all). The authors
             route only the first 12 of GPT-2 medium's 24 blocks on E2E.
         candidate_layers: indices of the layers a router may pick (``None``: all).
+        dispatch: how the chosen layers run. ``"grouped"``: each distinct choice in the
+            batch runs once on exactly the examples that made it (exact; the set of
+            choices is data, so ``torch.compile`` breaks the graph there).
+            ``"capacity"``: every candidate layer runs on a fixed number of rows,
+            ``ceil(capacity_factor * batch * top_k / candidates)`` (at most the batch),
+            gathered with ``topk`` (static shapes, no host sync: for
+            ``trainer.compile``); an example beyond a layer's capacity keeps that
+            share on its own layer's output, and the count of such dropped routes is
+            kept per routed layer. Needs ``routing="sequence"``.
+        capacity_factor: slack of ``"capacity"`` over a perfectly balanced choice;
+            ``candidates / top_k`` never drops.
     """
 
     alpha: float = 0.5
@@ -72,6 +84,8 @@ class MolexConfig:
     learned_alpha: bool = False
     routed_layers: list[int] | None = None
     candidate_layers: list[int] | None = None
+    dispatch: str = "grouped"
+    capacity_factor: float = 1.25
 
     def __post_init__(self) -> None:
         for name, allowed in _CHOICES.items():
@@ -90,6 +104,14 @@ class MolexConfig:
             raise ConfigError(f"molex.top_k={self.top_k} must be at least 1")
         if self.routing == "batch_vote" and self.top_k != 1:
             raise ConfigError("molex.routing='batch_vote' picks one layer per batch: set top_k=1")
+        if self.dispatch == "capacity" and self.routing != "sequence":
+            raise ConfigError(
+                "molex.dispatch='capacity' needs routing='sequence': batch_vote sends the "
+                "whole batch to one layer, which a fixed capacity would cut; use "
+                "dispatch='grouped'"
+            )
+        if self.capacity_factor <= 0:
+            raise ConfigError(f"molex.capacity_factor={self.capacity_factor} must be positive")
         if self.balance_loss < 0:
             raise ConfigError(f"molex.balance_loss={self.balance_loss} must be >= 0")
         if (

@@ -9,7 +9,9 @@ module names untouched (LoRA applied before or after keeps its parameter names, 
   and starts a new balance loss on every training forward, and
 * a forward hook on every routed layer ``t`` that receives the layer's input ``z_t``
   and its own output ``u_t(z_t)``, routes, runs each chosen layer once on the examples
-  that chose it, and returns ``w * u_t(z_t) + (1 - w) * sum_j p~_j u_j(z_t)``.
+  that chose it (``dispatch="grouped"``) or on a fixed number of gathered rows
+  (``dispatch="capacity"``, static shapes for ``torch.compile``), and returns
+  ``w * u_t(z_t) + (1 - w) * sum_j p~_j u_j(z_t)``.
 
 Gradient to the router (``routing="sequence"``): the picked layers' weights are
 ``p~_j * p_j / p_j.detach()`` (straight-through): the forward value is exactly the
@@ -75,6 +77,8 @@ class MolexRouting(nn.Module):
         mix_logits: ``[len(routed), 2]`` learned (own, chosen) mix logits, or ``None``.
         selection_counts: ``[T, T]`` long buffer; row ``t`` (a routed layer), column
             ``j`` (the chosen layer) counts eval-mode choices, one per example and pick.
+        dropped_routes: ``[T]`` long buffer (not saved); eval-mode choices of routed
+            layer ``t`` that ``dispatch="capacity"`` could not serve (they kept ``u_t``).
     """
 
     def __init__(self, cfg: MolexConfig, num_layers: int, hidden_size: int) -> None:
@@ -96,6 +100,9 @@ class MolexRouting(nn.Module):
         )
         self.register_buffer(
             "selection_counts", torch.zeros(num_layers, num_layers, dtype=torch.long)
+        )
+        self.register_buffer(
+            "dropped_routes", torch.zeros(num_layers, dtype=torch.long), persistent=False
         )
         self.register_buffer("candidates", torch.tensor(self.candidate_layers), persistent=False)
         self._slot = {t: i for i, t in enumerate(self.routed_layers)}
@@ -143,8 +150,9 @@ class MolexRouting(nn.Module):
         return self.cfg.balance_loss * torch.stack(self._balance_terms).sum()
 
     def reset_selection_counts(self) -> None:
-        """Sets every selection count to zero."""
+        """Sets every selection count and dropped-route count to zero."""
         self.selection_counts.zero_()
+        self.dropped_routes.zero_()
 
     def selection_frequencies(self) -> torch.Tensor:
         """``[T, T]`` float: each routed row of ``selection_counts`` divided by its sum
@@ -198,7 +206,10 @@ class MolexRouting(nn.Module):
         if self.mix_logits is None and self.cfg.alpha == 1.0:
             return None
         own = layer_hidden(output)
-        chosen = self._run_chosen(t, call, own, choices, weights)
+        if forced is None and self.cfg.dispatch == "capacity":
+            chosen = self._run_capacity(t, call, own, choices, weights, layer.training)
+        else:
+            chosen = self._run_grouped(t, call, own, choices, weights)
         if self.mix_logits is None:
             own_weight, chosen_weight = self.cfg.alpha, 1.0 - self.cfg.alpha
         else:
@@ -253,14 +264,17 @@ class MolexRouting(nn.Module):
         1 and no gradient."""
         probs = torch.softmax(self.routers[slot](hidden).float(), dim=-1)
         votes = probs.argmax(dim=-1).flatten()
-        winner = torch.bincount(votes, minlength=probs.shape[-1]).argmax()
+        tally = torch.zeros(probs.shape[-1], device=votes.device).index_add_(
+            0, votes, torch.ones(votes.shape, device=votes.device)
+        )
+        winner = tally.argmax()
         if training and self.cfg.balance_loss > 0:
             self._balance_terms.append(switch_balance_loss(probs.flatten(0, 1), votes.unsqueeze(1)))
         batch = hidden.shape[0]
         choices = self.candidates[winner].expand(batch, 1)
         return choices, torch.ones(batch, 1, device=hidden.device)
 
-    def _run_chosen(
+    def _run_grouped(
         self,
         t: int,
         call: LayerCall,
@@ -283,3 +297,45 @@ class MolexRouting(nn.Module):
                 out = own.index_select(0, rows) if j == t else call.run(self._layers[j], rows)
                 mixed = mixed.index_add(0, rows, weight.index_select(0, rows)[:, None, None] * out)
         return mixed
+
+    def _run_capacity(
+        self,
+        t: int,
+        call: LayerCall,
+        own: torch.Tensor,
+        choices: torch.Tensor,
+        weights: torch.Tensor,
+        training: bool,
+    ) -> torch.Tensor:
+        """``sum_j weights_j * u_j(z)`` ``[batch, seq, hidden]`` with static shapes: every
+        candidate ``j != t`` runs on ``capacity`` rows, the examples that chose it first
+        (earlier rows first); a chooser left out keeps its weight on ``u_t`` (``own``)."""
+        batch = own.shape[0]
+        capacity = min(
+            batch,
+            math.ceil(
+                self.cfg.capacity_factor * batch * choices.shape[1] / len(self.candidate_layers)
+            ),
+        )
+        earlier_first = torch.arange(batch, 0, -1, device=own.device)
+        mixed = torch.zeros_like(own)
+        own_weight = torch.zeros(batch, dtype=own.dtype, device=own.device)
+        for j in self.candidate_layers:
+            hit = choices == j
+            weight = (weights * hit).sum(dim=1).to(own.dtype)
+            if j == t:
+                own_weight = own_weight + weight
+                continue
+            chose = hit.any(dim=1)
+            rows = (chose * (batch + 1) + earlier_first).topk(capacity).indices
+            gathered = torch.zeros_like(chose).index_fill(0, rows, True)
+            served = chose & gathered
+            out = call.run(self._layers[j], rows)
+            mixed = mixed.index_add(
+                0, rows, (weight * served).index_select(0, rows)[:, None, None] * out
+            )
+            dropped = chose & ~gathered
+            own_weight = own_weight + weight * dropped
+            if not training:
+                self.dropped_routes[t] += dropped.sum()
+        return mixed + own_weight[:, None, None] * own

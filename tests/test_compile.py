@@ -27,7 +27,12 @@ STATIC_METHODS = {
     "adapter": ["method=adapter"],
     "mole": ["method=mole"],
     "mole-pruned": ["method=mole"],
-    "molex-capacity": ["method=molex", "method.dispatch=capacity", "method.router_init_std=1.0"],
+    "molex-capacity": [
+        "method=molex",
+        "method.dispatch=capacity",
+        "method.router_init_std=1.0",
+        "method.balance_loss=0.01",
+    ],
 }
 
 

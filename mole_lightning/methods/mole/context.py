@@ -42,8 +42,9 @@ class MoleContext:
 
     def set_graphs(self, graphs: WordGraphBatch | None) -> None:
         """Checks and prepares the word graphs of the next forward (``None``: the batch has
-        none). The value checks run on CPU graphs only (on an accelerator they would cost a
-        host sync every step; the data module's graphs are checked where they are built)."""
+        none). The value checks run on CPU graphs only: on an accelerator they would cost a
+        host sync every step, and the data module's graphs (``collate_word_graphs``) are in
+        range by construction."""
         self._graphs, self._alignment, self._prepared = None, None, {}
         if graphs is not None:
             check_graphs(graphs, self.num_relations, values=graphs.token_to_word.is_cpu)

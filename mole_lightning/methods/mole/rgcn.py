@@ -30,6 +30,8 @@ import torch
 from torch import nn
 from torch_geometric.utils import scatter
 
+from mole_lightning.utils.tensors import count_indices
+
 
 class DenseRelationalGraph:
     """Graphs of one batch as a padded adjacency, normalised by per-relation in-degree.
@@ -53,9 +55,7 @@ class DenseRelationalGraph:
         source, target = edge_index[0], edge_index[1]
         # slot (example, target, relation): the edge's share is 1 / edges into that slot
         slot = target * r + edge_type
-        in_degree = torch.zeros(batch_size * w * r, device=edge_index.device).index_add_(
-            0, slot, torch.ones(slot.shape, device=edge_index.device)
-        )
+        in_degree = count_indices(slot, batch_size * w * r)
         adjacency = torch.zeros(batch_size, w, r, w, device=edge_index.device)
         adjacency.index_put_(
             (target // w, target % w, edge_type, source % w),

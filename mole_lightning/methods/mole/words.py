@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from mole_lightning.utils.tensors import count_indices
+
 
 class WordAlignment:
     """Pools subword states into word nodes and copies word states back to subwords.
@@ -28,9 +30,7 @@ class WordAlignment:
         slot = torch.where(token_to_word >= 0, token_to_word + offsets, self.num_words)
         self.token_slot = slot.reshape(-1)
         if pooling == "mean":
-            counts = torch.zeros(self.num_words + 1, device=token_to_word.device).index_add_(
-                0, self.token_slot, torch.ones(self.token_slot.shape, device=token_to_word.device)
-            )
+            counts = count_indices(self.token_slot, self.num_words + 1)
             self.inverse_count = 1.0 / counts[: self.num_words].clamp_min(1).unsqueeze(1)
         else:
             positions = torch.arange(batch * seq, device=token_to_word.device)

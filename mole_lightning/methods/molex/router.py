@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from mole_lightning.methods.molex.config import MolexConfig
+from mole_lightning.utils.tensors import count_indices
 
 
 def pool_sequences(hidden: torch.Tensor, valid: torch.Tensor, mode: str) -> torch.Tensor:
@@ -97,5 +98,5 @@ def switch_balance_loss(probs: torch.Tensor, picks: torch.Tensor) -> torch.Tenso
         ``P_j`` (the mean probability of ``j``) does.
     """
     n = probs.shape[-1]
-    fraction = torch.bincount(picks.flatten(), minlength=n).to(probs.dtype) / picks.numel()
+    fraction = count_indices(picks.flatten(), n).to(probs.dtype) / picks.numel()
     return n * (fraction * probs.mean(dim=0)).sum()

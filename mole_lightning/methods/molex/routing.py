@@ -41,6 +41,7 @@ from mole_lightning.errors import ConfigError
 from mole_lightning.methods.molex.config import MolexConfig
 from mole_lightning.methods.molex.layer_call import LayerCall, layer_hidden, replace_hidden
 from mole_lightning.methods.molex.router import build_router, pool_sequences, switch_balance_loss
+from mole_lightning.utils.tensors import count_indices
 
 
 def find_layer_stack(backbone: nn.Module) -> tuple[nn.Module, nn.ModuleList]:
@@ -264,10 +265,7 @@ class MolexRouting(nn.Module):
         1 and no gradient."""
         probs = torch.softmax(self.routers[slot](hidden).float(), dim=-1)
         votes = probs.argmax(dim=-1).flatten()
-        tally = torch.zeros(probs.shape[-1], device=votes.device).index_add_(
-            0, votes, torch.ones(votes.shape, device=votes.device)
-        )
-        winner = tally.argmax()
+        winner = count_indices(votes, probs.shape[-1]).argmax()
         if training and self.cfg.balance_loss > 0:
             self._balance_terms.append(switch_balance_loss(probs.flatten(0, 1), votes.unsqueeze(1)))
         batch = hidden.shape[0]

@@ -74,16 +74,26 @@ def build_datamodule(cfg: DictConfig, model: pl.LightningModule) -> pl.Lightning
     if kind == "glue":
         kinds = model.encoder.graph_kinds if model.needs_graphs else None
         return GlueDataModule(
-            cfg.task.name, cfg.data, cfg.backbone, cfg.paths.cache_dir, parser=cfg.get("parser"), graph_kinds=kinds
+            cfg.task.name,
+            cfg.data,
+            cfg.backbone,
+            cfg.paths.cache_dir,
+            parser=cfg.get("parser"),
+            graph_kinds=kinds,
         )
     if kind == "generation":
         from mole_lightning.data.e2e_datamodule import E2EDataModule
 
         return E2EDataModule(
-            cfg.data, cfg.backbone, cfg.paths.cache_dir,
-            eval_max_mrs=cfg.task.get("eval_max_mrs"), generation_batch_size=cfg.task.generation_batch_size,
+            cfg.data,
+            cfg.backbone,
+            cfg.paths.cache_dir,
+            eval_max_mrs=cfg.task.get("eval_max_mrs"),
+            generation_batch_size=cfg.task.generation_batch_size,
         )
-    raise ConfigError(f"task kind {kind!r} of task {cfg.task.name!r} is not supported; valid kinds: glue, generation")
+    raise ConfigError(
+        f"task kind {kind!r} of task {cfg.task.name!r} is not supported; valid kinds: glue, generation"
+    )
 
 
 def build_module(cfg: DictConfig) -> pl.LightningModule:
@@ -104,7 +114,10 @@ def build_module(cfg: DictConfig) -> pl.LightningModule:
 def is_launch_rank_zero() -> bool:
     """Whether this process is global rank 0, read from the launcher's environment
     (Lightning's DDP launcher, torchrun, SLURM) so it is known before the Trainer exists."""
-    return all(int(os.environ.get(k, "0")) == 0 for k in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
+    return all(
+        int(os.environ.get(k, "0")) == 0
+        for k in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")
+    )
 
 
 def check_ddp_launch(trainer_kwargs: dict) -> None:
@@ -122,10 +135,22 @@ def check_ddp_launch(trainer_kwargs: dict) -> None:
     from hydra.types import RunMode
 
     strategy = str(trainer_kwargs.get("strategy", ""))
-    relaunches = strategy.startswith("ddp") and not any(s in strategy for s in ("spawn", "fork", "notebook"))
-    several = trainer_kwargs.get("devices", 1) not in (1, "1") or trainer_kwargs.get("num_nodes", 1) != 1
-    external = torch.distributed.is_torchelastic_launched() or int(os.environ.get("SLURM_NTASKS", "1")) > 1
-    if relaunches and several and not external and HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+    relaunches = strategy.startswith("ddp") and not any(
+        s in strategy for s in ("spawn", "fork", "notebook")
+    )
+    several = (
+        trainer_kwargs.get("devices", 1) not in (1, "1") or trainer_kwargs.get("num_nodes", 1) != 1
+    )
+    external = (
+        torch.distributed.is_torchelastic_launched() or int(os.environ.get("SLURM_NTASKS", "1")) > 1
+    )
+    if (
+        relaunches
+        and several
+        and not external
+        and HydraConfig.initialized()
+        and HydraConfig.get().mode == RunMode.MULTIRUN
+    ):
         raise ConfigError(
             f"trainer.strategy={strategy} in a Hydra multirun: Lightning's DDP launcher would re-run "
             "the whole sweep in every worker. Use trainer.strategy=ddp_spawn (or "
@@ -135,10 +160,17 @@ def check_ddp_launch(trainer_kwargs: dict) -> None:
 
 
 def build_trainer(cfg: DictConfig, callbacks: list[Callback], loggers: list) -> pl.Trainer:
-    kwargs = {k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items() if k not in TRAINER_EXTRA_KEYS}
+    kwargs = {
+        k: v
+        for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items()
+        if k not in TRAINER_EXTRA_KEYS
+    }
     check_ddp_launch(kwargs)
     return pl.Trainer(
-        **kwargs, callbacks=callbacks, logger=loggers or False, default_root_dir=cfg.paths.output_dir
+        **kwargs,
+        callbacks=callbacks,
+        logger=loggers or False,
+        default_root_dir=cfg.paths.output_dir,
     )
 
 
@@ -174,12 +206,20 @@ def train(cfg: DictConfig) -> dict[str, float]:
         trainer = build_trainer(cfg, callbacks, build_loggers(cfg, output_dir))
         trainer.fit(model, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg.get("ckpt_path")))
         if cfg.task.monitor not in trainer.callback_metrics and not cfg.trainer.get("fast_dev_run"):
-            trainer.validate(model, datamodule=datamodule, verbose=False)  # max_steps ended mid-epoch
+            trainer.validate(
+                model, datamodule=datamodule, verbose=False
+            )  # max_steps ended mid-epoch
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-        best_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        best_path = (
+            trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        )
         if cfg.get("validate_best") and best_path and not cfg.trainer.get("fast_dev_run"):
-            best = trainer.validate(model, datamodule=datamodule, ckpt_path=best_path, verbose=False)
-            metrics.update({f"best/{k}": float(v) for k, v in best[0].items() if not k.endswith("_best")})
+            best = trainer.validate(
+                model, datamodule=datamodule, ckpt_path=best_path, verbose=False
+            )
+            metrics.update(
+                {f"best/{k}": float(v) for k, v in best[0].items() if not k.endswith("_best")}
+            )
         metrics["global_step"] = trainer.global_step
         metrics.update(parameter_counts(model))
     except BaseException as err:

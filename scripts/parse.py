@@ -27,7 +27,9 @@ def parse_task(cfg: DictConfig) -> list[dict]:
     store = GraphStore(cfg.parser, Path(cfg.paths.cache_dir) / "graphs", list(GRAPH_KINDS))
     rows = []
     for split in ["train", *spec.dev_splits]:
-        examples = read_glue_split(spec, split, cfg.data.get("dir"), cfg.data.get("skip_malformed", False))
+        examples = read_glue_split(
+            spec, split, cfg.data.get("dir"), cfg.data.get("skip_malformed", False)
+        )
         for column in ["a", "b"] if spec.is_pair else ["a"]:
             texts = [e.text_a if column == "a" else e.text_b for e in examples]
             key = f"glue-{spec.name}-{split}-text_{column}"

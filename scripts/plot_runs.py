@@ -24,7 +24,9 @@ from mole_lightning.analysis.heatmaps import plot_expert_heatmaps  # noqa: E402
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("root", type=Path, help="a multirun folder, a log folder or one run directory")
+    parser.add_argument(
+        "root", type=Path, help="a multirun folder, a log folder or one run directory"
+    )
     parser.add_argument("--out", type=Path, required=True, help="folder for the PNG files")
     args = parser.parse_args(argv)
     runs = find_runs_or_exit(args.root)
@@ -33,7 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     for path in [*curves, *heatmaps]:
         print(f"wrote {path}")
     if not heatmaps:
-        print("no expert heatmaps: no finished run has mole_importance.json or molex_selection.json")
+        print(
+            "no expert heatmaps: no finished run has mole_importance.json or molex_selection.json"
+        )
     for note in [*curve_notes, *heatmap_notes]:
         print(f"note: {note}")
     return 0

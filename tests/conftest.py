@@ -48,7 +48,9 @@ def compose(overrides: list[str], output_dir: Path | None = None, cache: Path | 
         return hydra_compose(config_name="train.yaml", overrides=[*overrides, *paths])
 
 
-def fast_run_overrides(glue_dir: Path, task: str, method: str = "lora", backbone: str = "minilm") -> list[str]:
+def fast_run_overrides(
+    glue_dir: Path, task: str, method: str = "lora", backbone: str = "minilm"
+) -> list[str]:
     """A short real run: a few train batches, a few dev batches, CSV logger, CPU."""
     return [
         f"task={task}",

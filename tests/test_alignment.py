@@ -252,7 +252,9 @@ def test_collate_single_texts_and_bad_lengths(parser):
     assert padded.max_words == 6 and padded.num_words.tolist() == [2, 2]
     assert padded.edges["syntactic"][0].tolist() == [[1, 0, 7, 6], [0, 1, 6, 7]]
     with pytest.raises(ValueError, match="example 0 has 2 words, more than word_capacity=1"):
-        collate_word_graphs([(graphs, None)], [offsets], [sequence_ids], 6, ["syntactic"], word_capacity=1)
+        collate_word_graphs(
+            [(graphs, None)], [offsets], [sequence_ids], 6, ["syntactic"], word_capacity=1
+        )
     with pytest.raises(ValueError, match="more than seq_len=3"):
         collate_word_graphs([(graphs, None)], [[(0, 0)] * 4], [[None] * 4], 3, ["syntactic"])
     empty = SentenceGraphs.from_parsed(parser.parse([""])[0])

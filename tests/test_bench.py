@@ -10,12 +10,37 @@ from tests.conftest import REPO
 
 def test_bench_quick_prints_the_table() -> None:
     out = subprocess.run(
-        [sys.executable, "scripts/bench.py", "--quick", "--backbone", "tiny-bert", "--steps", "3", "--warmup", "1"],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "scripts/bench.py",
+            "--quick",
+            "--backbone",
+            "tiny-bert",
+            "--steps",
+            "3",
+            "--warmup",
+            "1",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert out.returncode == 0, out.stdout + out.stderr
-    rows = {line.split("|")[1].strip(): line for line in out.stdout.splitlines() if line.startswith("| ")}
-    assert set(rows) >= {"lora", "full", "adapter", "mole", "mole-pruned", "molex", "molex-capacity"}
+    rows = {
+        line.split("|")[1].strip(): line
+        for line in out.stdout.splitlines()
+        if line.startswith("| ")
+    }
+    assert set(rows) >= {
+        "lora",
+        "full",
+        "adapter",
+        "mole",
+        "mole-pruned",
+        "molex",
+        "molex-capacity",
+    }
     assert rows["lora"].rstrip(" |").endswith("1.00x")
     for method, line in rows.items():
         if method == "method":

@@ -38,8 +38,14 @@ def write_run(
     """A run directory as ``train()`` leaves it: run_info, resolved config, metrics."""
     run = root / name
     run.mkdir(parents=True)
-    info = {"status": status, "task": task, "method": method, "backbone": backbone, "seed": seed,
-            "started": "2026-01-01T00:00:00"}
+    info = {
+        "status": status,
+        "task": task,
+        "method": method,
+        "backbone": backbone,
+        "seed": seed,
+        "started": "2026-01-01T00:00:00",
+    }
     if error:
         info["error"] = error
     (run / "run_info.json").write_text(json.dumps(info))
@@ -56,8 +62,14 @@ def write_run(
     (run / "resolved_config.yaml").write_text(yaml.safe_dump(config))
     if score is not None:
         monitor = MONITORS[task]
-        metrics = {monitor: score - 0.01, f"best/{monitor}": score, "val/loss": 0.5,
-                   "global_step": 10, "params/trainable": params, "params/total": 10**6}
+        metrics = {
+            monitor: score - 0.01,
+            f"best/{monitor}": score,
+            "val/loss": 0.5,
+            "global_step": 10,
+            "params/trainable": params,
+            "params/total": 10**6,
+        }
         if task == "mrpc":
             metrics |= {"val/f1": 0.9, "best/val/f1": 0.9}
         (run / "metrics.json").write_text(json.dumps(metrics))
@@ -73,7 +85,15 @@ def runs_dir(tmp_path: Path) -> Path:
     for seed, score in zip((1, 2), (0.70, 0.75), strict=True):
         write_run(root, f"mrpc_lora_{seed}", "mrpc", "lora", seed, score, params=3202)
     write_run(root, "rte_adapter_1", "rte", "adapter", 1, 0.60, params=50000)
-    write_run(root, "rte_adapter_2", "rte", "adapter", 2, status="failed", error="RuntimeError: CUDA out of memory")
+    write_run(
+        root,
+        "rte_adapter_2",
+        "rte",
+        "adapter",
+        2,
+        status="failed",
+        error="RuntimeError: CUDA out of memory",
+    )
     write_run(root, "mrpc_adapter_1", "mrpc", "adapter", 1, status="running")
     return root
 
@@ -160,19 +180,34 @@ def test_csv_mirrors_the_table(runs_dir: Path) -> None:
 
 def test_collect_cli_writes_markdown_and_csv(runs_dir: Path, tmp_path: Path) -> None:
     out = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "collect.py"), str(runs_dir),
-         "--out", str(tmp_path / "t.md"), "--csv", str(tmp_path / "t.csv")],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            str(REPO / "scripts" / "collect.py"),
+            str(runs_dir),
+            "--out",
+            str(tmp_path / "t.md"),
+            "--csv",
+            str(tmp_path / "t.csv"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert "83.3 ± 3.1 (n=3)" in out.stdout
     assert (tmp_path / "t.md").read_text() == out.stdout
     assert (tmp_path / "t.csv").read_text().startswith("method,params_trainable_min")
-    missing = subprocess.run([sys.executable, str(REPO / "scripts" / "collect.py"), str(tmp_path / "nothing")],
-                             capture_output=True, text=True)
+    missing = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "collect.py"), str(tmp_path / "nothing")],
+        capture_output=True,
+        text=True,
+    )
     assert missing.returncode == 2 and "no such directory" in missing.stderr
     (tmp_path / "empty").mkdir()
-    empty = subprocess.run([sys.executable, str(REPO / "scripts" / "collect.py"), str(tmp_path / "empty")],
-                           capture_output=True, text=True)
+    empty = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "collect.py"), str(tmp_path / "empty")],
+        capture_output=True,
+        text=True,
+    )
     assert empty.returncode == 1 and "no run directories" in empty.stderr
 
 
@@ -181,7 +216,9 @@ def test_collect_cli_writes_markdown_and_csv(runs_dir: Path, tmp_path: Path) -> 
 
 def test_read_metrics_csv_skips_empty_cells(tmp_path: Path) -> None:
     path = tmp_path / "metrics.csv"
-    path.write_text("epoch,params/trainable,step,train/loss,val/acc\n,3170,0,,\n0,,4,0.69,\n0,,9,0.61,\n0,,9,,0.55\n")
+    path.write_text(
+        "epoch,params/trainable,step,train/loss,val/acc\n,3170,0,,\n0,,4,0.69,\n0,,9,0.61,\n0,,9,,0.55\n"
+    )
     series = read_metrics_csv(path)
     assert series["train/loss"] == [(4, 0.69), (9, 0.61)]
     assert series["val/acc"] == [(9, 0.55)]
@@ -198,7 +235,9 @@ def test_curves_leave_out_the_best_checkpoint_revalidation(tmp_path: Path) -> No
 def test_learning_curves_one_png_per_task(runs_dir: Path, tmp_path: Path) -> None:
     for run in runs_dir.glob("rte_*"):
         (run / "csv").mkdir()
-        (run / "csv" / "metrics.csv").write_text("epoch,step,train/loss,val/acc\n0,1,0.7,\n0,2,0.6,\n0,2,,0.6\n")
+        (run / "csv" / "metrics.csv").write_text(
+            "epoch,step,train/loss,val/acc\n0,1,0.7,\n0,2,0.6,\n0,2,,0.6\n"
+        )
     written, notes = plot_learning_curves(find_runs(runs_dir), tmp_path / "fig")
     assert [p.name for p in written] == ["curves_rte.png"]
     assert written[0].stat().st_size > 10_000
@@ -207,15 +246,32 @@ def test_learning_curves_one_png_per_task(runs_dir: Path, tmp_path: Path) -> Non
 
 def test_expert_tables_both_layouts(tmp_path: Path) -> None:
     export = tmp_path / "export.json"
-    export.write_text(json.dumps({"rows": ["layer 0", "layer 1"], "columns": ["syntactic", "mlp"],
-                                  "values": [[0.7, 0.3], [None, 1.0]]}))
+    export.write_text(
+        json.dumps(
+            {
+                "rows": ["layer 0", "layer 1"],
+                "columns": ["syntactic", "mlp"],
+                "values": [[0.7, 0.3], [None, 1.0]],
+            }
+        )
+    )
     bare = tmp_path / "bare.json"
-    bare.write_text(json.dumps({"layers": [0, 1], "experts": ["syntactic", "mlp"], "importance": [[0.5, 0.5], [0.2, 0.8]]}))
+    bare.write_text(
+        json.dumps(
+            {
+                "layers": [0, 1],
+                "experts": ["syntactic", "mlp"],
+                "importance": [[0.5, 0.5], [0.2, 0.8]],
+            }
+        )
+    )
     mean = average_tables([read_expert_table(export), read_expert_table(bare)])
     assert mean.columns == ["syntactic", "mlp"]
     np.testing.assert_allclose(mean.values, [[0.6, 0.4], [0.2, 0.9]])  # blank cell ignored
     counts = tmp_path / "molex.json"
-    counts.write_text(json.dumps({"counts": [[0, 0, 0], [3, 0, 1], [0, 0, 0]], "routed_layers": [1]}))
+    counts.write_text(
+        json.dumps({"counts": [[0, 0, 0], [3, 0, 1], [0, 0, 0]], "routed_layers": [1]})
+    )
     table = read_expert_table(counts)
     assert table.rows == ["layer 1"] and table.columns == ["layer 0", "layer 1", "layer 2"]
     np.testing.assert_allclose(table.values, [[0.75, 0.0, 0.25]])

@@ -21,7 +21,13 @@ BACKBONES = sorted(p.stem for p in (CONF_DIR / "backbone").glob("*.yaml"))
 def test_config_groups_cover_the_design() -> None:
     assert set(GLUE_TASKS) <= set(TASKS)
     assert {"full", "lora", "adapter"} <= set(METHODS)
-    assert {"roberta-base", "roberta-large", "bert-base-uncased", "deberta-v3-base", "minilm"} <= set(BACKBONES)
+    assert {
+        "roberta-base",
+        "roberta-large",
+        "bert-base-uncased",
+        "deberta-v3-base",
+        "minilm",
+    } <= set(BACKBONES)
     for group in ("trainer", "logger", "callbacks", "paths", "parser"):
         assert list((CONF_DIR / group).glob("*.yaml")), group
 
@@ -40,7 +46,15 @@ def test_every_task_method_backbone_composes(task: str, method: str, tmp_path) -
 
 def test_cli_overrides_reach_the_config(tmp_path) -> None:
     cfg = compose(
-        ["task=rte", "method=lora", "method.r=4", "optim.lr=1e-4", "data.max_length=256", "seed=0", "trainer=ddp"],
+        [
+            "task=rte",
+            "method=lora",
+            "method.r=4",
+            "optim.lr=1e-4",
+            "data.max_length=256",
+            "seed=0",
+            "trainer=ddp",
+        ],
         tmp_path,
     )
     assert cfg.method.r == 4 and cfg.optim.lr == 1e-4 and cfg.data.max_length == 256
@@ -57,7 +71,10 @@ def test_unknown_group_option_lists_valid_ones(tmp_path) -> None:
 def test_cfg_job_prints_composed_config() -> None:
     out = subprocess.run(
         [sys.executable, "train.py", "task=sst2", "method=lora", "--cfg", "job"],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert out.returncode == 0, out.stderr
     printed = OmegaConf.create(out.stdout)

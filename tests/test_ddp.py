@@ -31,23 +31,48 @@ import torch
 
 from tests.conftest import REPO
 
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "TOKENIZERS_PARALLELISM": "false",
-       "OMP_NUM_THREADS": "1"}
+ENV = {
+    **os.environ,
+    "HF_HUB_OFFLINE": "1",
+    "WANDB_MODE": "offline",
+    "TOKENIZERS_PARALLELISM": "false",
+    "OMP_NUM_THREADS": "1",
+}
 
 
 def train_cli(glue_dir: Path, cache: Path, out: Path, devices: int, batch_size: int) -> Path:
     """One CLI run in ``out``; returns the run directory."""
     args = [
-        "train.py", "task=mrpc", "method=lora", "backbone=tiny-bert", "seed=3",
-        "method.dropout=0", "method.head_dropout=0",
-        "+backbone.random_init.hidden_dropout_prob=0", "+backbone.random_init.attention_probs_dropout_prob=0",
-        f"data.dir={glue_dir}", f"data.batch_size={batch_size}", "data.eval_batch_size=64", "data.num_workers=0",
-        "trainer=ddp", "trainer.accelerator=cpu", f"trainer.devices={devices}",
-        "trainer.max_steps=4", "+trainer.limit_train_batches=4", "trainer.max_epochs=1",
-        "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1",
-        "validate_best=false", "logger=csv", f"paths.cache_dir={cache}", f"hydra.run.dir={out}",
+        "train.py",
+        "task=mrpc",
+        "method=lora",
+        "backbone=tiny-bert",
+        "seed=3",
+        "method.dropout=0",
+        "method.head_dropout=0",
+        "+backbone.random_init.hidden_dropout_prob=0",
+        "+backbone.random_init.attention_probs_dropout_prob=0",
+        f"data.dir={glue_dir}",
+        f"data.batch_size={batch_size}",
+        "data.eval_batch_size=64",
+        "data.num_workers=0",
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        f"trainer.devices={devices}",
+        "trainer.max_steps=4",
+        "+trainer.limit_train_batches=4",
+        "trainer.max_epochs=1",
+        "trainer.num_sanity_val_steps=0",
+        "trainer.enable_progress_bar=false",
+        "trainer.log_every_n_steps=1",
+        "validate_best=false",
+        "logger=csv",
+        f"paths.cache_dir={cache}",
+        f"hydra.run.dir={out}",
     ]
-    done = subprocess.run([sys.executable, *args], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, *args], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     return out
 
@@ -67,7 +92,9 @@ def metrics(run: Path) -> dict:
 
 
 def trained_weights(run: Path) -> dict[str, torch.Tensor]:
-    return torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    return torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)[
+        "state_dict"
+    ]
 
 
 def test_two_processes_ran_and_rank_zero_wrote_the_run_files(runs: dict[int, Path]) -> None:

@@ -40,7 +40,9 @@ def e2e_dir(shared_data: Path, tmp_path_factory) -> Path:
     return folder
 
 
-def run_overrides(e2e_dir: Path, method: str, *extra: str, epochs: int = 1, batches: int = 3) -> list[str]:
+def run_overrides(
+    e2e_dir: Path, method: str, *extra: str, epochs: int = 1, batches: int = 3
+) -> list[str]:
     return [
         "task=e2e",
         f"method={method}",
@@ -67,19 +69,28 @@ def dev_references(e2e_dir: Path) -> list[list[str]]:
     return [list(e.refs) for e in group_references(read_e2e_csv(e2e_dir / "devset.csv"))[:MRS]]
 
 
-def check_run_outputs(out: Path, metrics: dict, e2e_dir: Path, steps: int, best: bool = True) -> list[str]:
+def check_run_outputs(
+    out: Path, metrics: dict, e2e_dir: Path, steps: int, best: bool = True
+) -> list[str]:
     """The run's files hold the five metrics (and with ``best`` those of the best
     checkpoint), the official scores of the written predictions against the dev file's
     references. Returns the predictions."""
     saved = json.loads((out / "metrics.json").read_text())
-    assert saved["global_step"] == steps and json.loads((out / "run_info.json").read_text())["status"] == "finished"
-    predictions = (out / f"e2e_predictions_step{steps}.txt").read_text(encoding="utf-8").splitlines()
+    assert (
+        saved["global_step"] == steps
+        and json.loads((out / "run_info.json").read_text())["status"] == "finished"
+    )
+    predictions = (
+        (out / f"e2e_predictions_step{steps}.txt").read_text(encoding="utf-8").splitlines()
+    )
     assert len(predictions) == MRS and all(p.strip() for p in predictions)
     expected = score_e2e(predictions, dev_references(e2e_dir))
     for name in METRICS:
         assert saved[f"val/{name}"] == pytest.approx(expected[name], rel=1e-5, abs=1e-6), name
         if best:
-            assert saved[f"best/val/{name}"] == pytest.approx(expected[name], rel=1e-5, abs=1e-6), name
+            assert saved[f"best/val/{name}"] == pytest.approx(expected[name], rel=1e-5, abs=1e-6), (
+                name
+            )
     assert saved["val/loss"] == pytest.approx(metrics["val/loss"])
     assert (out / "checkpoints" / "last.ckpt").is_file()
     return predictions
@@ -103,7 +114,9 @@ def test_lora_run_trains_generates_and_scores(lora_run, e2e_dir: Path) -> None:
 def test_lora_checkpoint_reloads_and_generates_the_same_text(lora_run, e2e_dir: Path) -> None:
     out, _ = lora_run
     predictions = (out / "e2e_predictions_step3.txt").read_text(encoding="utf-8").splitlines()
-    checkpoint = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    checkpoint = torch.load(
+        out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False
+    )
     assert all("lora_" in k for k in checkpoint["state_dict"])  # trained weights only
     module = GenerationModule.load_from_checkpoint(out / "checkpoints" / "last.ckpt")
     mrs = [e.mr for e in group_references(read_e2e_csv(e2e_dir / "devset.csv"))[:MRS]]
@@ -114,10 +127,19 @@ def test_molex_run_learns_scores_and_exports_layer_selection(e2e_dir: Path, tmp_
     """MoLEx over full fine-tuning (a tiny random GPT-2 learns words in 25 steps only with
     its embeddings trainable), the authors' batch-vote routing with a balance loss."""
     overrides = run_overrides(
-        e2e_dir, "molex", "method.base=full", "method.lr=1e-2", "optim.warmup_ratio=0",
-        "method.routing=batch_vote", "method.balance_loss=0.01", "method.alpha=0.95",
-        "task.max_new_tokens=24", "trainer.check_val_every_n_epoch=5", "validate_best=false",
-        epochs=5, batches=5,
+        e2e_dir,
+        "molex",
+        "method.base=full",
+        "method.lr=1e-2",
+        "optim.warmup_ratio=0",
+        "method.routing=batch_vote",
+        "method.balance_loss=0.01",
+        "method.alpha=0.95",
+        "task.max_new_tokens=24",
+        "trainer.check_val_every_n_epoch=5",
+        "validate_best=false",
+        epochs=5,
+        batches=5,
     )
     metrics = train(compose(overrides, tmp_path, tmp_path / "cache"))
     predictions = check_run_outputs(tmp_path, metrics, e2e_dir, steps=25, best=False)
@@ -149,13 +171,19 @@ def test_datamodule_caches_and_batches(e2e_dir: Path, tmp_path: Path) -> None:
     assert lm["input_ids"].shape == (3, max(lengths))
     for row, n in enumerate(lengths):
         assert lm["attention_mask"][row].tolist() == [1] * n + [0] * (max(lengths) - n)
-        assert (lm["labels"][row, n:] == -100).all() and lm["labels"][row, n - 1] == 50256  # EOS is a target
+        assert (lm["labels"][row, n:] == -100).all() and lm["labels"][
+            row, n - 1
+        ] == 50256  # EOS is a target
 
     prompts = collate_prompts([data.datasets["dev_mrs"][i] for i in range(MRS)], pad_token_id=50256)
-    assert prompts["attention_mask"][:, -1].all()  # left padding: every prompt ends at the last column
+    assert prompts["attention_mask"][
+        :, -1
+    ].all()  # left padding: every prompt ends at the last column
     assert prompts["references"] == dev_references(e2e_dir)
     tokenizer = data.tokenizer
-    assert tokenizer.decode(prompts["input_ids"][0][prompts["attention_mask"][0].bool()]).endswith(" ||")
+    assert tokenizer.decode(prompts["input_ids"][0][prompts["attention_mask"][0].bool()]).endswith(
+        " ||"
+    )
 
 
 def test_tiny_gpt2_tokenizer_resolves_from_any_directory(tmp_path: Path, monkeypatch) -> None:
@@ -174,7 +202,9 @@ def test_tiny_gpt2_tokenizer_resolves_from_any_directory(tmp_path: Path, monkeyp
         (["method=lora", "backbone=minilm"], "causal-LM backbone"),
     ],
 )
-def test_unsupported_method_or_backbone_is_refused(overrides: list[str], match: str, tmp_path: Path) -> None:
+def test_unsupported_method_or_backbone_is_refused(
+    overrides: list[str], match: str, tmp_path: Path
+) -> None:
     cfg = compose(["task=e2e", "backbone=tiny-gpt2", *overrides], tmp_path)
     with pytest.raises(ConfigError, match=match):
         build_module(cfg)
@@ -182,25 +212,61 @@ def test_unsupported_method_or_backbone_is_refused(overrides: list[str], match: 
 
 def test_cli_composes_e2e_with_gpt2() -> None:
     out = subprocess.run(
-        [sys.executable, "train.py", "task=e2e", "method=molex", "backbone=gpt2", "data.dir=../shared/data/e2e", "--cfg", "job"],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "train.py",
+            "task=e2e",
+            "method=molex",
+            "backbone=gpt2",
+            "data.dir=../shared/data/e2e",
+            "--cfg",
+            "job",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert out.returncode == 0, out.stderr
     printed = OmegaConf.create(out.stdout)
     assert printed.task.kind == "generation" and printed.task.num_beams == 10
-    assert printed.backbone.pretrained == "openai-community/gpt2" and printed.backbone.lora_target_modules == ["c_attn"]
-    assert printed.data.dir == "../shared/data/e2e" and printed.callbacks.model_checkpoint.monitor == "val/loss"
+    assert (
+        printed.backbone.pretrained == "openai-community/gpt2"
+        and printed.backbone.lora_target_modules == ["c_attn"]
+    )
+    assert (
+        printed.data.dir == "../shared/data/e2e"
+        and printed.callbacks.model_checkpoint.monitor == "val/loss"
+    )
 
 
 def test_molex_e2e_experiment_has_the_authors_values(tmp_path: Path) -> None:
     cfg = compose(["experiment=molex_e2e"], tmp_path)
     assert (cfg.task.name, cfg.method.name, cfg.backbone.name) == ("e2e", "molex", "gpt2-medium")
-    assert (cfg.method.base, cfg.method.r, cfg.method.lora_alpha, cfg.method.dropout) == ("lora", 4, 32, 0.1)
+    assert (cfg.method.base, cfg.method.r, cfg.method.lora_alpha, cfg.method.dropout) == (
+        "lora",
+        4,
+        32,
+        0.1,
+    )
     assert cfg.optim.lr == 2e-4 and cfg.optim.warmup_steps == 500 and cfg.optim.weight_decay == 0.01
-    assert cfg.data.batch_size == 8 and cfg.trainer.max_epochs == 5 and cfg.trainer.gradient_clip_val == 0
-    assert (cfg.task.num_beams, cfg.task.length_penalty, cfg.task.no_repeat_ngram_size) == (10, 0.8, 4)
+    assert (
+        cfg.data.batch_size == 8
+        and cfg.trainer.max_epochs == 5
+        and cfg.trainer.gradient_clip_val == 0
+    )
+    assert (cfg.task.num_beams, cfg.task.length_penalty, cfg.task.no_repeat_ngram_size) == (
+        10,
+        0.8,
+        4,
+    )
     assert cfg.task.label_smoothing == 0.1
     molex = molex_config(cfg.method)
-    assert (molex.alpha, molex.routing, molex.top_k, molex.learned_alpha) == (0.95, "batch_vote", 1, False)
+    assert (molex.alpha, molex.routing, molex.top_k, molex.learned_alpha) == (
+        0.95,
+        "batch_vote",
+        1,
+        False,
+    )
     routed, candidates = molex.resolve_layers(24)  # GPT-2 medium
     assert routed == list(range(12)) and candidates == list(range(24))

@@ -32,7 +32,11 @@ def test_molex_presets_match_the_authors_table(task: str, tmp_path) -> None:
     cfg = compose([f"experiment=molex_{task}"], tmp_path)
     assert (cfg.task.name, cfg.method.name, cfg.backbone.name) == (task, "molex", "roberta-base")
     assert (cfg.data.batch_size, cfg.optim.lr, cfg.trainer.max_epochs) == (batch, lr, epochs)
-    assert (cfg.method.router, cfg.method.balance_loss, cfg.method.routing) == (router, balance, "batch_vote")
+    assert (cfg.method.router, cfg.method.balance_loss, cfg.method.routing) == (
+        router,
+        balance,
+        "batch_vote",
+    )
     assert (cfg.method.r, cfg.method.lora_alpha) == (8, 16)
     if proj is not None:
         assert cfg.method.router_proj_dim == proj
@@ -49,4 +53,9 @@ def test_mole_paper_preset(tmp_path) -> None:
     assert m.temperature.schedule == "constant" and m.temperature.start == 1.0
     assert (m.prune.after_steps, m.prune.top_k, m.prune.retrain) == (1000, 1, "scratch")
     assert m.eval_mode == "argmax"
-    assert (cfg.optim.lr, cfg.data.batch_size, cfg.data.max_length, cfg.trainer.max_epochs) == (1e-4, 64, 256, 50)
+    assert (cfg.optim.lr, cfg.data.batch_size, cfg.data.max_length, cfg.trainer.max_epochs) == (
+        1e-4,
+        64,
+        256,
+        50,
+    )

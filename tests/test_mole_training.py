@@ -23,8 +23,14 @@ from mole_lightning.train import (
 from tests.conftest import compose, fast_run_overrides
 
 
-def mole_overrides(glue_dir: Path, backbone: str, max_steps: int, after: int, *extra: str) -> list[str]:
-    base = [o for o in fast_run_overrides(glue_dir, "rte", "mole", backbone) if not o.startswith(("trainer.max_epochs", "+trainer.limit_train_batches"))]
+def mole_overrides(
+    glue_dir: Path, backbone: str, max_steps: int, after: int, *extra: str
+) -> list[str]:
+    base = [
+        o
+        for o in fast_run_overrides(glue_dir, "rte", "mole", backbone)
+        if not o.startswith(("trainer.max_epochs", "+trainer.limit_train_batches"))
+    ]
     return [
         *base,
         "parser=spacy",
@@ -66,7 +72,10 @@ def test_prune_then_retrain_on_real_graphs(glue_dir: Path, cache_dir: Path, tmp_
     structure = json.loads((tmp_path / "mole_structure.json").read_text())
     assert structure["pruned_at_step"] == 3
     at_prune = json.loads((tmp_path / "mole_importance_at_prune.json").read_text())
-    argmax = [at_prune["columns"][max(range(len(row)), key=lambda j: (row[j], -j))] for row in at_prune["values"]]
+    argmax = [
+        at_prune["columns"][max(range(len(row)), key=lambda j: (row[j], -j))]
+        for row in at_prune["values"]
+    ]
     assert structure["structure"] == [[name] for name in argmax]
     assert model.encoder.parts["mole"].structure == structure["structure"]
     for stem in ("mole_importance", "mole_importance_at_prune"):
@@ -82,7 +91,9 @@ def test_prune_then_retrain_on_real_graphs(glue_dir: Path, cache_dir: Path, tmp_
     optimizer = trainer.optimizers[0]
     assert {id(p) for g in optimizer.param_groups for p in g["params"]} == params
     assert {id(p) for p in optimizer.state} <= params
-    assert all(torch.equal(v, model.encoder.backbone.state_dict()[k]) for k, v in backbone_before.items())
+    assert all(
+        torch.equal(v, model.encoder.backbone.state_dict()[k]) for k, v in backbone_before.items()
+    )
 
     # the checkpoint holds the pruned structure and reloads to the same predictions
     ckpt_path = tmp_path / "checkpoints" / "last.ckpt"
@@ -99,19 +110,32 @@ def test_cli_run_logs_temperature_and_resumes_without_pruning_twice(
     glue_dir: Path, cache_dir: Path, tmp_path: Path
 ) -> None:
     first = tmp_path / "first"
-    train(compose(mole_overrides(glue_dir, "tiny-bert", 4, 2, "method.prune.retrain=scratch"), first, cache_dir))
+    train(
+        compose(
+            mole_overrides(glue_dir, "tiny-bert", 4, 2, "method.prune.retrain=scratch"),
+            first,
+            cache_dir,
+        )
+    )
     log = pd.read_csv(first / "csv" / "metrics.csv")
     temps = log.dropna(subset=["mole/temperature"]).set_index("step")["mole/temperature"]
     for step, value in temps.items():
-        assert value == pytest.approx(annealed_temperature(int(step), 1.0, 0.1, 2, "exponential"), rel=1e-5)
+        assert value == pytest.approx(
+            annealed_temperature(int(step), 1.0, 0.1, 2, "exponential"), rel=1e-5
+        )
     assert {"mole/gate/layer0/mlp", "val/acc"} <= set(log.columns)
     pruned = json.loads((first / "mole_structure.json").read_text())
     assert pruned["pruned_at_step"] == 2
 
     resumed = tmp_path / "resumed"
     metrics = train(
-        compose(mole_overrides(glue_dir, "tiny-bert", 6, 2, "method.prune.retrain=scratch", f"ckpt_path={first}"),
-                resumed, cache_dir)
+        compose(
+            mole_overrides(
+                glue_dir, "tiny-bert", 6, 2, "method.prune.retrain=scratch", f"ckpt_path={first}"
+            ),
+            resumed,
+            cache_dir,
+        )
     )
     assert metrics["global_step"] == 6
     assert not (resumed / "mole_structure.json").exists()  # no second prune

@@ -14,7 +14,8 @@ from tests.conftest import compose, fast_run_overrides
 
 
 @pytest.mark.parametrize(
-    "routing,dispatch", [("sequence", "grouped"), ("batch_vote", "grouped"), ("sequence", "capacity")]
+    "routing,dispatch",
+    [("sequence", "grouped"), ("batch_vote", "grouped"), ("sequence", "capacity")],
 )
 def test_molex_run_exports_layer_selection(
     glue_dir: Path, cache_dir: Path, tmp_path: Path, routing: str, dispatch: str
@@ -37,7 +38,9 @@ def test_molex_run_exports_layer_selection(
     dropped = torch.tensor(selection["dropped_routes"])
     if dispatch == "capacity":
         assert dropped.sum() > 0
-        assert metrics["molex/dropped_fraction"] == pytest.approx(float(dropped.sum() / counts.sum()))
+        assert metrics["molex/dropped_fraction"] == pytest.approx(
+            float(dropped.sum() / counts.sum())
+        )
     else:
         assert dropped.sum() == 0 and "molex/dropped_fraction" not in metrics
     frequencies = torch.tensor(selection["values"])

@@ -19,31 +19,63 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from tests.conftest import CONF_DIR, REPO, compose
 
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "TOKENIZERS_PARALLELISM": "false",
-       "OMP_NUM_THREADS": "1"}
+ENV = {
+    **os.environ,
+    "HF_HUB_OFFLINE": "1",
+    "WANDB_MODE": "offline",
+    "TOKENIZERS_PARALLELISM": "false",
+    "OMP_NUM_THREADS": "1",
+}
 
 
 def cli(args: list[str], timeout: int = 240) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, *args], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def sweep_overrides(glue_dir: Path, log_dir: Path, cache_dir: Path) -> list[str]:
     return [
-        "backbone=tiny-bert", f"data.dir={glue_dir}", "trainer.max_steps=2",
+        "backbone=tiny-bert",
+        f"data.dir={glue_dir}",
+        "trainer.max_steps=2",
         # two batches per epoch, so the epoch-end validation runs within max_steps
-        "+trainer.limit_train_batches=2", "trainer.max_epochs=1", "+trainer.limit_val_batches=2",
-        "data.batch_size=8", "data.num_workers=0", "logger=csv", "trainer.enable_progress_bar=false",
-        "trainer.num_sanity_val_steps=0", f"paths.log_dir={log_dir}", f"paths.cache_dir={cache_dir}",
+        "+trainer.limit_train_batches=2",
+        "trainer.max_epochs=1",
+        "+trainer.limit_val_batches=2",
+        "data.batch_size=8",
+        "data.num_workers=0",
+        "logger=csv",
+        "trainer.enable_progress_bar=false",
+        "trainer.num_sanity_val_steps=0",
+        f"paths.log_dir={log_dir}",
+        f"paths.cache_dir={cache_dir}",
     ]
 
 
-def test_multirun_every_combination_then_collect(glue_dir: Path, cache_dir: Path, tmp_path: Path) -> None:
+def test_multirun_every_combination_then_collect(
+    glue_dir: Path, cache_dir: Path, tmp_path: Path
+) -> None:
     logs = tmp_path / "logs"
-    run = cli(["train.py", "-m", "task=rte,mrpc", "method=lora", "seed=1,2", *sweep_overrides(glue_dir, logs, cache_dir)])
+    run = cli(
+        [
+            "train.py",
+            "-m",
+            "task=rte,mrpc",
+            "method=lora",
+            "seed=1,2",
+            *sweep_overrides(glue_dir, logs, cache_dir),
+        ]
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     (sweep,) = (logs / "train" / "multiruns").iterdir()
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
-    assert jobs == ["0_rte_lora_seed1", "1_rte_lora_seed2", "2_mrpc_lora_seed1", "3_mrpc_lora_seed2"]
+    assert jobs == [
+        "0_rte_lora_seed1",
+        "1_rte_lora_seed2",
+        "2_mrpc_lora_seed1",
+        "3_mrpc_lora_seed2",
+    ]
     for job in jobs:
         info = json.loads((sweep / job / "run_info.json").read_text())
         assert info["status"] == "finished"
@@ -53,12 +85,30 @@ def test_multirun_every_combination_then_collect(glue_dir: Path, cache_dir: Path
 
     failed = sweep / "4_rte_adapter_seed1"
     failed.mkdir()
-    (failed / "run_info.json").write_text(json.dumps(
-        {"status": "failed", "task": "rte", "method": "adapter", "seed": 1, "error": "RuntimeError: boom"}))
+    (failed / "run_info.json").write_text(
+        json.dumps(
+            {
+                "status": "failed",
+                "task": "rte",
+                "method": "adapter",
+                "seed": 1,
+                "error": "RuntimeError: boom",
+            }
+        )
+    )
     running = sweep / "5_mrpc_adapter_seed1"
     running.mkdir()
-    (running / "run_info.json").write_text(json.dumps(
-        {"status": "running", "task": "mrpc", "method": "adapter", "seed": 1, "started": "2026-01-01T00:00:00"}))
+    (running / "run_info.json").write_text(
+        json.dumps(
+            {
+                "status": "running",
+                "task": "mrpc",
+                "method": "adapter",
+                "seed": 1,
+                "started": "2026-01-01T00:00:00",
+            }
+        )
+    )
 
     out = cli(["scripts/collect.py", str(sweep), "--csv", str(tmp_path / "table.csv")], timeout=60)
     assert out.returncode == 0, out.stderr
@@ -69,19 +119,36 @@ def test_multirun_every_combination_then_collect(glue_dir: Path, cache_dir: Path
     assert cells[1] == "3.17K"  # tiny-bert: LoRA r=8 on q,v of 2 layers + a 2-class head
     assert cells[2].endswith("(n=2)") and " ± " in cells[2]
     assert cells[3].endswith("(n=2)") and " ± " in cells[3]
-    assert float(cells[4]) == pytest.approx((float(cells[2].split()[0]) + float(cells[3].split()[0])) / 2, abs=0.06)
+    assert float(cells[4]) == pytest.approx(
+        (float(cells[2].split()[0]) + float(cells[3].split()[0])) / 2, abs=0.06
+    )
     assert "- `4_rte_adapter_seed1`: failed: RuntimeError: boom" in lines
-    assert any(line.startswith("- `5_mrpc_adapter_seed1`: unfinished: status running") for line in lines)
+    assert any(
+        line.startswith("- `5_mrpc_adapter_seed1`: unfinished: status running") for line in lines
+    )
     assert "adapter" not in {line.split("|")[1].strip() for line in lines if line.startswith("| ")}
 
     plots = cli(["scripts/plot_runs.py", str(sweep), "--out", str(tmp_path / "fig")], timeout=60)
     assert plots.returncode == 0, plots.stderr
-    assert sorted(p.name for p in (tmp_path / "fig").iterdir()) == ["curves_mrpc.png", "curves_rte.png"]
+    assert sorted(p.name for p in (tmp_path / "fig").iterdir()) == [
+        "curves_mrpc.png",
+        "curves_rte.png",
+    ]
 
 
 def test_ddp_inside_multirun_is_refused(glue_dir: Path, cache_dir: Path, tmp_path: Path) -> None:
-    run = cli(["train.py", "-m", "task=rte", "method=lora", "trainer=ddp", "trainer.accelerator=cpu",
-               "trainer.devices=2", *sweep_overrides(glue_dir, tmp_path / "logs", cache_dir)])
+    run = cli(
+        [
+            "train.py",
+            "-m",
+            "task=rte",
+            "method=lora",
+            "trainer=ddp",
+            "trainer.accelerator=cpu",
+            "trainer.devices=2",
+            *sweep_overrides(glue_dir, tmp_path / "logs", cache_dir),
+        ]
+    )
     assert run.returncode == 2
     assert "Lightning's DDP launcher would re-run the whole sweep" in run.stderr
     assert not list(tmp_path.glob("logs/train/multiruns/*/*/train_ddp_process_1.log"))
@@ -90,7 +157,9 @@ def test_ddp_inside_multirun_is_refused(glue_dir: Path, cache_dir: Path, tmp_pat
 def test_wandb_runs_grouped_by_task_and_method_tagged_by_seed(tmp_path: Path) -> None:
     from mole_lightning.utils.loggers import build_loggers
 
-    cfg = compose(["task=mrpc", "method=adapter", "seed=0", "backbone=minilm", "logger=wandb"], tmp_path)
+    cfg = compose(
+        ["task=mrpc", "method=adapter", "seed=0", "backbone=minilm", "logger=wandb"], tmp_path
+    )
     (logger,) = build_loggers(cfg, tmp_path)
     init = logger._wandb_init
     assert init["group"] == "mrpc-adapter"
@@ -100,7 +169,9 @@ def test_wandb_runs_grouped_by_task_and_method_tagged_by_seed(tmp_path: Path) ->
 
 def expand(params: dict[str, str], cli_overrides: list[str] = ()) -> list[list[str]]:
     """The jobs Hydra's basic sweeper runs for config params plus command-line overrides."""
-    overrides = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()] + list(cli_overrides))
+    overrides = OverridesParser.create().parse_overrides(
+        [f"{k}={v}" for k, v in params.items()] + list(cli_overrides)
+    )
     return BasicSweeper.split_arguments(overrides, None)[0]
 
 
@@ -109,7 +180,9 @@ def compose_with_hydra(overrides: list[str]):
     from hydra import initialize_config_dir
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return hydra_compose(config_name="train.yaml", overrides=overrides, return_hydra_config=True)
+        return hydra_compose(
+            config_name="train.yaml", overrides=overrides, return_hydra_config=True
+        )
 
 
 def test_paper_grid_expands_to_every_task_method_seed() -> None:
@@ -118,7 +191,9 @@ def test_paper_grid_expands_to_every_task_method_seed() -> None:
     assert len(jobs) == 4 * 5 * 3
     assert len({tuple(j) for j in jobs}) == 60
     assert {j[0] for j in jobs} == {f"task={t}" for t in ("cola", "sst2", "mrpc", "rte")}
-    assert {j[1] for j in jobs} == {f"method={m}" for m in ("lora", "adapter", "mole", "molex", "full")}
+    assert {j[1] for j in jobs} == {
+        f"method={m}" for m in ("lora", "adapter", "mole", "molex", "full")
+    }
     assert {j[2] for j in jobs} == {"seed=1", "seed=2", "seed=3"}
     for job in jobs:  # every choice is a real config option
         group, option = job[0].split("=")

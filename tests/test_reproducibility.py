@@ -19,12 +19,16 @@ from mole_lightning.train import train
 from tests.conftest import compose, fast_run_overrides
 
 
-def run(glue_dir: Path, cache_dir: Path, out: Path, seed: str) -> tuple[dict, dict[str, torch.Tensor]]:
+def run(
+    glue_dir: Path, cache_dir: Path, out: Path, seed: str
+) -> tuple[dict, dict[str, torch.Tensor]]:
     """Trains tiny-bert + LoRA on RTE for 3 steps; returns the metrics and the trained weights."""
     torch.manual_seed(torch.seed())  # a fresh, unpredictable global state before every run
     overrides = [*fast_run_overrides(glue_dir, "rte", backbone="tiny-bert"), f"seed={seed}"]
     metrics = train(compose(overrides, out, cache_dir))
-    state = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    state = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)[
+        "state_dict"
+    ]
     return metrics, state
 
 
@@ -34,7 +38,9 @@ def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
         assert torch.equal(a[key], b[key]), key
 
 
-def test_seed_zero_twice_identical_and_unseeded_runs_differ(glue_dir: Path, cache_dir: Path, tmp_path: Path) -> None:
+def test_seed_zero_twice_identical_and_unseeded_runs_differ(
+    glue_dir: Path, cache_dir: Path, tmp_path: Path
+) -> None:
     first, first_w = run(glue_dir, cache_dir, tmp_path / "a", "0")
     second, second_w = run(glue_dir, cache_dir, tmp_path / "b", "0")
     assert first["val/acc"] == second["val/acc"] and first["val/loss"] == second["val/loss"]

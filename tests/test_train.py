@@ -16,8 +16,13 @@ def run(overrides: list[str], out: Path, cache: Path) -> dict:
     return train(compose(overrides, out, cache))
 
 
-@pytest.mark.parametrize("task,monitor", [("cola", "val/mcc"), ("sst2", "val/acc"), ("mrpc", "val/acc"), ("rte", "val/acc")])
-def test_real_glue_run(glue_dir: Path, cache_dir: Path, tmp_path: Path, task: str, monitor: str) -> None:
+@pytest.mark.parametrize(
+    "task,monitor",
+    [("cola", "val/mcc"), ("sst2", "val/acc"), ("mrpc", "val/acc"), ("rte", "val/acc")],
+)
+def test_real_glue_run(
+    glue_dir: Path, cache_dir: Path, tmp_path: Path, task: str, monitor: str
+) -> None:
     metrics = run(fast_run_overrides(glue_dir, task), tmp_path, cache_dir)
     assert monitor in metrics and f"best/{monitor}" in metrics
     assert -1.0 <= metrics[monitor] <= 1.0

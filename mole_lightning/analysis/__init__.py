@@ -8,4 +8,12 @@ expert tables), never W&B.
 from mole_lightning.analysis.runs import Run, find_runs, find_runs_or_exit, load_run
 from mole_lightning.analysis.table import Cell, ResultsTable, build_table
 
-__all__ = ["Cell", "ResultsTable", "Run", "build_table", "find_runs", "find_runs_or_exit", "load_run"]
+__all__ = [
+    "Cell",
+    "ResultsTable",
+    "Run",
+    "build_table",
+    "find_runs",
+    "find_runs_or_exit",
+    "load_run",
+]

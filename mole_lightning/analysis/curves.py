@@ -81,12 +81,25 @@ def plot_learning_curves(runs: list[Run], out_dir: Path) -> tuple[list[Path], li
                 if points:
                     steps, values = zip(*points, strict=True)
                     marker = "o" if key != TRAIN_LOSS else None
-                    panel.plot(steps, values, styles[i % len(styles)], marker=marker, markersize=3,
-                               color=colours[str(run.method)], label=curve_label(run))
+                    panel.plot(
+                        steps,
+                        values,
+                        styles[i % len(styles)],
+                        marker=marker,
+                        markersize=3,
+                        color=colours[str(run.method)],
+                        label=curve_label(run),
+                    )
                     drawn += 1
             if not drawn:
-                panel.text(0.5, 0.5, f"no run logged {key}\n(trainer.log_every_n_steps > steps?)",
-                           transform=panel.transAxes, ha="center", va="center")
+                panel.text(
+                    0.5,
+                    0.5,
+                    f"no run logged {key}\n(trainer.log_every_n_steps > steps?)",
+                    transform=panel.transAxes,
+                    ha="center",
+                    va="center",
+                )
             panel.set_xlabel("step")
             panel.set_ylabel(key)
             panel.grid(alpha=0.3)

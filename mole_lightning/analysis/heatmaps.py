@@ -41,7 +41,9 @@ class ExpertTable:
 
 def as_array(rows: list, path: Path) -> np.ndarray:
     try:
-        return np.array([[np.nan if v is None else float(v) for v in row] for row in rows], dtype=float)
+        return np.array(
+            [[np.nan if v is None else float(v) for v in row] for row in rows], dtype=float
+        )
     except (TypeError, ValueError) as err:
         raise ValueError(f"{path}: table values are not a list of numeric rows ({err})") from err
 
@@ -55,7 +57,9 @@ def selection_frequencies(counts: np.ndarray, routed_layers: list[int]) -> Exper
     with np.errstate(invalid="ignore", divide="ignore"):
         freq = np.where(totals > 0, counts / totals, np.nan)
     return ExpertTable(
-        rows=[f"layer {i}" for i in routed_layers], columns=[f"layer {j}" for j in range(num_layers)], values=freq
+        rows=[f"layer {i}" for i in routed_layers],
+        columns=[f"layer {j}" for j in range(num_layers)],
+        values=freq,
     )
 
 
@@ -73,13 +77,21 @@ def read_expert_table(path: Path) -> ExpertTable:
     if not isinstance(payload, dict):
         raise ValueError(f"{path}: expected a JSON object")
     if "values" in payload:
-        table = ExpertTable([str(r) for r in payload["rows"]], [str(c) for c in payload["columns"]],
-                            as_array(payload["values"], path))
+        table = ExpertTable(
+            [str(r) for r in payload["rows"]],
+            [str(c) for c in payload["columns"]],
+            as_array(payload["values"], path),
+        )
     elif "importance" in payload:
-        table = ExpertTable([f"layer {i}" for i in payload["layers"]], [str(e) for e in payload["experts"]],
-                            as_array(payload["importance"], path))
+        table = ExpertTable(
+            [f"layer {i}" for i in payload["layers"]],
+            [str(e) for e in payload["experts"]],
+            as_array(payload["importance"], path),
+        )
     elif "counts" in payload and "routed_layers" in payload:
-        table = selection_frequencies(as_array(payload["counts"], path), [int(i) for i in payload["routed_layers"]])
+        table = selection_frequencies(
+            as_array(payload["counts"], path), [int(i) for i in payload["routed_layers"]]
+        )
     else:
         raise ValueError(
             f"{path}: unknown layout with keys {sorted(payload)}; expected rows/columns/values, "
@@ -118,11 +130,17 @@ def plot_side_by_side(
     widest = max(len(t.columns) for t in tables.values())
     tallest = max(len(t.rows) for t in tables.values())
     fig, axes = plt.subplots(
-        1, n, figsize=(1.5 + n * (0.6 * widest + 1.2), 1.6 + 0.45 * tallest), squeeze=False, layout="constrained"
+        1,
+        n,
+        figsize=(1.5 + n * (0.6 * widest + 1.2), 1.6 + 0.45 * tallest),
+        squeeze=False,
+        layout="constrained",
     )
     image = None
     for ax, (label, table) in zip(axes[0], tables.items(), strict=True):
-        image = ax.imshow(np.ma.masked_invalid(table.values), cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+        image = ax.imshow(
+            np.ma.masked_invalid(table.values), cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto"
+        )
         ax.set_xticks(range(len(table.columns)), table.columns, rotation=45, ha="right", fontsize=7)
         ax.set_yticks(range(len(table.rows)), table.rows, fontsize=7)
         ax.set_title(label)
@@ -131,8 +149,15 @@ def plot_side_by_side(
         if table.values.size <= 144:
             for (i, j), v in np.ndenumerate(table.values):
                 if not np.isnan(v):
-                    ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6,
-                            color="black" if v > 0.6 else "white")
+                    ax.text(
+                        j,
+                        i,
+                        f"{v:.2f}",
+                        ha="center",
+                        va="center",
+                        fontsize=6,
+                        color="black" if v > 0.6 else "white",
+                    )
     fig.suptitle(title)
     fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8)
     fig.savefig(path, dpi=120)

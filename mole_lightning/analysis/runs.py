@@ -106,8 +106,10 @@ class Run:
             return f"{RESOLVED_CONFIG} has no task.monitor"
         if self.score(which) is None:
             key = self.metric_key(which)
-            hint = (" (no validation ran: max_steps ended before the first one? "
-                    "set trainer.val_check_interval=<steps>)")
+            hint = (
+                " (no validation ran: max_steps ended before the first one? "
+                "set trainer.val_check_interval=<steps>)"
+            )
             if which == "best" and self.monitor in self.metrics:
                 hint = " (no best checkpoint was re-validated; try --metric final)"
             return f"no {key} in {METRICS}{hint}"

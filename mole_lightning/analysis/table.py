@@ -19,13 +19,28 @@ from mole_lightning.analysis.runs import Run
 
 GLUE_ORDER = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte")
 TASK_LABELS = {
-    "cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B",
-    "qqp": "QQP", "mnli": "MNLI", "qnli": "QNLI", "rte": "RTE",
+    "cola": "CoLA",
+    "sst2": "SST-2",
+    "mrpc": "MRPC",
+    "stsb": "STS-B",
+    "qqp": "QQP",
+    "mnli": "MNLI",
+    "qnli": "QNLI",
+    "rte": "RTE",
 }
 METHOD_ORDER = ("full", "lora", "adapter", "mole", "molex")
 # config keys that legitimately differ between the seeds of one cell
-SEED_VARYING = ("seed", "paths.", "logger.", "hydra.", "ckpt_path", "task_name", "tags",
-                "data.num_workers", "trainer.enable_progress_bar")
+SEED_VARYING = (
+    "seed",
+    "paths.",
+    "logger.",
+    "hydra.",
+    "ckpt_path",
+    "task_name",
+    "tags",
+    "data.num_workers",
+    "trainer.enable_progress_bar",
+)
 
 
 @dataclass
@@ -85,11 +100,17 @@ class ResultsTable:
 
     def to_markdown(self, decimals: int = 1, root: Path | None = None) -> str:
         """The table, its notes, and the runs left out (with directory and reason)."""
-        lines = self.table_lines(decimals) if self.rows else ["No run has the requested dev metric: no table."]
+        lines = (
+            self.table_lines(decimals)
+            if self.rows
+            else ["No run has the requested dev metric: no table."]
+        )
         if self.warnings:
             lines += ["", "Warnings:", *(f"- {w}" for w in self.warnings)]
         lines += ["", f"Runs not in the table ({len(self.excluded)}):"]
-        lines += [f"- `{relative(run.path, root)}`: {reason}" for run, reason in self.excluded] or ["- none"]
+        lines += [f"- `{relative(run.path, root)}`: {reason}" for run, reason in self.excluded] or [
+            "- none"
+        ]
         return "\n".join(lines) + "\n"
 
     def table_lines(self, decimals: int) -> list[str]:
@@ -108,8 +129,16 @@ class ResultsTable:
             cells = [self.format_cell(row, t, decimals) for t in self.tasks]
             avg = self.average(row)
             filled = sum((row, t) in self.cells for t in self.tasks)
-            avg_text = f"{avg:.{decimals}f}" if avg is not None else f"– ({filled}/{len(self.tasks)} tasks)"
-            lines.append(f"| {row} | {format_params(self.params.get(row, []))} | " + " | ".join(cells) + f" | {avg_text} |")
+            avg_text = (
+                f"{avg:.{decimals}f}"
+                if avg is not None
+                else f"– ({filled}/{len(self.tasks)} tasks)"
+            )
+            lines.append(
+                f"| {row} | {format_params(self.params.get(row, []))} | "
+                + " | ".join(cells)
+                + f" | {avg_text} |"
+            )
         return [*lines, "", *self.notes()]
 
     def format_cell(self, row: str, task: str, decimals: int) -> str:
@@ -125,8 +154,12 @@ class ResultsTable:
         for t in self.tasks:
             other = self.other_metrics.get(t)
             also = f" ({', '.join(other)} also logged, not shown)" if other else ""
-            notes.append(f"- {task_label(t)}: {self.monitors[t]}, the task's monitored metric{also}.")
-        notes.append(f"- GLUE avg: mean of the row's task means over the {len(self.tasks)} task(s) shown.")
+            notes.append(
+                f"- {task_label(t)}: {self.monitors[t]}, the task's monitored metric{also}."
+            )
+        notes.append(
+            f"- GLUE avg: mean of the row's task means over the {len(self.tasks)} task(s) shown."
+        )
         return notes
 
     def to_csv(self) -> str:
@@ -142,7 +175,11 @@ class ResultsTable:
             line: list = [row, min(counts, default=""), max(counts, default="")]
             for t in self.tasks:
                 cell = self.cells.get((row, t))
-                line += ["", "", 0] if cell is None else [cell.mean, "" if cell.std is None else cell.std, cell.n]
+                line += (
+                    ["", "", 0]
+                    if cell is None
+                    else [cell.mean, "" if cell.std is None else cell.std, cell.n]
+                )
             avg = self.average(row)
             writer.writerow([*line, "" if avg is None else avg])
         return out.getvalue()
@@ -221,12 +258,13 @@ def differing_keys(runs: list[Run]) -> list[str]:
         flats.append({k: v for k, v in flat.items() if not (own and str(own) in v)})
     keys = set().union(*flats)
     return sorted(
-        k for k in keys
-        if not k.startswith(SEED_VARYING) and len({f.get(k) for f in flats}) > 1
+        k for k in keys if not k.startswith(SEED_VARYING) and len({f.get(k) for f in flats}) > 1
     )
 
 
-def build_table(runs: list[Run], metric: str = "best", by: tuple[str, ...] = (), scale: float = 100.0) -> ResultsTable:
+def build_table(
+    runs: list[Run], metric: str = "best", by: tuple[str, ...] = (), scale: float = 100.0
+) -> ResultsTable:
     """Groups ``runs`` into cells and collects the runs that cannot fill one.
 
     Args:
@@ -252,15 +290,21 @@ def build_table(runs: list[Run], metric: str = "best", by: tuple[str, ...] = (),
         monitors.setdefault(task, members[0].monitor)
         for r in members:
             other[task].update(
-                k for k in r.metrics
-                if k.startswith("val/") and k != r.monitor and not k.startswith("val/loss") and not k.endswith("_best")
+                k
+                for k in r.metrics
+                if k.startswith("val/")
+                and k != r.monitor
+                and not k.startswith("val/loss")
+                and not k.endswith("_best")
             )
             if "params/trainable" in r.metrics:
                 params[row].append(int(r.metrics["params/trainable"]))
         seeds = [r.seed for r in members]
         repeated = sorted({str(s) for s in seeds if seeds.count(s) > 1})
         if repeated:
-            warnings.append(f"{row} / {task}: seed(s) {', '.join(repeated)} appear in more than one run")
+            warnings.append(
+                f"{row} / {task}: seed(s) {', '.join(repeated)} appear in more than one run"
+            )
         mixed = differing_keys(members)
         if mixed:
             shown = ", ".join(mixed[:5]) + (" ..." if len(mixed) > 5 else "")
@@ -268,7 +312,9 @@ def build_table(runs: list[Run], metric: str = "best", by: tuple[str, ...] = (),
     for task in sorted({t for _, t in groups}):
         seen = sorted({str(r.monitor) for r in good if r.task == task})
         if len(seen) > 1:
-            warnings.append(f"{task}: runs monitor different metrics ({', '.join(seen)}); the column shows each run's own")
+            warnings.append(
+                f"{task}: runs monitor different metrics ({', '.join(seen)}); the column shows each run's own"
+            )
     return ResultsTable(
         metric=metric,
         scale=scale,

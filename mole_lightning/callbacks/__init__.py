@@ -19,9 +19,13 @@ def method_callbacks(cfg: DictConfig) -> list[Callback]:
 
         temp, prune = method.temperature, method.prune
         steps = temp.get("steps") or (prune.after_steps if prune.enabled else None)
-        callbacks: list[Callback] = [TemperatureAnnealing(temp.start, temp.end, steps, temp.schedule)]
+        callbacks: list[Callback] = [
+            TemperatureAnnealing(temp.start, temp.end, steps, temp.schedule)
+        ]
         if prune.enabled:
-            callbacks.append(PruneExperts(prune.after_steps, prune.top_k, prune.retrain, prune.reset_lr_schedule))
+            callbacks.append(
+                PruneExperts(prune.after_steps, prune.top_k, prune.retrain, prune.reset_lr_schedule)
+            )
         callbacks.append(ExpertImportanceExport())
         return callbacks
     if method.name == "molex":

@@ -28,7 +28,11 @@ def export_table(
     out_dir.mkdir(parents=True, exist_ok=True)
     values = [[None if math.isnan(v) else float(v) for v in row] for row in table.tolist()]
     payload = {"title": title, "rows": rows, "columns": columns, "values": values, **(extra or {})}
-    paths = {"json": out_dir / f"{stem}.json", "csv": out_dir / f"{stem}.csv", "png": out_dir / f"{stem}.png"}
+    paths = {
+        "json": out_dir / f"{stem}.json",
+        "csv": out_dir / f"{stem}.csv",
+        "png": out_dir / f"{stem}.png",
+    }
     paths["json"].write_text(json.dumps(payload, indent=2))
     with paths["csv"].open("w", newline="") as f:
         writer = csv.writer(f)
@@ -39,7 +43,9 @@ def export_table(
     return paths
 
 
-def draw_heatmap(path: Path, table: torch.Tensor, rows: list[str], columns: list[str], title: str) -> None:
+def draw_heatmap(
+    path: Path, table: torch.Tensor, rows: list[str], columns: list[str], title: str
+) -> None:
     """A labelled heatmap with the value in each cell (PNG)."""
     import matplotlib
 
@@ -55,7 +61,9 @@ def draw_heatmap(path: Path, table: torch.Tensor, rows: list[str], columns: list
     for i in range(len(rows)):
         for j in range(len(columns)):
             if not math.isnan(data[i, j]):
-                ax.text(j, i, f"{data[i, j]:.3f}", ha="center", va="center", color="white", fontsize=8)
+                ax.text(
+                    j, i, f"{data[i, j]:.3f}", ha="center", va="center", color="white", fontsize=8
+                )
     fig.colorbar(image, ax=ax)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -69,7 +77,9 @@ def log_table_to_wandb(trainer: pl.Trainer, key: str, paths: dict[str, Path]) ->
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger):
             payload = json.loads(paths["json"].read_text())
-            logger.log_image(key=f"{key}/heatmap", images=[str(paths["png"])], step=trainer.global_step)
+            logger.log_image(
+                key=f"{key}/heatmap", images=[str(paths["png"])], step=trainer.global_step
+            )
             logger.log_table(
                 key=f"{key}/table",
                 columns=["row", *payload["columns"]],

@@ -50,15 +50,21 @@ class TemperatureAnnealing(Callback):
         schedule: ``constant``, ``linear`` or ``exponential``.
     """
 
-    def __init__(self, start: float, end: float, steps: int | None, schedule: str = "exponential") -> None:
+    def __init__(
+        self, start: float, end: float, steps: int | None, schedule: str = "exponential"
+    ) -> None:
         if start <= 0 or end <= 0:
             raise ConfigError(f"temperatures must be positive (start={start}, end={end})")
         annealed_temperature(0, start, end, 1, schedule)  # validates the schedule name
         self.start, self.end, self.steps, self.schedule = start, end, steps, schedule
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         steps = self.steps if self.steps is not None else int(trainer.estimated_stepping_batches)
-        temperature = annealed_temperature(trainer.global_step, self.start, self.end, steps, self.schedule)
+        temperature = annealed_temperature(
+            trainer.global_step, self.start, self.end, steps, self.schedule
+        )
         mole_part(pl_module).temperature = temperature
         pl_module.log("mole/temperature", temperature, on_step=True, on_epoch=False, batch_size=1)
 
@@ -81,11 +87,19 @@ class PruneExperts(Callback):
     later checkpoint, and a resumed run does not prune twice.
     """
 
-    def __init__(self, after_steps: int, top_k: int = 1, retrain: str = "continue", reset_lr_schedule: bool = True) -> None:
+    def __init__(
+        self,
+        after_steps: int,
+        top_k: int = 1,
+        retrain: str = "continue",
+        reset_lr_schedule: bool = True,
+    ) -> None:
         if retrain not in ("continue", "scratch"):
             raise ConfigError(f"prune.retrain={retrain!r}; valid: continue, scratch")
         if after_steps < 1 or top_k < 1:
-            raise ConfigError(f"prune.after_steps={after_steps} and prune.top_k={top_k} must be >= 1")
+            raise ConfigError(
+                f"prune.after_steps={after_steps} and prune.top_k={top_k} must be >= 1"
+            )
         self.after_steps, self.top_k = after_steps, top_k
         self.retrain, self.reset_lr_schedule = retrain, reset_lr_schedule
         self.pruned_at: int | None = None
@@ -96,7 +110,14 @@ class PruneExperts(Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.pruned_at = state_dict.get("pruned_at")
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
         if self.pruned_at is None and trainer.global_step >= self.after_steps:
             self.prune(trainer, pl_module)
 
@@ -109,7 +130,9 @@ class PruneExperts(Callback):
         structure = mole.prune(self.top_k)
         if self.retrain == "scratch":
             mole.remove()
-            pl_module.encoder.parts["mole"] = MoleAdapters.attach(pl_module.encoder.backbone, mole.cfg, structure)
+            pl_module.encoder.parts["mole"] = MoleAdapters.attach(
+                pl_module.encoder.backbone, mole.cfg, structure
+            )
             pl_module.reset_head()
         self.pruned_at = trainer.global_step
         pl_module.restart_lr_schedule(trainer.global_step, fresh=self.reset_lr_schedule)
@@ -117,7 +140,10 @@ class PruneExperts(Callback):
         after = sum(p.numel() for p in pl_module.parameters() if p.requires_grad)
         if trainer.is_global_zero:
             (run_dir(trainer) / "mole_structure.json").write_text(
-                json.dumps({"pruned_at_step": self.pruned_at, "top_k": self.top_k, "structure": structure}, indent=2)
+                json.dumps(
+                    {"pruned_at_step": self.pruned_at, "top_k": self.top_k, "structure": structure},
+                    indent=2,
+                )
             )
         rank_zero_info(
             f"MoLE pruned at step {self.pruned_at} to top-{self.top_k} per layer: "
@@ -132,7 +158,10 @@ def adapter_equivalent(pl_module: pl.LightningModule, bottleneck: int) -> int:
     """Trainable parameters ``method=adapter`` would have at the same bottleneck size
     (one bottleneck adapter per layer plus the same task head)."""
     hidden = pl_module.encoder.backbone.config.hidden_size
-    per_layer = sum(p.numel() for p in BottleneckAdapter(hidden, AdapterConfig(bottleneck=bottleneck)).parameters())
+    per_layer = sum(
+        p.numel()
+        for p in BottleneckAdapter(hidden, AdapterConfig(bottleneck=bottleneck)).parameters()
+    )
     head = sum(p.numel() for p in pl_module.head.parameters())
     return per_layer * len(mole_part(pl_module).layers) + head
 
@@ -164,7 +193,11 @@ def export_importance(trainer: pl.Trainer, mole, stem: str) -> dict:
     importance = mole.importance()
     rows = [f"layer {i}" for i in range(importance.shape[0])]
     return export_table(
-        run_dir(trainer), stem, importance, rows, mole.expert_names,
+        run_dir(trainer),
+        stem,
+        importance,
+        rows,
+        mole.expert_names,
         title=f"MoLE expert importance (step {trainer.global_step})",
         extra={"step": trainer.global_step, "structure": mole.structure},
     )
@@ -175,7 +208,14 @@ class ExpertImportanceExport(Callback):
     and, at the end of fitting, writes ``mole_importance.{json,csv,png}`` (pruned experts
     blank) into the run directory and logs it to W&B."""
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
         if trainer.global_step % max(trainer.log_every_n_steps, 1) != 0:
             return
         mole = mole_part(pl_module)
@@ -183,7 +223,9 @@ class ExpertImportanceExport(Callback):
         for i, row in enumerate(weights.tolist()):
             for name, w in zip(mole.expert_names, row, strict=True):
                 if not math.isnan(w):
-                    pl_module.log(f"mole/gate/layer{i}/{name}", w, on_step=True, on_epoch=False, batch_size=1)
+                    pl_module.log(
+                        f"mole/gate/layer{i}/{name}", w, on_step=True, on_epoch=False, batch_size=1
+                    )
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero:

@@ -24,18 +24,28 @@ class LayerSelectionExport(Callback):
         if trainer.sanity_checking:
             return
         routing = pl_module.encoder.parts["molex"]
-        counts = trainer.strategy.reduce(routing.selection_counts.clone().float(), reduce_op="sum").cpu()
-        dropped = trainer.strategy.reduce(routing.dropped_routes.clone().float(), reduce_op="sum").cpu()
+        counts = trainer.strategy.reduce(
+            routing.selection_counts.clone().float(), reduce_op="sum"
+        ).cpu()
+        dropped = trainer.strategy.reduce(
+            routing.dropped_routes.clone().float(), reduce_op="sum"
+        ).cpu()
         if routing.cfg.dispatch == "capacity":
             fraction = dropped.sum() / counts.sum().clamp(min=1)
             pl_module.log("molex/dropped_fraction", fraction, on_epoch=True, batch_size=1)
         if not trainer.is_global_zero:
             return
         totals = counts.sum(dim=1, keepdim=True)
-        frequencies = torch.where(totals > 0, counts / totals.clamp(min=1), torch.full_like(counts, float("nan")))
+        frequencies = torch.where(
+            totals > 0, counts / totals.clamp(min=1), torch.full_like(counts, float("nan"))
+        )
         names = [f"layer {i}" for i in range(counts.shape[0])]
         paths = export_table(
-            run_dir(trainer), "molex_selection", frequencies, names, names,
+            run_dir(trainer),
+            "molex_selection",
+            frequencies,
+            names,
+            names,
             title=f"MoLEx layer selection frequency (step {trainer.global_step})",
             extra={
                 "step": trainer.global_step,

@@ -7,7 +7,9 @@ import torch
 from mole_lightning.graphs import collate_word_graphs
 
 
-def padded_length(lengths: list[int], pad_to_multiple_of: int | None, pad_to_length: int | None) -> int:
+def padded_length(
+    lengths: list[int], pad_to_multiple_of: int | None, pad_to_length: int | None
+) -> int:
     """Length to pad a batch to: ``pad_to_length`` if set (static shapes for compiled
     models), else the longest row rounded up to ``pad_to_multiple_of``."""
     if pad_to_length:

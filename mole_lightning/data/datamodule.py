@@ -98,8 +98,12 @@ class GlueDataModule(pl.LightningDataModule):
                 return examples
 
             load_or_tokenize(
-                self.cache_dir / "tokenized", self._source(split), read, self.tokenizer,
-                self.data_cfg.max_length, with_offsets,
+                self.cache_dir / "tokenized",
+                self._source(split),
+                read,
+                self.tokenizer,
+                self.data_cfg.max_length,
+                with_offsets,
             )
             if self.graph_kinds:
                 store = self._graph_store()
@@ -112,13 +116,18 @@ class GlueDataModule(pl.LightningDataModule):
             if split in self.datasets:
                 continue
             self.datasets[split] = load_tokenized(
-                self.cache_dir / "tokenized", self._source(split), self.tokenizer,
-                self.data_cfg.max_length, with_offsets,
+                self.cache_dir / "tokenized",
+                self._source(split),
+                self.tokenizer,
+                self.data_cfg.max_length,
+                with_offsets,
             )
             if self.graph_kinds:
                 store = self._graph_store()
                 examples = self._read(split)
-                self.graphs[split] = [store.load(k, self._texts(examples, k)) for k in self._graph_keys(split)]
+                self.graphs[split] = [
+                    store.load(k, self._texts(examples, k)) for k in self._graph_keys(split)
+                ]
 
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
         workers = self.data_cfg.get("num_workers", 0)
@@ -126,7 +135,9 @@ class GlueDataModule(pl.LightningDataModule):
             collate_glue,
             pad_token_id=self.tokenizer.pad_token_id,
             pad_to_multiple_of=self.data_cfg.get("pad_to_multiple_of"),
-            pad_to_length=self.data_cfg.max_length if self.data_cfg.get("pad_to_max_length") else None,
+            pad_to_length=self.data_cfg.max_length
+            if self.data_cfg.get("pad_to_max_length")
+            else None,
             graphs=self.graphs.get(split),
             graph_kinds=self.graph_kinds,
         )
@@ -136,4 +147,6 @@ class GlueDataModule(pl.LightningDataModule):
         return self._loader("train", self.data_cfg.batch_size, shuffle=True)
 
     def val_dataloader(self) -> list[DataLoader]:
-        return [self._loader(s, self.data_cfg.eval_batch_size, shuffle=False) for s in self.eval_splits]
+        return [
+            self._loader(s, self.data_cfg.eval_batch_size, shuffle=False) for s in self.eval_splits
+        ]

@@ -173,10 +173,14 @@ class E2EDataModule(pl.LightningDataModule):
     def _cache_path(self, source: str) -> Path:
         return self.cache_dir / cache_key(source, self.tokenizer, self.data_cfg.max_length, False)
 
-    def _build(self, name: str, split: str, read: Callable[[str], list[E2EPair]]) -> datasets.Dataset:
+    def _build(
+        self, name: str, split: str, read: Callable[[str], list[E2EPair]]
+    ) -> datasets.Dataset:
         if name == "dev_mrs":
             return encode_prompts(group_references(read(split)), self.tokenizer)
-        return encode_pairs(read(split), self.tokenizer, self.data_cfg.max_length, self._origin(split))
+        return encode_pairs(
+            read(split), self.tokenizer, self.data_cfg.max_length, self._origin(split)
+        )
 
     def prepare_data(self) -> None:
         pairs: dict[str, list[E2EPair]] = {}
@@ -200,7 +204,9 @@ class E2EDataModule(pl.LightningDataModule):
             self.datasets["dev_mrs"] = mrs.select(range(self.eval_max_mrs))
 
     def _loader(self, name: str, batch_size: int, shuffle: bool, collate) -> DataLoader:
-        return make_loader(self.datasets[name], batch_size, shuffle, collate, self.data_cfg.get("num_workers", 0))
+        return make_loader(
+            self.datasets[name], batch_size, shuffle, collate, self.data_cfg.get("num_workers", 0)
+        )
 
     def _lm_collate(self):
         return partial(

@@ -58,13 +58,23 @@ GLUE_TASKS: dict[str, GlueTaskSpec] = {
         GlueTaskSpec("cola", "CoLA", (3,), 1, ("sentence",), ("0", "1"), has_header=False),
         GlueTaskSpec("sst2", "SST-2", ("sentence",), "label", ("sentence",), ("0", "1")),
         GlueTaskSpec(
-            "mrpc", "MRPC", ("#1 String", "#2 String"), "Quality", ("sentence1", "sentence2"), ("0", "1")
+            "mrpc",
+            "MRPC",
+            ("#1 String", "#2 String"),
+            "Quality",
+            ("sentence1", "sentence2"),
+            ("0", "1"),
         ),
         GlueTaskSpec(
             "stsb", "STS-B", ("sentence1", "sentence2"), "score", ("sentence1", "sentence2"), ()
         ),
         GlueTaskSpec(
-            "qqp", "QQP", ("question1", "question2"), "is_duplicate", ("question1", "question2"), ("0", "1")
+            "qqp",
+            "QQP",
+            ("question1", "question2"),
+            "is_duplicate",
+            ("question1", "question2"),
+            ("0", "1"),
         ),
         GlueTaskSpec(
             "mnli",
@@ -77,11 +87,19 @@ GLUE_TASKS: dict[str, GlueTaskSpec] = {
             hub_dev_splits=("validation_matched", "validation_mismatched"),
         ),
         GlueTaskSpec(
-            "qnli", "QNLI", ("question", "sentence"), "label", ("question", "sentence"),
+            "qnli",
+            "QNLI",
+            ("question", "sentence"),
+            "label",
+            ("question", "sentence"),
             ("entailment", "not_entailment"),
         ),
         GlueTaskSpec(
-            "rte", "RTE", ("sentence1", "sentence2"), "label", ("sentence1", "sentence2"),
+            "rte",
+            "RTE",
+            ("sentence1", "sentence2"),
+            "label",
+            ("sentence1", "sentence2"),
             ("entailment", "not_entailment"),
         ),
     ]
@@ -105,7 +123,9 @@ def get_task(name: str) -> GlueTaskSpec:
     return GLUE_TASKS[name]
 
 
-def read_glue_tsv(path: Path, spec: GlueTaskSpec, skip_malformed: bool = False) -> list[GlueExample]:
+def read_glue_tsv(
+    path: Path, spec: GlueTaskSpec, skip_malformed: bool = False
+) -> list[GlueExample]:
     """Reads a GLUE TSV file in the original ``glue_data`` layout.
 
     Args:
@@ -133,7 +153,9 @@ def read_glue_tsv(path: Path, spec: GlueTaskSpec, skip_malformed: bool = False) 
             except ValueError as err:
                 message = f"{path}:{line_no}: malformed row ({err}): {row!r:.200}"
                 if not skip_malformed:
-                    raise DataFileError(message + " (set data.skip_malformed=true to skip such rows)") from None
+                    raise DataFileError(
+                        message + " (set data.skip_malformed=true to skip such rows)"
+                    ) from None
                 print(f"warning: skipped {message}", file=sys.stderr)
     return examples
 
@@ -151,7 +173,9 @@ def _column_indices(
     return indices[:-1], indices[-1]
 
 
-def _parse_row(row: list[str], text_idx: list[int], label_idx: int, spec: GlueTaskSpec) -> GlueExample:
+def _parse_row(
+    row: list[str], text_idx: list[int], label_idx: int, spec: GlueTaskSpec
+) -> GlueExample:
     needed = max([*text_idx, label_idx])
     if len(row) <= needed:
         raise ValueError(f"{len(row)} fields, need at least {needed + 1}")
@@ -186,7 +210,9 @@ def read_glue_split(
 def _read_hub_split(spec: GlueTaskSpec, split: str) -> list[GlueExample]:
     import datasets
 
-    hub_split = "train" if split == "train" else spec.hub_dev_splits[list(spec.dev_splits).index(split)]
+    hub_split = (
+        "train" if split == "train" else spec.hub_dev_splits[list(spec.dev_splits).index(split)]
+    )
     try:
         table = datasets.load_dataset("nyu-mll/glue", spec.name, split=hub_split)
     except Exception as err:  # the hub raises many types (ConnectionError, OSError, ...)

@@ -9,7 +9,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 
-def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, collate: Callable, num_workers: int) -> DataLoader:
+def make_loader(
+    dataset: Dataset, batch_size: int, shuffle: bool, collate: Callable, num_workers: int
+) -> DataLoader:
     """A loader with ``num_workers`` persistent, forked worker processes (0: load in the
     main process) and pinned memory when CUDA is available."""
     return DataLoader(

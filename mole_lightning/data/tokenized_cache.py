@@ -28,7 +28,13 @@ def tokenizer_fingerprint(tokenizer) -> str:
 
 def cache_key(source: str, tokenizer, max_length: int, with_offsets: bool) -> str:
     """Hash of every input the tokenized split depends on."""
-    parts = [TOKENIZED_FORMAT, source, tokenizer_fingerprint(tokenizer), str(max_length), str(with_offsets)]
+    parts = [
+        TOKENIZED_FORMAT,
+        source,
+        tokenizer_fingerprint(tokenizer),
+        str(max_length),
+        str(with_offsets),
+    ]
     return hashlib.sha1("|".join(parts).encode()).hexdigest()[:16]
 
 
@@ -58,16 +64,23 @@ def tokenize_examples(
         )
         if with_offsets:
             enc["sequence_ids"] = [
-                [-1 if s is None else s for s in enc.sequence_ids(i)] for i in range(len(batch["text_a"]))
+                [-1 if s is None else s for s in enc.sequence_ids(i)]
+                for i in range(len(batch["text_a"]))
             ]
         return enc
 
     return table.map(
-        encode, batched=True, remove_columns=["text_a", "text_b"], desc="tokenizing", keep_in_memory=True
+        encode,
+        batched=True,
+        remove_columns=["text_a", "text_b"],
+        desc="tokenizing",
+        keep_in_memory=True,
     )
 
 
-def load_or_build(path: Path, source: str, build: Callable[[], datasets.Dataset]) -> datasets.Dataset:
+def load_or_build(
+    path: Path, source: str, build: Callable[[], datasets.Dataset]
+) -> datasets.Dataset:
     """Returns the table cached at ``path``, building and saving it first unless a complete
     cache of the same ``source`` and ``TOKENIZED_FORMAT`` is there.
 
@@ -90,7 +103,9 @@ def load_or_build(path: Path, source: str, build: Callable[[], datasets.Dataset]
     dataset = build()
     path.mkdir(parents=True, exist_ok=True)
     dataset.save_to_disk(str(path / "data"))
-    meta_path.write_text(json.dumps({"format": TOKENIZED_FORMAT, "source": source, "rows": len(dataset)}))
+    meta_path.write_text(
+        json.dumps({"format": TOKENIZED_FORMAT, "source": source, "rows": len(dataset)})
+    )
     return datasets.load_from_disk(str(path / "data"))
 
 
@@ -111,7 +126,9 @@ def load_or_tokenize(
     )
 
 
-def load_tokenized(cache_dir: Path, source: str, tokenizer, max_length: int, with_offsets: bool) -> datasets.Dataset:
+def load_tokenized(
+    cache_dir: Path, source: str, tokenizer, max_length: int, with_offsets: bool
+) -> datasets.Dataset:
     """Loads a tokenized split written by ``load_or_tokenize`` (never tokenizes).
 
     Raises:

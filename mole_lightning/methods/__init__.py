@@ -41,14 +41,18 @@ def lora_config(method_cfg: DictConfig, backbone_cfg: DictConfig) -> LoraConfig:
     )
 
 
-def build_full(backbone: nn.Module, method_cfg: DictConfig, backbone_cfg: DictConfig) -> TunedEncoder:
+def build_full(
+    backbone: nn.Module, method_cfg: DictConfig, backbone_cfg: DictConfig
+) -> TunedEncoder:
     """Full fine-tuning: every backbone weight trains."""
     for p in backbone.parameters():
         p.requires_grad_(True)
     return TunedEncoder(backbone, "full")
 
 
-def build_lora(backbone: nn.Module, method_cfg: DictConfig, backbone_cfg: DictConfig) -> TunedEncoder:
+def build_lora(
+    backbone: nn.Module, method_cfg: DictConfig, backbone_cfg: DictConfig
+) -> TunedEncoder:
     """LoRA through peft: low-rank updates on the target projections, backbone frozen."""
     freeze(backbone)
     backbone = inject_adapter_in_model(lora_config(method_cfg, backbone_cfg), backbone)
@@ -64,7 +68,9 @@ def adapter_config(method_cfg: DictConfig) -> AdapterConfig:
     )
 
 
-def build_adapter(backbone: nn.Module, method_cfg: DictConfig, backbone_cfg: DictConfig) -> TunedEncoder:
+def build_adapter(
+    backbone: nn.Module, method_cfg: DictConfig, backbone_cfg: DictConfig
+) -> TunedEncoder:
     """Parallel bottleneck adapters in every layer, backbone frozen."""
     freeze(backbone)
     cfg = adapter_config(method_cfg)
@@ -86,7 +92,9 @@ def register_method(name: str, builder: Builder) -> None:
     METHODS[name] = builder
 
 
-def build_encoder(backbone: nn.Module, method_cfg: DictConfig, backbone_cfg: DictConfig) -> TunedEncoder:
+def build_encoder(
+    backbone: nn.Module, method_cfg: DictConfig, backbone_cfg: DictConfig
+) -> TunedEncoder:
     """Applies the method named by ``method_cfg.name`` to ``backbone``.
 
     Raises:
@@ -101,4 +109,3 @@ def build_encoder(backbone: nn.Module, method_cfg: DictConfig, backbone_cfg: Dic
 def method_summary(method_cfg: DictConfig) -> dict:
     """The method node as a plain dict (for logs and checkpoints)."""
     return OmegaConf.to_container(method_cfg, resolve=True)
-

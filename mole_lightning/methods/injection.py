@@ -25,7 +25,12 @@ def encoder_layers(backbone: nn.Module) -> nn.ModuleList:
     Raises:
         ValueError: the backbone has no known layer stack.
     """
-    for path in ("encoder.layer", "roberta.encoder.layer", "bert.encoder.layer", "deberta.encoder.layer"):
+    for path in (
+        "encoder.layer",
+        "roberta.encoder.layer",
+        "bert.encoder.layer",
+        "deberta.encoder.layer",
+    ):
         module: nn.Module | None = backbone
         for part in path.split("."):
             module = getattr(module, part, None)

@@ -9,8 +9,17 @@ from mole_lightning.methods.encoder import TunedEncoder
 from mole_lightning.methods.mole import MoleAdapters, MoleConfig
 
 MOLE_CONFIG_KEYS = (
-    "experts", "bottleneck", "rgcn_layers", "num_relations", "dropout", "word_pooling",
-    "mlp_scaling", "mlp_layer_norm", "hard", "eval_mode", "rgcn_impl",
+    "experts",
+    "bottleneck",
+    "rgcn_layers",
+    "num_relations",
+    "dropout",
+    "word_pooling",
+    "mlp_scaling",
+    "mlp_layer_norm",
+    "hard",
+    "eval_mode",
+    "rgcn_impl",
 )
 
 
@@ -21,10 +30,14 @@ def mole_config(method_cfg: DictConfig) -> MoleConfig:
     return MoleConfig(**kwargs, init_temperature=method_cfg.temperature.start)
 
 
-def build_mole(backbone: nn.Module, method_cfg: DictConfig, backbone_cfg: DictConfig) -> TunedEncoder:
+def build_mole(
+    backbone: nn.Module, method_cfg: DictConfig, backbone_cfg: DictConfig
+) -> TunedEncoder:
     """Freezes the backbone and attaches a MoLE layer in parallel to every encoder layer."""
     for p in backbone.parameters():
         p.requires_grad_(False)
     structure = method_cfg.get("structure")
-    mole = MoleAdapters.attach(backbone, mole_config(method_cfg), [list(s) for s in structure] if structure else None)
+    mole = MoleAdapters.attach(
+        backbone, mole_config(method_cfg), [list(s) for s in structure] if structure else None
+    )
     return TunedEncoder(backbone, "mole", {"mole": mole})

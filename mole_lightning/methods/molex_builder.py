@@ -10,9 +10,20 @@ from mole_lightning.methods.encoder import TunedEncoder
 from mole_lightning.methods.molex.config import MolexConfig
 
 MOLEX_CONFIG_KEYS = (
-    "alpha", "top_k", "pooling", "router", "router_proj_dim", "router_init_std",
-    "cosine_init_temperature", "balance_loss", "routing", "learned_alpha", "routed_layers",
-    "candidate_layers", "dispatch", "capacity_factor",
+    "alpha",
+    "top_k",
+    "pooling",
+    "router",
+    "router_proj_dim",
+    "router_init_std",
+    "cosine_init_temperature",
+    "balance_loss",
+    "routing",
+    "learned_alpha",
+    "routed_layers",
+    "candidate_layers",
+    "dispatch",
+    "capacity_factor",
 )
 
 
@@ -25,7 +36,9 @@ def molex_config(method_cfg: DictConfig) -> MolexConfig:
     return MolexConfig(**kwargs)
 
 
-def build_molex(backbone: nn.Module, method_cfg: DictConfig, backbone_cfg: DictConfig) -> TunedEncoder:
+def build_molex(
+    backbone: nn.Module, method_cfg: DictConfig, backbone_cfg: DictConfig
+) -> TunedEncoder:
     """Applies ``method_cfg.base`` (lora, adapter or full; its settings under ``method_cfg``)
     and then routes every layer among the (shared, upcycled) layers."""
     from mole_lightning.methods import METHODS

@@ -95,11 +95,15 @@ class GenerationModule(TunedModule):
         optim: the ``optim`` node.
     """
 
-    def __init__(self, task: DictConfig, method: DictConfig, backbone: DictConfig, optim: DictConfig) -> None:
+    def __init__(
+        self, task: DictConfig, method: DictConfig, backbone: DictConfig, optim: DictConfig
+    ) -> None:
         super().__init__(task, method, backbone, optim, default_mode="min")
         cfgs = {k: self.config_node(k) for k in ("task", "method", "backbone")}
         check_method(cfgs["method"], cfgs["backbone"])
-        self.encoder = build_encoder(load_causal_lm(cfgs["backbone"]), cfgs["method"], cfgs["backbone"])
+        self.encoder = build_encoder(
+            load_causal_lm(cfgs["backbone"]), cfgs["method"], cfgs["backbone"]
+        )
         self.tokenizer = load_tokenizer(cfgs["backbone"])
         self.generation = GenerationSettings.from_task(cfgs["task"])
         self.label_smoothing = float(cfgs["task"].get("label_smoothing", 0.0))
@@ -166,22 +170,32 @@ class GenerationModule(TunedModule):
         )
         if routing is not None:
             routing.selection_counts.copy_(counts)
-        texts = self.tokenizer.batch_decode(output[:, input_ids.shape[1]:], skip_special_tokens=True)
+        texts = self.tokenizer.batch_decode(
+            output[:, input_ids.shape[1] :], skip_special_tokens=True
+        )
         return [" ".join(text.split()) for text in texts]
 
     def generate_texts(self, mrs: list[str]) -> list[str]:
         """Generates one text per meaning representation (``"name[The Vaults], eatType[pub]"``)
         with the task's beam search, in eval mode, in one batch."""
         rows = [
-            {"input_ids": self.tokenizer(format_prompt(mr), add_special_tokens=False)["input_ids"],
-             "idx": i, "mr": mr, "references": []}
+            {
+                "input_ids": self.tokenizer(format_prompt(mr), add_special_tokens=False)[
+                    "input_ids"
+                ],
+                "idx": i,
+                "mr": mr,
+                "references": [],
+            }
             for i, mr in enumerate(mrs)
         ]
         batch = collate_prompts(rows, self.tokenizer.pad_token_id)
         was_training = self.training
         self.eval()
         try:
-            return self.generate_ids(batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device))
+            return self.generate_ids(
+                batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)
+            )
         finally:
             self.train(was_training)
 
@@ -209,9 +223,15 @@ class GenerationModule(TunedModule):
         outputs, self._generated = self._gathered_outputs(), []
         if outputs:
             texts = [text for _, text, _ in outputs]
-            scores = score_e2e(texts, [refs for _, _, refs in outputs]) if self.trainer.is_global_zero else None
+            scores = (
+                score_e2e(texts, [refs for _, _, refs in outputs])
+                if self.trainer.is_global_zero
+                else None
+            )
             scores = self.trainer.strategy.broadcast(scores)
-            self.log_dict({f"val/{k}": float(v) for k, v in scores.items()}, prog_bar=True, sync_dist=True)
+            self.log_dict(
+                {f"val/{k}": float(v) for k, v in scores.items()}, prog_bar=True, sync_dist=True
+            )
             if self.trainer.is_global_zero and not self.trainer.sanity_checking:
                 self.write_predictions(texts)
         score = self.trainer.callback_metrics.get(self.monitor)

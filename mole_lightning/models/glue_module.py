@@ -27,11 +27,15 @@ class GlueModule(TunedModule):
         optim: the ``optim`` config node (lr, weight_decay, warmup_ratio, betas, eps).
     """
 
-    def __init__(self, task: DictConfig, method: DictConfig, backbone: DictConfig, optim: DictConfig) -> None:
+    def __init__(
+        self, task: DictConfig, method: DictConfig, backbone: DictConfig, optim: DictConfig
+    ) -> None:
         super().__init__(task, method, backbone, optim, default_mode="max")
         self.spec = get_task(self.hparams.task["name"])
         self.encoder = build_encoder(
-            load_backbone(self.config_node("backbone")), self.config_node("method"), self.config_node("backbone")
+            load_backbone(self.config_node("backbone")),
+            self.config_node("method"),
+            self.config_node("backbone"),
         )
         self.reset_head()
         self.val_metrics = nn.ModuleList(
@@ -54,7 +58,10 @@ class GlueModule(TunedModule):
     def forward(self, batch: dict) -> torch.Tensor:
         """Returns logits ``[batch, num_labels]`` (scores ``[batch]`` for regression)."""
         hidden = self.encoder(
-            batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"), batch.get("word_graphs")
+            batch["input_ids"],
+            batch["attention_mask"],
+            batch.get("token_type_ids"),
+            batch.get("word_graphs"),
         )
         logits = self.head(hidden)
         return logits.squeeze(-1) if self.spec.is_regression else logits
@@ -84,7 +91,13 @@ class GlueModule(TunedModule):
         metrics = self.val_metrics[dataloader_idx]
         metrics.update(self.predictions(logits), batch["labels"])
         suffix = "" if dataloader_idx == 0 else "_mm"
-        self.log(f"val/loss{suffix}", loss, batch_size=len(logits), add_dataloader_idx=False, sync_dist=True)
+        self.log(
+            f"val/loss{suffix}",
+            loss,
+            batch_size=len(logits),
+            add_dataloader_idx=False,
+            sync_dist=True,
+        )
 
     def on_validation_epoch_end(self) -> None:
         for metrics in self.val_metrics:

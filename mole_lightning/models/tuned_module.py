@@ -27,12 +27,24 @@ class TunedModule(pl.LightningModule):
     """
 
     def __init__(
-        self, task: DictConfig, method: DictConfig, backbone: DictConfig, optim: DictConfig, default_mode: str
+        self,
+        task: DictConfig,
+        method: DictConfig,
+        backbone: DictConfig,
+        optim: DictConfig,
+        default_mode: str,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(
-            {k: OmegaConf.to_container(v, resolve=True) if isinstance(v, DictConfig) else v
-             for k, v in {"task": task, "method": method, "backbone": backbone, "optim": optim}.items()}
+            {
+                k: OmegaConf.to_container(v, resolve=True) if isinstance(v, DictConfig) else v
+                for k, v in {
+                    "task": task,
+                    "method": method,
+                    "backbone": backbone,
+                    "optim": optim,
+                }.items()
+            }
         )
         self.strict_loading = False
         self.monitor = self.hparams.task["monitor"]
@@ -51,8 +63,11 @@ class TunedModule(pl.LightningModule):
 
     def configure_optimizers(self):
         return build_optimizer(
-            self, self.hparams.optim, self.trainer.estimated_stepping_batches,
-            schedule_start=self.lr_schedule["start"], fresh_schedule=self.lr_schedule["fresh"],
+            self,
+            self.hparams.optim,
+            self.trainer.estimated_stepping_batches,
+            schedule_start=self.lr_schedule["start"],
+            fresh_schedule=self.lr_schedule["fresh"],
         )
 
     def on_train_start(self) -> None:
@@ -67,11 +82,15 @@ class TunedModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         trained = {n for n, p in self.named_parameters() if p.requires_grad}
         checkpoint["state_dict"] = {
-            k: v for k, v in checkpoint["state_dict"].items() if k in trained or not k.startswith("encoder.backbone.")
+            k: v
+            for k, v in checkpoint["state_dict"].items()
+            if k in trained or not k.startswith("encoder.backbone.")
         }
         checkpoint["lr_schedule"] = dict(self.lr_schedule)
         checkpoint["method_structure"] = {
-            name: part.structure for name, part in self.encoder.parts.items() if hasattr(part, "structure")
+            name: part.structure
+            for name, part in self.encoder.parts.items()
+            if hasattr(part, "structure")
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:

@@ -48,7 +48,11 @@ def build_loggers(cfg: DictConfig, output_dir: Path) -> list[Logger]:
                 )
             )
         elif name == "csv":
-            loggers.append(CSVLogger(save_dir=str(output_dir), name=node.get("name", "csv"), version=""))
+            loggers.append(
+                CSVLogger(save_dir=str(output_dir), name=node.get("name", "csv"), version="")
+            )
         else:
-            raise ConfigError(f"unknown logger {name!r}; valid loggers: wandb, csv (or logger=none)")
+            raise ConfigError(
+                f"unknown logger {name!r}; valid loggers: wandb, csv (or logger=none)"
+            )
     return loggers

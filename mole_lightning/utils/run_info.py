@@ -24,7 +24,10 @@ def git_commit(cwd: Path | None = None) -> str | None:
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True, text=True
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
         ).stdout.strip()
         return commit + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
@@ -56,7 +59,9 @@ def start_run(cfg: DictConfig, output_dir: Path) -> dict:
     return info
 
 
-def finish_run(output_dir: Path, info: dict, status: str, metrics: dict | None = None, error: str | None = None) -> None:
+def finish_run(
+    output_dir: Path, info: dict, status: str, metrics: dict | None = None, error: str | None = None
+) -> None:
     """Records the run's end (``finished`` or ``failed``) and its final metrics."""
     info = {**info, "status": status, "ended": time.strftime("%Y-%m-%dT%H:%M:%S")}
     if error:

@@ -29,6 +29,7 @@ earlier tokens is refused (the router must see the whole sequence): generate wit
 
 from __future__ import annotations
 
+import inspect
 import math
 from functools import partial
 from typing import Any
@@ -39,7 +40,12 @@ from torch.utils.hooks import RemovableHandle
 
 from mole_lightning.errors import ConfigError
 from mole_lightning.methods.molex.config import MolexConfig
-from mole_lightning.methods.molex.layer_call import LayerCall, layer_hidden, replace_hidden
+from mole_lightning.methods.molex.layer_call import (
+    LayerCall,
+    cached_length,
+    layer_hidden,
+    replace_hidden,
+)
 from mole_lightning.methods.molex.router import build_router, pool_sequences, switch_balance_loss
 from mole_lightning.utils.tensors import count_indices
 
@@ -123,6 +129,11 @@ class MolexRouting(nn.Module):
             cfg: the settings.
         """
         base, layers = find_layer_stack(backbone)
+        if "attention_mask" not in inspect.signature(base.forward).parameters:
+            raise ConfigError(
+                f"{type(base).__name__}.forward takes no 'attention_mask': MoLEx pools the "
+                "router input over the padding mask it finds under that name"
+            )
         routing = cls(cfg, len(layers), base.config.hidden_size)
         routing.to(next(backbone.parameters()).device)
         routing._layers = tuple(layers)
@@ -182,8 +193,9 @@ class MolexRouting(nn.Module):
         return state
 
     def _on_model_call(self, base: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
-        mask = LayerCall.bind(base, args, kwargs).arguments.get("attention_mask")
-        self._padding_mask = mask
+        self._padding_mask = (
+            inspect.signature(base.forward).bind(*args, **kwargs).arguments.get("attention_mask")
+        )
         if base.training:
             self._balance_terms = []
 
@@ -220,8 +232,7 @@ class MolexRouting(nn.Module):
         return replace_hidden(output, own_weight * own + chosen_weight * chosen)
 
     def _refuse_partial_sequence(self, call: LayerCall, t: int) -> None:
-        cache = call.cache
-        seen = cache.get_seq_length(t) if hasattr(cache, "get_seq_length") else 0
+        seen = cached_length(call.cache, t)
         if seen > call.hidden_states.shape[1]:
             raise ConfigError(
                 f"MoLEx routing at layer {t} got {call.hidden_states.shape[1]} new tokens on top of "

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from mole_lightning.train import train
+from mole_lightning.utils.environment import KEY_PACKAGES
 from tests.conftest import compose, fast_run_overrides
 from tests.test_glue_data import write_mnli
 
@@ -29,6 +30,9 @@ def test_real_glue_run(
     assert metrics["global_step"] == 3
     info = json.loads((tmp_path / "run_info.json").read_text())
     assert info["status"] == "finished" and info["task"] == task
+    packages = info["environment"]["packages"]
+    assert set(packages) == set(KEY_PACKAGES) and packages["torch"].startswith("2.")
+    assert isinstance(info["environment"]["lock_in_use"], bool)
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved[monitor] == pytest.approx(metrics[monitor])
     assert (tmp_path / "resolved_config.yaml").is_file()

@@ -10,6 +10,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 import mole_lightning
+from mole_lightning.utils.environment import environment_record
 
 RUN_INFO = "run_info.json"
 METRICS = "metrics.json"
@@ -42,7 +43,8 @@ def write_json(path: Path, payload: dict) -> None:
 
 
 def start_run(cfg: DictConfig, output_dir: Path) -> dict:
-    """Saves the resolved config and a ``run_info.json`` with status ``running``."""
+    """Saves the resolved config and a ``run_info.json`` with status ``running``, the git
+    commit and the environment (key package versions, whether the lock is in use)."""
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / RESOLVED_CONFIG).write_text(OmegaConf.to_yaml(cfg, resolve=True))
     info = {
@@ -53,6 +55,7 @@ def start_run(cfg: DictConfig, output_dir: Path) -> dict:
         "seed": cfg.seed,
         "package_version": mole_lightning.__version__,
         "git_commit": git_commit(),
+        "environment": environment_record(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     write_json(output_dir / RUN_INFO, info)

@@ -30,7 +30,9 @@ KEY_PACKAGES = (
     "torchmetrics",
 )
 """Packages whose version ``run_info.json`` records."""
-LOCK_FILE = Path(mole_lightning.__file__).resolve().parent.parent / "requirements" / "constraints.txt"
+LOCK_FILE = (
+    Path(mole_lightning.__file__).resolve().parent.parent / "requirements" / "constraints.txt"
+)
 """The lock of a source checkout (absent from an installed wheel)."""
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;#]+)")
 

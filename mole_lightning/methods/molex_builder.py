@@ -24,6 +24,12 @@ MOLEX_CONFIG_KEYS = (
     "candidate_layers",
     "dispatch",
     "capacity_factor",
+    "balance_loss_type",
+    "cosine_norm_axis",
+    "shared_router",
+    "router_lr",
+    "router_weight_decay",
+    "rerun_own_layer_when_chosen",
 )
 
 

@@ -156,6 +156,8 @@ def test_preset_matches_the_authors_equations(task, tmp_path):
     module, optim = preset_module(task, tmp_path)
     batch = make_batch(task)
     routing = module.encoder.parts["molex"]
+    for linear in (module.head.dense, module.head.out):  # N(0, 0.02) weights, zero biases
+        assert not linear.bias.any() and abs(linear.weight.std().item() - 0.02) < 0.005
 
     logits_ref, chosen_ref, balance_ref, loss_ref = reference(module, batch, task)
     params = [p for p in module.parameters() if p.requires_grad]
@@ -190,6 +192,26 @@ def test_preset_matches_the_authors_equations(task, tmp_path):
     optimizer.step()
     for p in params:
         torch.testing.assert_close(p.detach(), expected[id(p)], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("task", sorted(AUTHORS))
+def test_preset_sets_the_scripts_values(task, tmp_path):
+    cfg = compose([f"experiment=molex_{task}"], tmp_path)
+    *_, lr, router_lr, router_wd, warmup, seed = AUTHORS[task]
+    assert (cfg.seed, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.warmup_ratio) == (
+        seed,
+        lr,
+        WEIGHT_DECAY,
+        warmup,
+    )
+    assert (cfg.method.router_lr, cfg.method.router_weight_decay) == (router_lr, router_wd)
+    assert (cfg.data.max_length, cfg.data.pad_to_max_length, cfg.data.eval_batch_size) == (
+        512,
+        True,
+        8,
+    )
+    assert (cfg.method.dropout, cfg.method.head_init_std) == (0.0, 0.02)
+    assert cfg.method.rerun_own_layer_when_chosen and cfg.method.routing == "batch_vote"
 
 
 @pytest.mark.parametrize("task", ["cola", "rte"])

@@ -223,3 +223,11 @@ def test_shared_router_is_one_module(task, tmp_path):
     assert len(routers) == len(routing.routers) == (1 if shared else LAYERS)
     keys = {k.split(".")[1] for k in routing.state_dict() if k.startswith("routers.")}
     assert keys == ({"0"} if shared else {"0", "1", "2"})
+
+
+def test_e2e_preset_sets_the_scripts_router_and_optimizer(tmp_path):
+    cfg = compose(["experiment=molex_e2e"], tmp_path)
+    m = cfg.method
+    assert (m.shared_router, m.router_lr, m.router_weight_decay) == (True, 0.01, 0.1)
+    assert (m.balance_loss_type, m.rerun_own_layer_when_chosen) == ("batch_winner", True)
+    assert (cfg.seed, cfg.optim.eps, m.routed_layers) == (96, 1e-6, list(range(12)))

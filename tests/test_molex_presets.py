@@ -232,3 +232,4 @@ def test_e2e_preset_sets_the_scripts_router_and_optimizer(tmp_path):
     assert (m.balance_loss_type, m.rerun_own_layer_when_chosen) == ("batch_winner", True)
     assert (cfg.seed, cfg.optim.eps, m.routed_layers) == (96, 1e-6, list(range(12)))
     assert (list(m.target_modules), list(m.lora_qkv_slices)) == (["c_attn"], ["q", "v"])
+    assert m.decode_with_mixed_kv_cache and cfg.task.generation_batch_size == 1

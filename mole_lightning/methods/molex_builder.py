@@ -30,6 +30,7 @@ MOLEX_CONFIG_KEYS = (
     "router_lr",
     "router_weight_decay",
     "rerun_own_layer_when_chosen",
+    "decode_with_mixed_kv_cache",
 )
 
 

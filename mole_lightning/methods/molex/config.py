@@ -81,6 +81,14 @@ class MolexConfig:
         rerun_own_layer_when_chosen: when layer ``t`` picks itself in training, run it a
             second time (a fresh dropout mask) for the chosen share, as the authors'
             code does; ``False`` reuses ``u_t(z_t)`` (identical without dropout).
+        decode_with_mixed_kv_cache: allow calls on top of a KV cache (generation with
+            ``use_cache=True``), the authors' decoding: each step's router votes over the
+            step's new tokens, and a routed block's newly cached keys / values are the
+            same mix of its own and the chosen block's (run over block ``t``'s past) as
+            its hidden states. ``False`` (ours): a call on top of a cache is refused and
+            generation recomputes the whole sequence (``use_cache=False``), so every
+            step routes on the whole sequence and attends to unmixed keys / values.
+            Needs ``routing="batch_vote"``.
         routed_layers: indices of the layers that route (``None``: all). The authors
             route only the first 12 of GPT-2 medium's 24 blocks on E2E.
         candidate_layers: indices of the layers a router may pick (``None``: all).
@@ -117,6 +125,7 @@ class MolexConfig:
     router_lr: float | None = None
     router_weight_decay: float | None = None
     rerun_own_layer_when_chosen: bool = False
+    decode_with_mixed_kv_cache: bool = False
 
     def __post_init__(self) -> None:
         for name, allowed in _CHOICES.items():
@@ -147,6 +156,11 @@ class MolexConfig:
                     f"molex.{name}={getattr(self, name)!r} is the authors' batch-vote form: "
                     "it needs routing='batch_vote'"
                 )
+        if self.decode_with_mixed_kv_cache and self.routing != "batch_vote":
+            raise ConfigError(
+                "molex.decode_with_mixed_kv_cache is the authors' batch-vote decoding: it "
+                "needs routing='batch_vote'"
+            )
         for name in ("router_lr", "router_weight_decay"):
             if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise ConfigError(f"molex.{name}={getattr(self, name)} must be >= 0 (or null)")

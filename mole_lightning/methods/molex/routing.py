@@ -24,7 +24,8 @@ The routing module holds the routers, the learned mix weights and the selection
 counts; register it on the LightningModule so it trains, moves and saves with it.
 Caching: a chosen layer runs without the KV cache, and a call whose cache already holds
 earlier tokens is refused (the router must see the whole sequence): generate with
-``use_cache=False``.
+``use_cache=False``. ``decode_with_mixed_kv_cache`` decodes the authors' way instead
+(``cached_mix``): cached calls are routed on their new tokens and the cache is mixed.
 """
 
 from __future__ import annotations
@@ -38,6 +39,12 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from mole_lightning.errors import ConfigError
+from mole_lightning.methods.molex.cached_mix import (
+    find_cache,
+    layer_past,
+    mix_cached_layer,
+    run_on_past_of,
+)
 from mole_lightning.methods.molex.config import MolexConfig
 from mole_lightning.methods.molex.layer_call import LayerCall, layer_hidden, replace_hidden
 from mole_lightning.methods.molex.router import (
@@ -219,7 +226,9 @@ class MolexRouting(nn.Module):
     ) -> Any:
         call = LayerCall.bind(layer, args, kwargs)
         hidden = call.hidden_states
-        self._refuse_partial_sequence(call, t)
+        cache = find_cache(call) if self.cfg.decode_with_mixed_kv_cache else None
+        if cache is None:
+            self._refuse_partial_sequence(call, t)
         forced = self._forced.get(t)
         if forced is not None:
             choices = torch.full((hidden.shape[0], 1), forced, device=hidden.device)
@@ -234,6 +243,8 @@ class MolexRouting(nn.Module):
         if self.mix_logits is None and self.cfg.alpha == 1.0:
             return None
         own = layer_hidden(output)
+        if cache is not None:
+            return replace_hidden(output, self._mix_with_cache(t, call, cache, own, choices))
         if forced is None and self.cfg.dispatch == "capacity":
             chosen = self._run_capacity(t, call, own, choices, weights, layer.training)
         else:
@@ -242,6 +253,23 @@ class MolexRouting(nn.Module):
         if isinstance(own_weight, torch.Tensor):
             own_weight, chosen_weight = own_weight.to(own.dtype), chosen_weight.to(own.dtype)
         return replace_hidden(output, own_weight * own + chosen_weight * chosen)
+
+    def _mix_with_cache(
+        self, t: int, call: LayerCall, cache: Any, own: torch.Tensor, choices: torch.Tensor
+    ) -> torch.Tensor:
+        """The authors' cached step: ``[batch, new, hidden]`` mixed hidden states of the
+        batch's one choice ``j``; layer ``t``'s newly cached keys / values become the same
+        mix of its own and ``j``'s (``j`` attends over layer ``t``'s past)."""
+        j = int(choices[0, 0])
+        own_weight, chosen_weight = self.mix_weights(t)
+        if j == t:
+            return own_weight * own + chosen_weight * own
+        new = own.shape[1]
+        chosen, keys, values = run_on_past_of(
+            call, self._layers[j], j, layer_past(cache, t, new), cache
+        )
+        mix_cached_layer(cache, t, new, (keys, values), own_weight, chosen_weight)
+        return own_weight * own + chosen_weight * chosen
 
     def _refuse_partial_sequence(self, call: LayerCall, t: int) -> None:
         cache = call.cache

@@ -233,3 +233,91 @@ def test_e2e_preset_sets_the_scripts_router_and_optimizer(tmp_path):
     assert (cfg.seed, cfg.optim.eps, m.routed_layers) == (96, 1e-6, list(range(12)))
     assert (list(m.target_modules), list(m.lora_qkv_slices)) == (["c_attn"], ["q", "v"])
     assert m.decode_with_mixed_kv_cache and cfg.task.generation_batch_size == 1
+
+
+def test_e2e_preset_matches_the_authors_equations(tmp_path):
+    """The E2E preset on a tiny 2-block GPT-2 (block 0 routes, both are candidates, as
+    the first 12 of GPT-2 medium's 24): one shared linear gate, ``w = 0.95``, LoRA on the
+    q and v slices of ``c_attn``, label smoothing 0.1, balance ``0.01 * L * P_j``, AdamW
+    eps 1e-6 with the gate at lr 0.01 / weight decay 0.1 and the rest at 2e-4 / 0.01."""
+    from mole_lightning.models.generation_module import GenerationModule
+
+    no_dropout = [
+        f"+backbone.random_init.{k}=0.0" for k in ("resid_pdrop", "embd_pdrop", "attn_pdrop")
+    ]
+    cfg = compose(
+        [
+            "experiment=molex_e2e",
+            "backbone=tiny-gpt2",
+            "method.routed_layers=[0]",
+            "method.dropout=0.0",
+            "method.router_init_std=1.0",
+            "optim.warmup_steps=null",
+            "optim.warmup_ratio=0.0",
+            *no_dropout,
+        ],
+        tmp_path,
+    )
+    module = GenerationModule(cfg.task, cfg.method, cfg.backbone, cfg.optim)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if "lora_B" in name:
+                p.normal_(std=0.3)
+    model = module.encoder.backbone
+    routing = module.encoder.parts["molex"]
+    with torch.no_grad():
+        routing.routers[0].gate.bias.copy_(torch.tensor([0.0, 3.0]))  # most tokens vote block 1
+    ids = torch.randint(0, 50257, (3, 10), generator=torch.Generator().manual_seed(6))
+    labels = ids.clone()
+    labels[:, :4] = -100  # the prompt
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+
+    blocks = model.transformer.h
+    h = model.transformer.wte(ids) + model.transformer.wpe(torch.arange(10))
+    gate = routing.routers[0].gate
+    probs = torch.softmax(h @ gate.weight.t() + gate.bias, dim=-1)
+    j = int(torch.bincount(probs.argmax(-1).flatten(), minlength=2).argmax())
+    assert j == 1
+    own = blocks[0].forward(h)
+    h = 0.95 * own + 0.05 * blocks[j].forward(h)
+    h = model.transformer.ln_f(blocks[1].forward(h))
+    keep = labels[:, 1:] != -100
+    logits = h[:, :-1][keep] @ model.transformer.wte.weight.t()
+    balance = 0.01 * 2 * probs[..., j].mean()
+    loss_ref = F.cross_entropy(logits, labels[:, 1:][keep], label_smoothing=0.1) + balance
+    params = [p for p in module.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(loss_ref, params)
+
+    module.train()
+    loss = module.training_step(batch, 0)
+    torch.testing.assert_close(module.encoder.aux_loss(), balance.detach(), atol=1e-6, rtol=0)
+    torch.testing.assert_close(loss, loss_ref.detach(), atol=1e-6, rtol=0)
+    optimizer = build_optimizer(
+        module, OmegaConf.to_container(cfg.optim, resolve=True), total_steps=10
+    )["optimizer"]
+    gate_ids = {id(gate.weight): 0.1, id(gate.bias): 0.0}
+    settings = {
+        id(p): (0.01, gate_ids[id(p)]) if id(p) in gate_ids else (2e-4, 0.01) for p in params
+    }
+    names = {n for n, p in module.named_parameters() if p.requires_grad}
+    assert names == {
+        *(
+            f"encoder.backbone.transformer.h.{i}.attn.c_attn.lora_{m}.{s}"
+            for i in (0, 1)
+            for m in "AB"
+            for s in "qv"
+        ),
+        "encoder.parts.molex.routers.0.gate.weight",
+        "encoder.parts.molex.routers.0.gate.bias",
+    }
+    got = {id(p): (g["lr"], g["weight_decay"]) for g in optimizer.param_groups for p in g["params"]}
+    assert got == settings and all(g["eps"] == 1e-6 for g in optimizer.param_groups)
+    expected = [
+        p.detach() * (1 - settings[id(p)][0] * settings[id(p)][1])
+        - settings[id(p)][0] * g / (g.abs() + 1e-6)
+        for p, g in zip(params, grads, strict=True)
+    ]
+    loss.backward()
+    optimizer.step()
+    for p, e in zip(params, expected, strict=True):
+        torch.testing.assert_close(p.detach(), e, atol=1e-6, rtol=0)

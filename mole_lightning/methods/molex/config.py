@@ -15,7 +15,11 @@ _CHOICES = {
     "cosine_norm_axis": ("feature", "sequence"),
 }
 
-_VALUE_FOR_ANY_ROUTING = {"balance_loss_type": "switch", "cosine_norm_axis": "feature"}
+_VALUE_FOR_ANY_ROUTING = {
+    "balance_loss_type": "switch",
+    "cosine_norm_axis": "feature",
+    "decode_with_mixed_kv_cache": False,
+}
 """Values of the options that work with every routing (the others need batch_vote)."""
 
 
@@ -150,17 +154,12 @@ class MolexConfig:
                 "whole batch to one layer, which a fixed capacity would cut; use "
                 "dispatch='grouped'"
             )
-        for name in ("balance_loss_type", "cosine_norm_axis"):
-            if getattr(self, name) != _VALUE_FOR_ANY_ROUTING[name] and self.routing != "batch_vote":
+        for name, value in _VALUE_FOR_ANY_ROUTING.items():
+            if getattr(self, name) != value and self.routing != "batch_vote":
                 raise ConfigError(
                     f"molex.{name}={getattr(self, name)!r} is the authors' batch-vote form: "
                     "it needs routing='batch_vote'"
                 )
-        if self.decode_with_mixed_kv_cache and self.routing != "batch_vote":
-            raise ConfigError(
-                "molex.decode_with_mixed_kv_cache is the authors' batch-vote decoding: it "
-                "needs routing='batch_vote'"
-            )
         for name in ("router_lr", "router_weight_decay"):
             if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise ConfigError(f"molex.{name}={getattr(self, name)} must be >= 0 (or null)")

@@ -74,10 +74,6 @@ class CosineRouter(nn.Module):
         nn.init.zeros_(self.proj.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.norm_dim == 1 and x.dim() != 3:
-            raise ValueError(
-                f"the sequence-axis cosine router needs [batch, seq, hidden], got {tuple(x.shape)}"
-            )
         projected = nn.functional.normalize(
             self.proj(x.to(self.proj.weight.dtype)), dim=self.norm_dim
         )

@@ -166,13 +166,15 @@ class MolexRouting(nn.Module):
         """The router of routed layer ``t`` (the one shared router with ``shared_router``)."""
         return self.routers[0 if self.cfg.shared_router else self._slot[t]]
 
-    def mix_weights(self, t: int) -> tuple[float | torch.Tensor, float | torch.Tensor]:
+    def mix_weights(
+        self, t: int, dtype: torch.dtype
+    ) -> tuple[float | torch.Tensor, float | torch.Tensor]:
         """``(own, chosen)`` mix weights of routed layer ``t``: ``(alpha, 1 - alpha)``, or
-        the softmax of its (or the shared) learned mix logits."""
+        the softmax of its (or the shared) learned mix logits, as ``dtype`` scalars."""
         if self.mix_logits is None:
             return self.cfg.alpha, 1.0 - self.cfg.alpha
         row = 0 if self.cfg.shared_router else self._slot[t]
-        own, chosen = torch.softmax(self.mix_logits[row], dim=0)
+        own, chosen = torch.softmax(self.mix_logits[row], dim=0).to(dtype)
         return own, chosen
 
     def optimizer_group(self) -> GroupSettings | None:
@@ -249,9 +251,7 @@ class MolexRouting(nn.Module):
             chosen = self._run_capacity(t, call, own, choices, weights, layer.training)
         else:
             chosen = self._run_grouped(t, call, own, choices, weights, layer.training)
-        own_weight, chosen_weight = self.mix_weights(t)
-        if isinstance(own_weight, torch.Tensor):
-            own_weight, chosen_weight = own_weight.to(own.dtype), chosen_weight.to(own.dtype)
+        own_weight, chosen_weight = self.mix_weights(t, own.dtype)
         return replace_hidden(output, own_weight * own + chosen_weight * chosen)
 
     def _mix_with_cache(
@@ -261,7 +261,7 @@ class MolexRouting(nn.Module):
         batch's one choice ``j``; layer ``t``'s newly cached keys / values become the same
         mix of its own and ``j``'s (``j`` attends over layer ``t``'s past)."""
         j = int(choices[0, 0])
-        own_weight, chosen_weight = self.mix_weights(t)
+        own_weight, chosen_weight = self.mix_weights(t, own.dtype)
         if j == t:
             return own_weight * own + chosen_weight * own
         new = own.shape[1]

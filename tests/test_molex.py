@@ -447,11 +447,42 @@ def test_gpt2_generate_with_routing_matches_greedy_loop_without_cache():
         ({"routing": "batch_vote", "dispatch": "capacity"}, "dispatch='grouped'"),
         ({"dispatch": "capacity", "capacity_factor": 0.0}, "capacity_factor"),
         ({"dispatch": "padded"}, "dispatch"),
+        ({"balance_loss_type": "batch_winner"}, "balance_loss_type='batch_winner'.*batch_vote"),
+        ({"router": "cosine", "cosine_norm_axis": "sequence"}, "cosine_norm_axis"),
+        ({"routing": "batch_vote", "balance_loss_type": "gshard"}, "balance_loss_type"),
+        ({"rerun_own_layer_when_chosen": True, "dispatch": "capacity"}, "rerun_own_layer"),
+        ({"router_lr": -0.1}, "router_lr"),
     ],
 )
 def test_config_errors_name_the_option(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         MolexConfig(**kwargs)
+
+
+@pytest.mark.parametrize("rerun", [False, True])
+def test_self_choice_reruns_the_layer_with_fresh_dropout_only_when_asked(rerun):
+    """Layer 0 forced to pick itself in training, hidden dropout on: the chosen share is a
+    second call of layer 0 (its own dropout draw) with the option, else ``u_0`` itself."""
+    torch.manual_seed(0)
+    model = BertModel(
+        BertConfig(
+            num_hidden_layers=3, hidden_dropout_prob=0.3, attention_probs_dropout_prob=0.0, **TINY
+        )
+    ).train()
+    cfg = MolexConfig(alpha=0.3, routed_layers=[0], rerun_own_layer_when_chosen=rerun)
+    routing = MolexRouting.attach(model, cfg)
+    routing.force_choice({0: 0})
+    ids, mask = batch()
+    torch.manual_seed(5)
+    routed = model(input_ids=ids, attention_mask=mask).last_hidden_state
+
+    layers, ext = find_layer_stack(model)[1], additive_mask(mask)
+    torch.manual_seed(5)
+    h = model.embeddings(input_ids=ids)
+    own = layers[0].forward(h, ext)
+    h = 0.3 * own + 0.7 * (layers[0].forward(h, ext) if rerun else own)
+    expected = layers[2].forward(layers[1].forward(h, ext), ext)
+    torch.testing.assert_close(routed, expected, atol=2e-6, rtol=0)
 
 
 def test_layer_index_errors():

@@ -18,6 +18,7 @@ from mole_lightning.methods.encoder import TunedEncoder
 from mole_lightning.methods.injection import attach_parallel
 from mole_lightning.methods.mole_builder import build_mole
 from mole_lightning.methods.molex_builder import build_molex
+from mole_lightning.methods.sliced_lora import inject_sliced_lora
 
 Builder = Callable[[nn.Module, DictConfig, DictConfig], TunedEncoder]
 
@@ -53,9 +54,21 @@ def build_full(
 def build_lora(
     backbone: nn.Module, method_cfg: DictConfig, backbone_cfg: DictConfig
 ) -> TunedEncoder:
-    """LoRA through peft: low-rank updates on the target projections, backbone frozen."""
+    """LoRA: low-rank updates on the target projections, backbone frozen. Through peft,
+    or, with ``method.lora_qkv_slices``, on those slices of one fused qkv projection."""
     freeze(backbone)
-    backbone = inject_adapter_in_model(lora_config(method_cfg, backbone_cfg), backbone)
+    slices = method_cfg.get("lora_qkv_slices")
+    if not slices:
+        backbone = inject_adapter_in_model(lora_config(method_cfg, backbone_cfg), backbone)
+        return TunedEncoder(backbone, "lora")
+    targets = list(method_cfg.get("target_modules") or backbone_cfg.lora_target_modules)
+    if len(targets) != 1:
+        raise ConfigError(
+            f"method.lora_qkv_slices needs one fused qkv projection in target_modules, got {targets}"
+        )
+    inject_sliced_lora(
+        backbone, targets[0], list(slices), method_cfg.r, method_cfg.lora_alpha, method_cfg.dropout
+    )
     return TunedEncoder(backbone, "lora")
 
 

@@ -24,6 +24,13 @@ MOLEX_CONFIG_KEYS = (
     "candidate_layers",
     "dispatch",
     "capacity_factor",
+    "balance_loss_type",
+    "cosine_norm_axis",
+    "shared_router",
+    "router_lr",
+    "router_weight_decay",
+    "rerun_own_layer_when_chosen",
+    "decode_with_mixed_kv_cache",
 )
 
 

@@ -159,7 +159,9 @@ class GenerationModule(TunedModule):
             input_ids=input_ids,
             attention_mask=attention_mask,
             do_sample=False,
-            use_cache=routing is None,  # MoLEx routers must see the whole sequence at every step
+            # MoLEx routers see the whole sequence at every step, unless the method
+            # decodes the authors' way (mixed KV cache)
+            use_cache=routing is None or routing.cfg.decode_with_mixed_kv_cache,
             pad_token_id=self.tokenizer.pad_token_id,
             eos_token_id=self.tokenizer.eos_token_id,
             num_beams=self.generation.num_beams,

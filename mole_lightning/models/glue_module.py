@@ -47,8 +47,12 @@ class GlueModule(TunedModule):
         """A freshly initialised task head (at build time, and when retraining from scratch)."""
         hidden = self.encoder.backbone.config.hidden_size
         device = next(self.encoder.parameters()).device
+        method = self.hparams.method
         self.head = ClassificationHead(
-            hidden, self.spec.num_labels, self.hparams.method.get("head_dropout", 0.1)
+            hidden,
+            self.spec.num_labels,
+            method.get("head_dropout", 0.1),
+            method.get("head_init_std"),
         ).to(device)
 
     @property

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from omegaconf import DictConfig
 from torch import nn
 from torch.optim import AdamW
@@ -10,17 +12,49 @@ from torch.optim.lr_scheduler import LambdaLR
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
 
 
-def param_groups(module: nn.Module, weight_decay: float) -> list[dict]:
-    """Trainable parameters only, biases and norms without weight decay."""
-    decay, no_decay = [], []
-    for name, p in module.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if name.endswith(NO_DECAY) else decay).append(p)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+@dataclass(frozen=True)
+class GroupSettings:
+    """Parameters that train with their own learning rate and weight decay.
+
+    A submodule that defines ``optimizer_group() -> GroupSettings | None`` gets them
+    (MoLEx's routers: ``method.router_lr`` / ``method.router_weight_decay``).
+
+    Attributes:
+        params: the parameters (those that do not train are left out anyway).
+        lr: their learning rate (``None``: the run's).
+        weight_decay: their weight decay (``None``: the run's); biases and norms get none.
+    """
+
+    params: tuple[nn.Parameter, ...]
+    lr: float | None = None
+    weight_decay: float | None = None
+
+
+def param_groups(module: nn.Module, lr: float, weight_decay: float) -> list[dict]:
+    """Trainable parameters only, biases and norms without weight decay.
+
+    Returns AdamW groups with ``lr`` and ``weight_decay`` set: the run's (``lr``,
+    ``weight_decay``), then one pair (decayed, not decayed) per submodule's
+    ``GroupSettings``. Empty groups are left out.
+    """
+    settings = [
+        s for m in module.modules() if hasattr(m, "optimizer_group") if (s := m.optimizer_group())
     ]
+    rates = [(lr, weight_decay)] + [
+        (lr if s.lr is None else s.lr, weight_decay if s.weight_decay is None else s.weight_decay)
+        for s in settings
+    ]
+    owner = {id(p): i for i, s in enumerate(settings, start=1) for p in s.params}
+    buckets: list[tuple[list, list]] = [([], []) for _ in rates]
+    for name, p in module.named_parameters():
+        if p.requires_grad:
+            decay, no_decay = buckets[owner.get(id(p), 0)]
+            (no_decay if name.endswith(NO_DECAY) else decay).append(p)
+    groups = []
+    for (decay, no_decay), (group_lr, group_decay) in zip(buckets, rates, strict=True):
+        groups.append({"params": decay, "lr": group_lr, "weight_decay": group_decay})
+        groups.append({"params": no_decay, "lr": group_lr, "weight_decay": 0.0})
+    return [g for g in groups if g["params"]]
 
 
 def linear_warmup_decay(step: int, warmup: int, total: int) -> float:
@@ -47,8 +81,7 @@ def build_optimizer(
             ``schedule_start``; otherwise the run's schedule goes on from there.
     """
     optimizer = AdamW(
-        param_groups(module, optim["weight_decay"]),
-        lr=optim["lr"],
+        param_groups(module, optim["lr"], optim["weight_decay"]),
         betas=tuple(optim.get("betas", (0.9, 0.999))),
         eps=optim.get("eps", 1e-8),
     )

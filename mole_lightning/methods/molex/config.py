@@ -11,7 +11,16 @@ _CHOICES = {
     "router": ("linear", "cosine"),
     "routing": ("sequence", "batch_vote"),
     "dispatch": ("grouped", "capacity"),
+    "balance_loss_type": ("switch", "batch_winner"),
+    "cosine_norm_axis": ("feature", "sequence"),
 }
+
+_VALUE_FOR_ANY_ROUTING = {
+    "balance_loss_type": "switch",
+    "cosine_norm_axis": "feature",
+    "decode_with_mixed_kv_cache": False,
+}
+"""Values of the options that work with every routing (the others need batch_vote)."""
 
 
 @dataclass
@@ -37,16 +46,26 @@ class MolexConfig:
             tutel / X-MoE cosine router: linear projection to ``router_proj_dim``,
             cosine similarity with one learned embedding per candidate, times a learned
             inverse temperature).
+        cosine_norm_axis: the axis the cosine router L2-normalises its projection
+            ``[batch, seq, proj]`` along: ``"feature"`` (a true cosine similarity) or
+            ``"sequence"`` (the authors' code, which normalises dim 1 of that tensor: each
+            feature over the batch's tokens, padding included). ``"sequence"`` needs
+            ``routing="batch_vote"`` (the only routing that scores tokens).
         router_proj_dim: projection width of the cosine router (the authors: 96-416).
         router_init_std: std of the normal init of every router weight (biases start
             at zero). 0.02 is the initializer range of BERT / RoBERTa / GPT-2, so the
             initial logits are small and the first choices near uniform.
         cosine_init_temperature: initial temperature of the cosine router (tutel's
             ``init_t``); its inverse is learned and clamped at 100.
-        balance_loss: coefficient of the Switch-style load-balancing loss
-            ``n * sum_j f_j P_j`` summed over routed layers (``0.0``: off). ``f_j`` is the
-            fraction of routing decisions (sequences; tokens in ``"batch_vote"``) that
-            picked candidate ``j``, ``P_j`` the mean router probability of ``j``.
+        balance_loss: coefficient of the load-balancing loss summed over routed layers
+            (``0.0``: off); its form is ``balance_loss_type``.
+        balance_loss_type: ``"switch"`` (ours): the Switch-Transformer loss
+            ``n * sum_j f_j P_j``, ``f_j`` the fraction of routing decisions (sequences;
+            tokens in ``"batch_vote"``) that picked candidate ``j``, ``P_j`` the mean
+            router probability of ``j``. ``"batch_winner"`` (the authors): ``n * P_j`` at
+            the batch's winning candidate ``j`` only (their per-call count vector is
+            one-hot at the winner), ``P_j`` over all tokens, padding included. Needs
+            ``routing="batch_vote"``.
         routing: ``"sequence"`` (ours): each sequence picks its own ``top_k`` layers from
             its pooled input and the router probability carries gradient
             (straight-through, see ``MolexRouting``). ``"batch_vote"`` (the authors):
@@ -56,6 +75,24 @@ class MolexConfig:
             frozen when that is 0).
         learned_alpha: learn ``w`` per routed layer as a 2-way softmax (the authors'
             "learned" mix weight), initialised at ``alpha``.
+        shared_router: one router and (with ``learned_alpha``) one learned mix pair serve
+            every routed layer (the authors on CoLA, MNLI, MRPC, QNLI, QQP, SST-2 and
+            E2E); ``False``: one of each per routed layer.
+        router_lr: learning rate of the routers' and mix weights' own optimizer group
+            (``None``: the run's ``optim.lr``). It follows the run's warmup and decay.
+        router_weight_decay: weight decay of that group (``None``: ``optim.weight_decay``);
+            router biases get none, like every bias.
+        rerun_own_layer_when_chosen: when layer ``t`` picks itself in training, run it a
+            second time (a fresh dropout mask) for the chosen share, as the authors'
+            code does; ``False`` reuses ``u_t(z_t)`` (identical without dropout).
+        decode_with_mixed_kv_cache: allow calls on top of a KV cache (generation with
+            ``use_cache=True``), the authors' decoding: each step's router votes over the
+            step's new tokens, and a routed block's newly cached keys / values are the
+            same mix of its own and the chosen block's (run over block ``t``'s past) as
+            its hidden states. ``False`` (ours): a call on top of a cache is refused and
+            generation recomputes the whole sequence (``use_cache=False``), so every
+            step routes on the whole sequence and attends to unmixed keys / values.
+            Needs ``routing="batch_vote"``.
         routed_layers: indices of the layers that route (``None``: all). The authors
             route only the first 12 of GPT-2 medium's 24 blocks on E2E.
         candidate_layers: indices of the layers a router may pick (``None``: all).
@@ -86,6 +123,13 @@ class MolexConfig:
     candidate_layers: list[int] | None = None
     dispatch: str = "grouped"
     capacity_factor: float = 1.25
+    balance_loss_type: str = "switch"
+    cosine_norm_axis: str = "feature"
+    shared_router: bool = False
+    router_lr: float | None = None
+    router_weight_decay: float | None = None
+    rerun_own_layer_when_chosen: bool = False
+    decode_with_mixed_kv_cache: bool = False
 
     def __post_init__(self) -> None:
         for name, allowed in _CHOICES.items():
@@ -109,6 +153,20 @@ class MolexConfig:
                 "molex.dispatch='capacity' needs routing='sequence': batch_vote sends the "
                 "whole batch to one layer, which a fixed capacity would cut; use "
                 "dispatch='grouped'"
+            )
+        for name, value in _VALUE_FOR_ANY_ROUTING.items():
+            if getattr(self, name) != value and self.routing != "batch_vote":
+                raise ConfigError(
+                    f"molex.{name}={getattr(self, name)!r} is the authors' batch-vote form: "
+                    "it needs routing='batch_vote'"
+                )
+        for name in ("router_lr", "router_weight_decay"):
+            if getattr(self, name) is not None and getattr(self, name) < 0:
+                raise ConfigError(f"molex.{name}={getattr(self, name)} must be >= 0 (or null)")
+        if self.rerun_own_layer_when_chosen and self.dispatch != "grouped":
+            raise ConfigError(
+                "molex.rerun_own_layer_when_chosen needs dispatch='grouped' (capacity "
+                "dispatch keeps a self-choice on the layer's own output)"
             )
         if self.capacity_factor <= 0:
             raise ConfigError(f"molex.capacity_factor={self.capacity_factor} must be positive")

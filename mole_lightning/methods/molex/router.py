@@ -49,7 +49,12 @@ class LinearRouter(nn.Module):
 class CosineRouter(nn.Module):
     """``[..., hidden] -> [..., candidates]`` cosine-similarity logits (tutel's
     ``CosineTopKGate``): ``cos(proj(x), e_j) / tau`` with a learned embedding ``e_j`` per
-    candidate and a learned temperature ``tau`` (its inverse clamped at 100)."""
+    candidate and a learned temperature ``tau`` (its inverse clamped at 100).
+
+    ``norm_axis="sequence"`` (the authors' variant) L2-normalises ``proj(x)``
+    ``[batch, seq, proj]`` along dim 1, the sequence, instead of the feature axis; the
+    embeddings are normalised along their feature axis either way.
+    """
 
     def __init__(
         self,
@@ -58,8 +63,10 @@ class CosineRouter(nn.Module):
         proj_dim: int,
         init_std: float,
         init_temperature: float,
+        norm_axis: str = "feature",
     ) -> None:
         super().__init__()
+        self.norm_dim = 1 if norm_axis == "sequence" else -1
         self.proj = nn.Linear(hidden, proj_dim)
         self.embeddings = nn.Parameter(torch.randn(num_candidates, proj_dim) * init_std)
         self.log_inv_temperature = nn.Parameter(torch.tensor(math.log(1.0 / init_temperature)))
@@ -67,7 +74,9 @@ class CosineRouter(nn.Module):
         nn.init.zeros_(self.proj.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        projected = nn.functional.normalize(self.proj(x.to(self.proj.weight.dtype)), dim=-1)
+        projected = nn.functional.normalize(
+            self.proj(x.to(self.proj.weight.dtype)), dim=self.norm_dim
+        )
         embeddings = nn.functional.normalize(self.embeddings, dim=-1)
         scale = self.log_inv_temperature.clamp(max=math.log(100.0)).exp()
         return projected @ embeddings.t() * scale
@@ -82,6 +91,7 @@ def build_router(cfg: MolexConfig, hidden: int, num_candidates: int) -> nn.Modul
             cfg.router_proj_dim,
             cfg.router_init_std,
             cfg.cosine_init_temperature,
+            cfg.cosine_norm_axis,
         )
     return LinearRouter(hidden, num_candidates, cfg.router_init_std)
 
@@ -100,3 +110,19 @@ def switch_balance_loss(probs: torch.Tensor, picks: torch.Tensor) -> torch.Tenso
     n = probs.shape[-1]
     fraction = count_indices(picks.flatten(), n).to(probs.dtype) / picks.numel()
     return n * (fraction * probs.mean(dim=0)).sum()
+
+
+def batch_winner_balance_loss(probs: torch.Tensor, winner: torch.Tensor) -> torch.Tensor:
+    """The authors' balance loss ``n * P_j`` at the batch's winning candidate ``j``.
+
+    Their loss is ``n * sum_j f_j P_j`` with a count vector reset at every call and set
+    at the winner only, so ``f`` is one-hot at ``j``.
+
+    Args:
+        probs: ``[tokens, n]`` router probabilities of every token (padding included).
+        winner: scalar candidate position in ``[0, n)``.
+
+    Returns:
+        A scalar; gradient flows through ``P_j``.
+    """
+    return probs.shape[-1] * probs.mean(dim=0).gather(0, winner.reshape(1)).squeeze(0)

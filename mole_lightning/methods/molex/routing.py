@@ -24,7 +24,8 @@ The routing module holds the routers, the learned mix weights and the selection
 counts; register it on the LightningModule so it trains, moves and saves with it.
 Caching: a chosen layer runs without the KV cache, and a call whose cache already holds
 earlier tokens is refused (the router must see the whole sequence): generate with
-``use_cache=False``.
+``use_cache=False``. ``decode_with_mixed_kv_cache`` decodes the authors' way instead
+(``cached_mix``): cached calls are routed on their new tokens and the cache is mixed.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from mole_lightning.errors import ConfigError
+from mole_lightning.methods.molex.cached_mix import layer_past, mix_cached_layer, run_on_past_of
 from mole_lightning.methods.molex.config import MolexConfig
 from mole_lightning.methods.molex.layer_call import (
     LayerCall,
@@ -46,7 +48,13 @@ from mole_lightning.methods.molex.layer_call import (
     layer_hidden,
     replace_hidden,
 )
-from mole_lightning.methods.molex.router import build_router, pool_sequences, switch_balance_loss
+from mole_lightning.methods.molex.router import (
+    batch_winner_balance_loss,
+    build_router,
+    pool_sequences,
+    switch_balance_loss,
+)
+from mole_lightning.models.optim import GroupSettings
 from mole_lightning.utils.tensors import count_indices
 
 
@@ -78,10 +86,12 @@ class MolexRouting(nn.Module):
 
     Attributes:
         cfg: the settings.
-        routed_layers: indices of the routed layers (one router each, in this order).
+        routed_layers: indices of the routed layers (in this order).
         candidate_layers: indices the routers choose among (router output order).
-        routers: one router per routed layer, ``[..., hidden] -> [..., len(candidates)]``.
-        mix_logits: ``[len(routed), 2]`` learned (own, chosen) mix logits, or ``None``.
+        routers: one router per routed layer, or one for all with ``shared_router``;
+            each ``[..., hidden] -> [..., len(candidates)]``.
+        mix_logits: ``[len(routed) or 1 when shared, 2]`` learned (own, chosen) mix
+            logits, or ``None``.
         selection_counts: ``[T, T]`` long buffer; row ``t`` (a routed layer), column
             ``j`` (the chosen layer) counts eval-mode choices, one per example and pick.
         dropped_routes: ``[T]`` long buffer (not saved); eval-mode choices of routed
@@ -93,15 +103,12 @@ class MolexRouting(nn.Module):
         self.cfg = cfg
         self.routed_layers, self.candidate_layers = cfg.resolve_layers(num_layers)
         n = len(self.candidate_layers)
-        self.routers = nn.ModuleList(build_router(cfg, hidden_size, n) for _ in self.routed_layers)
+        copies = 1 if cfg.shared_router else len(self.routed_layers)
+        self.routers = nn.ModuleList(build_router(cfg, hidden_size, n) for _ in range(copies))
         if cfg.routing == "batch_vote" and cfg.balance_loss == 0:
             self.routers.requires_grad_(False)  # no loss reaches them (the authors' setup)
         self.mix_logits = (
-            nn.Parameter(
-                torch.tensor(
-                    [[math.log(cfg.alpha), math.log1p(-cfg.alpha)]] * len(self.routed_layers)
-                )
-            )
+            nn.Parameter(torch.tensor([[math.log(cfg.alpha), math.log1p(-cfg.alpha)]] * copies))
             if cfg.learned_alpha
             else None
         )
@@ -161,6 +168,30 @@ class MolexRouting(nn.Module):
             return None
         return self.cfg.balance_loss * torch.stack(self._balance_terms).sum()
 
+    def router(self, t: int) -> nn.Module:
+        """The router of routed layer ``t`` (the one shared router with ``shared_router``)."""
+        return self.routers[0 if self.cfg.shared_router else self._slot[t]]
+
+    def mix_weights(
+        self, t: int, dtype: torch.dtype
+    ) -> tuple[float | torch.Tensor, float | torch.Tensor]:
+        """``(own, chosen)`` mix weights of routed layer ``t``: ``(alpha, 1 - alpha)``, or
+        the softmax of its (or the shared) learned mix logits, as ``dtype`` scalars."""
+        if self.mix_logits is None:
+            return self.cfg.alpha, 1.0 - self.cfg.alpha
+        row = 0 if self.cfg.shared_router else self._slot[t]
+        own, chosen = torch.softmax(self.mix_logits[row], dim=0).to(dtype)
+        return own, chosen
+
+    def optimizer_group(self) -> GroupSettings | None:
+        """The routers and mix logits with ``router_lr`` / ``router_weight_decay``, or
+        ``None`` when both follow the run's."""
+        if self.cfg.router_lr is None and self.cfg.router_weight_decay is None:
+            return None
+        return GroupSettings(
+            tuple(self.parameters()), self.cfg.router_lr, self.cfg.router_weight_decay
+        )
+
     def reset_selection_counts(self) -> None:
         """Sets every selection count and dropped-route count to zero."""
         self.selection_counts.zero_()
@@ -204,32 +235,46 @@ class MolexRouting(nn.Module):
     ) -> Any:
         call = LayerCall.bind(layer, args, kwargs)
         hidden = call.hidden_states
-        self._refuse_partial_sequence(call, t)
+        cache = call.cache if self.cfg.decode_with_mixed_kv_cache else None
+        if cache is None:
+            self._refuse_partial_sequence(call, t)
         forced = self._forced.get(t)
         if forced is not None:
             choices = torch.full((hidden.shape[0], 1), forced, device=hidden.device)
             weights = torch.ones(hidden.shape[0], 1, device=hidden.device)
         elif self.cfg.routing == "sequence":
-            choices, weights = self._route_sequences(self._slot[t], hidden, layer.training)
+            choices, weights = self._route_sequences(self.router(t), hidden, layer.training)
         else:
-            choices, weights = self._route_batch_vote(self._slot[t], hidden, layer.training)
+            choices, weights = self._route_batch_vote(self.router(t), hidden, layer.training)
         if not layer.training:
             counts = self.selection_counts[t]
             counts.index_add_(0, choices.flatten(), torch.ones_like(choices.flatten()))
         if self.mix_logits is None and self.cfg.alpha == 1.0:
             return None
         own = layer_hidden(output)
+        if cache is not None:
+            return replace_hidden(output, self._mix_with_cache(t, call, cache, own, choices))
         if forced is None and self.cfg.dispatch == "capacity":
             chosen = self._run_capacity(t, call, own, choices, weights, layer.training)
         else:
-            chosen = self._run_grouped(t, call, own, choices, weights)
-        if self.mix_logits is None:
-            own_weight, chosen_weight = self.cfg.alpha, 1.0 - self.cfg.alpha
-        else:
-            own_weight, chosen_weight = torch.softmax(self.mix_logits[self._slot[t]], dim=0).to(
-                own.dtype
-            )
+            chosen = self._run_grouped(t, call, own, choices, weights, layer.training)
+        own_weight, chosen_weight = self.mix_weights(t, own.dtype)
         return replace_hidden(output, own_weight * own + chosen_weight * chosen)
+
+    def _mix_with_cache(
+        self, t: int, call: LayerCall, cache: Any, own: torch.Tensor, choices: torch.Tensor
+    ) -> torch.Tensor:
+        """The authors' cached step: ``[batch, new, hidden]`` mixed hidden states of the
+        batch's one choice ``j``; layer ``t``'s newly cached keys / values become the same
+        mix of its own and ``j``'s (``j`` attends over layer ``t``'s past)."""
+        j = int(choices[0, 0])
+        own_weight, chosen_weight = self.mix_weights(t, own.dtype)
+        if j == t:
+            return own_weight * own + chosen_weight * own
+        new = own.shape[1]
+        chosen, keys, values = run_on_past_of(call, self._layers[j], j, layer_past(cache, t, new))
+        mix_cached_layer(cache, t, new, (keys, values), own_weight, chosen_weight)
+        return own_weight * own + chosen_weight * chosen
 
     def _refuse_partial_sequence(self, call: LayerCall, t: int) -> None:
         seen = cached_length(call.cache, t)
@@ -253,12 +298,12 @@ class MolexRouting(nn.Module):
         return mask != 0
 
     def _route_sequences(
-        self, slot: int, hidden: torch.Tensor, training: bool
+        self, router: nn.Module, hidden: torch.Tensor, training: bool
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-sequence top-k. Returns ``choices`` ``[batch, k]`` (layer indices) and
         ``weights`` ``[batch, k]`` (value ``p~_j``, gradient through ``p_j``)."""
         pooled = pool_sequences(hidden, self._valid_tokens(hidden), self.cfg.pooling)
-        probs = torch.softmax(self.routers[slot](pooled).float(), dim=-1)
+        probs = torch.softmax(router(pooled).float(), dim=-1)
         top_p, top_i = probs.topk(self.cfg.top_k, dim=-1)
         renormalised = top_p / top_p.sum(dim=-1, keepdim=True)
         weights = (
@@ -269,16 +314,20 @@ class MolexRouting(nn.Module):
         return self.candidates[top_i], weights
 
     def _route_batch_vote(
-        self, slot: int, hidden: torch.Tensor, training: bool
+        self, router: nn.Module, hidden: torch.Tensor, training: bool
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The authors' routing: every token (padding too) votes for its top-1 candidate;
         the most frequent vote (lowest index on ties) serves the whole batch with weight
         1 and no gradient."""
-        probs = torch.softmax(self.routers[slot](hidden).float(), dim=-1)
-        votes = probs.argmax(dim=-1).flatten()
+        probs = torch.softmax(router(hidden).float(), dim=-1).flatten(0, 1)
+        votes = probs.argmax(dim=-1)
         winner = count_indices(votes, probs.shape[-1]).argmax()
         if training and self.cfg.balance_loss > 0:
-            self._balance_terms.append(switch_balance_loss(probs.flatten(0, 1), votes.unsqueeze(1)))
+            self._balance_terms.append(
+                batch_winner_balance_loss(probs, winner)
+                if self.cfg.balance_loss_type == "batch_winner"
+                else switch_balance_loss(probs, votes.unsqueeze(1))
+            )
         batch = hidden.shape[0]
         choices = self.candidates[winner].expand(batch, 1)
         return choices, torch.ones(batch, 1, device=hidden.device)
@@ -290,20 +339,27 @@ class MolexRouting(nn.Module):
         own: torch.Tensor,
         choices: torch.Tensor,
         weights: torch.Tensor,
+        training: bool,
     ) -> torch.Tensor:
         """``sum_j weights_j * u_j(z)`` ``[batch, seq, hidden]``: each distinct chosen
-        layer runs once, on the examples that chose it (``u_t`` is reused)."""
+        layer runs once, on the examples that chose it (``u_t`` is reused, or run again
+        in training with ``rerun_own_layer_when_chosen``)."""
         batch = own.shape[0]
+        reuse_own = not (training and self.cfg.rerun_own_layer_when_chosen)
         mixed = torch.zeros_like(own)
         for j in torch.unique(choices).tolist():
             hit = choices == j
             weight = (weights * hit).sum(dim=1).to(own.dtype)
             rows = hit.any(dim=1).nonzero().squeeze(1)
             if rows.numel() == batch:
-                out = own if j == t else call.run(self._layers[j], None)
+                out = own if j == t and reuse_own else call.run(self._layers[j], None)
                 mixed = mixed + weight[:, None, None] * out
             else:
-                out = own.index_select(0, rows) if j == t else call.run(self._layers[j], rows)
+                out = (
+                    own.index_select(0, rows)
+                    if j == t and reuse_own
+                    else call.run(self._layers[j], rows)
+                )
                 mixed = mixed.index_add(0, rows, weight.index_select(0, rows)[:, None, None] * out)
         return mixed
 

@@ -141,3 +141,13 @@ def test_paper_preset_runs_its_own_retrain_phase(
     assert "exploration ran 2 steps; retrain ran 6 steps = 2.00 epochs" in log
     for name in ("mole_importance_at_prune.png", "mole_importance.png"):
         assert (tmp_path / name).stat().st_size > 0
+    # a resumed run finds the phase in the checkpoint (its epochs, batch size, schedule)
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    state = next(v for k, v in ckpt["callbacks"].items() if k.startswith("PruneExperts"))
+    assert state == {"pruned_at": 2, "phase_start": {"epoch": 1, "step": 2}}
+    assert ckpt["lr_schedule"] == {
+        "start": 2,
+        "fresh": True,
+        "steps": 6,
+        "optim": {"schedule": "linear", "warmup_ratio": 0.0, "warmup_steps": None},
+    }

@@ -146,7 +146,6 @@ class PruneExperts(Callback):
         self.rule, self.graph_layers, self.phase = rule, graph_layers, phase
         self.pruned_at: int | None = None
         self.phase_start: dict[str, int] | None = None
-        self.explore_epochs: float | None = None
 
     def state_dict(self) -> dict[str, Any]:
         return {"pruned_at": self.pruned_at, "phase_start": self.phase_start}
@@ -169,9 +168,9 @@ class PruneExperts(Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.pruned_at is None:
             batches = trainer.num_training_batches
-            self.explore_epochs = self.after_steps / max(batches, 1)
             rank_zero_info(
-                f"MoLE exploration phase: {self.after_steps} steps = {self.explore_epochs:.2f} "
+                f"MoLE exploration phase: {self.after_steps} steps = "
+                f"{self.after_steps / max(batches, 1):.2f} "
                 f"epochs of {batches} batches of {train_batch_size(trainer)} "
                 f"(lr schedule: {pl_module.hparams.optim.get('schedule', 'linear')})"
             )
@@ -252,22 +251,23 @@ class PruneExperts(Callback):
         self.phase_start = {"epoch": epoch, "step": step}
         trainer.fit_loop.max_epochs = epoch + self.phase.epochs
         batches = trainer.num_training_batches
-        steps = self.phase.epochs * math.ceil(batches / trainer.accumulate_grad_batches)
-        capped = trainer.max_steps != -1 and trainer.max_steps - step < steps
-        if capped:
-            steps = trainer.max_steps - step
+        full = self.phase.epochs * math.ceil(batches / trainer.accumulate_grad_batches)
+        steps = full if trainer.max_steps == -1 else min(full, trainer.max_steps - step)
         overrides: dict[str, Any] = {"schedule": "linear"}
         if self.phase.warmup_ratio is not None:
             overrides.update(warmup_ratio=self.phase.warmup_ratio, warmup_steps=None)
         pl_module.restart_lr_schedule(step, fresh=True, steps=steps, optim=overrides)
         rebuild_optimizers(trainer, keep_state=self.retrain == "continue")
-        warmup = {**pl_module.hparams.optim, **overrides}
+        warmup_ratio = {**pl_module.hparams.optim, **overrides}.get("warmup_ratio", 0.0)
         rank_zero_info(
             f"MoLE retrain phase from step {step} (epoch {epoch}): {self.phase.epochs} epochs "
-            f"of {batches} batches of {train_batch_size(trainer)} = "
-            f"{self.phase.epochs * math.ceil(batches / trainer.accumulate_grad_batches)} steps"
-            + (f", capped at {steps} by trainer.max_steps={trainer.max_steps}" if capped else "")
-            + f"; lr linear decay over {steps} steps, warmup ratio {warmup.get('warmup_ratio', 0.0)}"
+            f"of {batches} batches of {train_batch_size(trainer)} = {full} steps"
+            + (
+                f", capped at {steps} by trainer.max_steps={trainer.max_steps}"
+                if steps < full
+                else ""
+            )
+            + f"; lr linear decay over {steps} steps, warmup ratio {warmup_ratio}"
         )
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

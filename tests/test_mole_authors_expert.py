@@ -212,8 +212,15 @@ def test_initialisation_no_op_or_not() -> None:
 
 def test_label_weights_need_labelled_graphs() -> None:
     graphs = word_graph_batch()
+    groups = graphs.label_groups["syntactic"]
     graphs.label_groups = None
     with pytest.raises(GraphBatchError, match="message_weights='label'"):
+        MoleContext("mean", "dense", 2, "label").set_graphs(graphs)
+    graphs.label_groups = {"syntactic": groups[:-1]}
+    with pytest.raises(GraphBatchError, match="label_groups .* must be \\[E\\]"):
+        MoleContext("mean", "dense", 2, "label").set_graphs(graphs)
+    graphs.label_groups = {"syntactic": groups + len(groups)}
+    with pytest.raises(GraphBatchError, match="label_groups outside"):
         MoleContext("mean", "dense", 2, "label").set_graphs(graphs)
 
 

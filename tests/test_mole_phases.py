@@ -11,8 +11,10 @@ import pytest
 import torch
 from pytorch_lightning.callbacks import Callback
 
+from mole_lightning.callbacks.mole import PruneExperts, RetrainPhase
 from mole_lightning.errors import ConfigError
 from mole_lightning.methods.mole import MoleAdapters, MoleConfig
+from mole_lightning.models.optim import build_optimizer
 from mole_lightning.train import build_callbacks, build_datamodule, build_module, build_trainer
 from tests.conftest import compose, fast_run_overrides
 from tests.test_mole_model import tiny_backbone
@@ -151,3 +153,26 @@ def test_paper_preset_runs_its_own_retrain_phase(
         "steps": 6,
         "optim": {"schedule": "linear", "warmup_ratio": 0.0, "warmup_steps": None},
     }
+
+
+def test_bad_phase_and_schedule_options_name_the_option() -> None:
+    with pytest.raises(ConfigError, match="prune.rule='top'"):
+        PruneExperts(10, rule="top")
+    with pytest.raises(ConfigError, match="prune.retrain_phase.epochs=0"):
+        RetrainPhase(epochs=0)
+    with pytest.raises(ConfigError, match="optim.schedule='cosine'"):
+        build_optimizer(
+            torch.nn.Linear(2, 2), {"lr": 1.0, "weight_decay": 0.0, "schedule": "cosine"}, 10
+        )
+
+
+def test_constant_schedule_keeps_the_lr_on_an_endless_run() -> None:
+    """The preset's exploration runs with trainer.max_epochs=-1: no step count is known."""
+    optimizer = build_optimizer(
+        torch.nn.Linear(2, 2), {"lr": 0.5, "weight_decay": 0.0, "schedule": "constant"}, math.inf
+    )
+    scheduler = optimizer["lr_scheduler"]["scheduler"]
+    for _ in range(5):
+        optimizer["optimizer"].step()
+        scheduler.step()
+    assert scheduler.get_last_lr() == [0.5, 0.5]

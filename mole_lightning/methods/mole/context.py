@@ -142,6 +142,11 @@ def check_graphs(graphs: WordGraphBatch, num_relations: int, values: bool = True
                 f"'{kind}' edges: edge_index {tuple(edge_index.shape)} must be [2, E] and "
                 f"edge_type {tuple(edge_type.shape)} must be [E]"
             )
+    for kind, groups in (graphs.label_groups or {}).items():
+        if kind in graphs.edges and groups.shape != graphs.edges[kind][1].shape:
+            raise GraphBatchError(
+                f"'{kind}' label_groups {tuple(groups.shape)} must be [E] like edge_type"
+            )
     if not values:
         return
     w = graphs.max_words
@@ -161,10 +166,6 @@ def check_graphs(graphs: WordGraphBatch, num_relations: int, values: bool = True
         )
         if graphs.label_groups is not None and kind in graphs.label_groups:
             groups = graphs.label_groups[kind]
-            if groups.shape != edge_type.shape:
-                raise GraphBatchError(
-                    f"'{kind}' label_groups {tuple(groups.shape)} must be [E] like edge_type"
-                )
             problems[f"'{kind}' label_groups outside [0, E)"] = (groups < 0) | (
                 groups >= groups.shape[0]
             )

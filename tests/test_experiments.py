@@ -49,13 +49,21 @@ def test_mole_paper_preset(tmp_path) -> None:
     cfg = compose(["experiment=mole_paper", "task=rte"], tmp_path)
     m = cfg.method
     assert m.name == "mole" and sorted(m.experts) == ["mlp", "semantic", "sequential", "syntactic"]
-    assert (m.bottleneck, m.rgcn_layers, m.num_relations, m.mlp_scaling) == (64, 2, 2, 4.0)
-    assert m.temperature.schedule == "constant" and m.temperature.start == 1.0
-    assert (m.prune.after_steps, m.prune.top_k, m.prune.retrain) == (1000, 1, "scratch")
+    assert (m.bottleneck, m.rgcn_layers, m.num_relations, m.mlp_scaling) == (50, 2, 2, 4.0)
+    assert (m.graph_expert, m.wordless_tokens, m.message_weights) == ("direct", "identity", "label")
+    assert m.later_convs_single_relation and not m.zero_init_up
+    assert m.temperature.schedule == "constant" and m.temperature.start == 0.1
+    assert (m.prune.after_steps, m.prune.rule, m.prune.top_k, m.prune.retrain) == (
+        1000,
+        "per_layer",
+        1,
+        "scratch",
+    )
+    assert dict(m.prune.retrain_phase) == {"epochs": 30, "batch_size": 16, "warmup_ratio": 0.0}
     assert m.eval_mode == "argmax"
-    assert (cfg.optim.lr, cfg.data.batch_size, cfg.data.max_length, cfg.trainer.max_epochs) == (
-        1e-4,
-        64,
-        256,
-        50,
+    assert (cfg.optim.lr, cfg.optim.schedule, cfg.optim.weight_decay) == (1e-4, "constant", 0.0)
+    assert (cfg.data.batch_size, cfg.data.max_length) == (32, 256)
+    assert (cfg.callbacks.model_checkpoint.monitor, cfg.callbacks.model_checkpoint.mode) == (
+        "val/loss",
+        "min",
     )

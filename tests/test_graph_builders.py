@@ -204,3 +204,47 @@ def test_spacy_copula_sentence_gives_the_expected_semantic_graph():
         ("funny", "great", "conj:and"),
         ("movie", "funny", "nsubj"),
     }
+
+
+def ewt_arcs(ewt_sentences, text: str) -> set[tuple[str, str, str]]:
+    (sentence,) = [s for s in ewt_sentences if s.text == text]
+    return {(sentence.words[d], sentence.words[g], lab) for d, g, lab in semantic_arcs(sentence)}
+
+
+def test_dm_style_controlled_subjects_on_gold_ewt(ewt_sentences):
+    """Subject control, raising, object control and a chain of them, on gold UD trees."""
+    arcs = ewt_arcs(
+        ewt_sentences,
+        "Now Iran wants to turn the tables and is inviting cartoonists to do their best by "
+        "depicting the Holocaust.",
+    )
+    assert ("Iran", "turn", "nsubj:xsubj") in arcs  # subject control
+    assert ("cartoonists", "do", "nsubj:xsubj") in arcs  # object control
+    arcs = ewt_arcs(
+        ewt_sentences,
+        "Crap like this sure makes me want to rush right out and rescue people from dilemmas "
+        "of their own making.",
+    )
+    assert {("me", "want", "nsubj:xsubj"), ("me", "rush", "nsubj:xsubj")} <= arcs  # a chain
+    arcs = ewt_arcs(ewt_sentences, "Right now that seems to be the US, EU, and IAEA.")
+    assert ("that", "US", "nsubj:xsubj") in arcs  # raising
+
+
+def test_dm_style_relative_clause_heads_on_gold_ewt(ewt_sentences):
+    """The head noun is the relative verb's argument; the relative pronoun has no edge."""
+    arcs = ewt_arcs(
+        ewt_sentences,
+        "Arial photos, loose connections to AQ Kahn and Libya make up the evidence that the "
+        "group presented.",
+    )
+    assert ("evidence", "presented", "obj") in arcs
+    assert not any("that" in (d, g) for d, g, _ in arcs)
+    assert not any(lab == "acl:relcl" for d, g, lab in arcs if {d, g} == {"evidence", "presented"})
+    arcs = ewt_arcs(
+        ewt_sentences,
+        "Frequent travelers and executives are among the masses that get a lot of discount in "
+        "the airfare.",
+    )
+    assert ("masses", "get", "nsubj") in arcs
+    total = sum(lab == "nsubj:xsubj" for s in ewt_sentences for _, _, lab in semantic_arcs(s))
+    assert total > 50  # the rule fires across the treebank, not only on these sentences

@@ -14,6 +14,7 @@ def method_callbacks(cfg: DictConfig) -> list[Callback]:
         from mole_lightning.callbacks.mole import (
             ExpertImportanceExport,
             PruneExperts,
+            RetrainPhase,
             TemperatureAnnealing,
         )
 
@@ -23,8 +24,17 @@ def method_callbacks(cfg: DictConfig) -> list[Callback]:
             TemperatureAnnealing(temp.start, temp.end, steps, temp.schedule)
         ]
         if prune.enabled:
+            phase = prune.get("retrain_phase") or {}
             callbacks.append(
-                PruneExperts(prune.after_steps, prune.top_k, prune.retrain, prune.reset_lr_schedule)
+                PruneExperts(
+                    prune.after_steps,
+                    prune.top_k,
+                    prune.retrain,
+                    prune.reset_lr_schedule,
+                    rule=prune.get("rule", "per_layer"),
+                    graph_layers=prune.get("graph_layers", 2),
+                    phase=RetrainPhase(**phase) if phase.get("epochs") is not None else None,
+                )
             )
         callbacks.append(ExpertImportanceExport())
         return callbacks

@@ -25,6 +25,9 @@ class GlueDataModule(pl.LightningDataModule):
     dynamically padded; for graph methods they carry a ``WordGraphBatch`` under
     ``word_graphs``.
 
+    ``train_batch_size`` (``data.batch_size`` at first) is read each time the training
+    loader is built, so a phase change can set it (MoLE's retrain phase).
+
     Args:
         task: the GLUE task name.
         data: the ``data`` config node (dir, max_length, batch sizes, workers, ...).
@@ -50,6 +53,7 @@ class GlueDataModule(pl.LightningDataModule):
         self.cache_dir = Path(cache_dir)
         self.parser_cfg = parser
         self.graph_kinds = list(graph_kinds) if graph_kinds else None
+        self.train_batch_size: int = data.batch_size
         self.datasets: dict[str, object] = {}
         self.graphs: dict[str, list] = {}
 
@@ -144,7 +148,7 @@ class GlueDataModule(pl.LightningDataModule):
         return make_loader(self.datasets[split], batch_size, shuffle, collate, workers)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", self.data_cfg.batch_size, shuffle=True)
+        return self._loader("train", self.train_batch_size, shuffle=True)
 
     def val_dataloader(self) -> list[DataLoader]:
         return [

@@ -25,6 +25,9 @@ class WordGraphBatch:
             ``[0, num_relations)``.
         max_words: padded number of word nodes per example.
         num_relations: number of relation types of every graph kind.
+        label_groups: graph kind -> ``[E]`` int64 ids in ``[0, E)``, equal for the edges
+            with the same target, relation and label (``nmod:of``, ``next``, ...), for
+            the MoLE authors' message weights; ``None`` when the batch has no labels.
     """
 
     token_to_word: torch.Tensor
@@ -32,6 +35,7 @@ class WordGraphBatch:
     edges: dict[str, tuple[torch.Tensor, torch.Tensor]]
     max_words: int
     num_relations: int = 2
+    label_groups: dict[str, torch.Tensor] | None = None
 
     def to(self, device: torch.device | str) -> WordGraphBatch:
         """Returns a copy with every tensor on ``device``."""
@@ -41,4 +45,7 @@ class WordGraphBatch:
             edges={k: (ei.to(device), et.to(device)) for k, (ei, et) in self.edges.items()},
             max_words=self.max_words,
             num_relations=self.num_relations,
+            label_groups=None
+            if self.label_groups is None
+            else {k: g.to(device) for k, g in self.label_groups.items()},
         )

@@ -10,7 +10,7 @@ from mole_lightning.graphs.syntactic import syntactic_graph
 from mole_lightning.graphs.word_graph import WordGraph
 from mole_lightning.parsing.sentence import ParsedSentence
 
-GRAPH_BUILDER_VERSION = "1"
+GRAPH_BUILDER_VERSION = "2"
 """Changes whenever any builder's output changes; graph caches are keyed by it."""
 
 GRAPH_KINDS: dict[str, Callable[[ParsedSentence], WordGraph]] = {

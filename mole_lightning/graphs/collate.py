@@ -43,7 +43,8 @@ def collate_word_graphs(
         padding and unmatched tokens), ``num_words`` ``[batch]``, and per kind
         ``edge_index`` ``[2, E]`` (node ``b * max_words + w``) and ``edge_type`` ``[E]``,
         all int64; ``max_words`` is ``word_capacity`` or the largest ``num_words`` (at
-        least 1).
+        least 1); per kind ``label_groups`` ``[E]`` (edges with the same target, relation
+        and label share an id in ``[0, E)``) when every text carries edge labels.
 
     Raises:
         ValueError: an example has more words than ``word_capacity``.
@@ -82,9 +83,11 @@ def collate_word_graphs(
                 f"example {b} has {max_words} words, more than word_capacity={word_capacity}"
             )
         max_words = word_capacity
-    edges = {}
+    all_texts = [t for first, second in items for t in (first, second) if t is not None]
+    with_labels = all(kind in t.labels for t in all_texts for kind in kinds)
+    edges, label_groups = {}, {}
     for kind in kinds:
-        indices, types = [], []
+        indices, types, labels = [], [], []
         for b, (first, second) in enumerate(items):
             texts = [first] if second is None else [first, second]
             for s, graphs in enumerate(texts):
@@ -94,9 +97,27 @@ def collate_word_graphs(
                     edge_index[:, inside].astype(np.int64) + (b * max_words + firsts[b][s])
                 )
                 types.append(edge_type[inside].astype(np.int64))
+                if with_labels:
+                    labels.append(graphs.labels[kind][inside].astype(np.int64))
         edge_index = np.concatenate(indices, axis=1) if indices else np.zeros((2, 0), np.int64)
         edge_type = np.concatenate(types) if types else np.zeros(0, np.int64)
         edges[kind] = (torch.from_numpy(edge_index), torch.from_numpy(edge_type))
+        if with_labels:
+            label = np.concatenate(labels) if labels else np.zeros(0, np.int64)
+            label_groups[kind] = torch.from_numpy(_groups(edge_index[1], edge_type, label))
     return WordGraphBatch(
-        token_to_word=token_to_word, num_words=num_words, edges=edges, max_words=max_words
+        token_to_word=token_to_word,
+        num_words=num_words,
+        edges=edges,
+        max_words=max_words,
+        label_groups=label_groups if with_labels else None,
     )
+
+
+def _groups(target: np.ndarray, edge_type: np.ndarray, label: np.ndarray) -> np.ndarray:
+    """``[E]`` int64 ids in ``[0, E)``, equal exactly for edges with the same
+    ``(target, edge_type, label)``."""
+    if target.size == 0:
+        return np.zeros(0, np.int64)
+    keys = np.stack([target, edge_type, label], axis=1)
+    return np.unique(keys, axis=0, return_inverse=True)[1].reshape(-1).astype(np.int64)

@@ -18,6 +18,17 @@ enhanced UD. It is the ONLY place the derivation lives: a real semantic parser r
    same relation), and the first conjunct's dependents that the coordination shares -- those
    after the last conjunct, and its subject where a conjunct has none of its own -- attach
    to every conjunct ("John bought and ate apples": ``John -nsubj-> ate``).
+5. DM-style controlled subjects (control and raising): an ``xcomp`` without a subject of
+   its own gets its governor's object, or else its governor's (own or controlled) subject,
+   as ``nsubj:xsubj`` ("Mary wanted to buy": ``Mary -nsubj:xsubj-> buy``; "makes me want
+   to go": ``me -> want``, ``me -> go``).
+6. DM-style relative clauses: a relative pronoun (``that``, ``which``, ``who``, ...) that
+   is an argument of an ``acl:relcl`` verb becomes a function word, and the head noun
+   takes its place as the verb's argument with its relation ("the book that Mary bought":
+   ``book -obj-> bought`` instead of ``bought -acl:relcl-> book``).
+
+It is still not DM (README, "Parsers and word graphs"): prepositions stay edge labels, and
+directions follow the dependency tree, not DM's predicate -> argument arcs.
 """
 
 from __future__ import annotations
@@ -34,6 +45,9 @@ MARKER_RELATIONS = frozenset({"case", "mark"})
 
 SUBJECT_RELATIONS = frozenset({"nsubj", "csubj"})
 _CONJUNCT_MARKERS = frozenset({"cc"})
+OBJECT_RELATIONS = frozenset({"obj", "iobj"})
+RELATIVE_PRONOUNS = frozenset({"that", "which", "who", "whom"})
+"""Lemmas of relative pronouns that stand for the head noun of an ``acl:relcl`` clause."""
 
 
 def _base(relation: str) -> str:
@@ -41,14 +55,33 @@ def _base(relation: str) -> str:
 
 
 def function_words(sentence: ParsedSentence) -> list[bool]:
-    """``[n]`` whether each word is a function word (gets no semantic edge)."""
+    """``[n]`` whether each word is a function word (gets no semantic edge): function
+    relations, their ``fixed`` parts, and relative pronouns (``relative_pronouns``)."""
     base = [_base(rel) for rel in sentence.deprels]
     function = [b in FUNCTION_RELATIONS for b in base]
     for i, b in enumerate(base):
         head = sentence.heads[i]
         if b == "fixed" and head and function[head - 1]:
             function[i] = True
+    for pronoun in relative_pronouns(sentence):
+        function[pronoun] = True
     return function
+
+
+def relative_pronouns(sentence: ParsedSentence) -> dict[int, int]:
+    """``{pronoun: clause verb}``: relative pronouns that are a core or oblique argument
+    (``nsubj``, ``obj``, ``iobj``, ``obl``, with subtypes) of an ``acl:relcl`` verb."""
+    found = {}
+    for i, (head, rel) in enumerate(zip(sentence.heads, sentence.deprels, strict=True)):
+        verb = head - 1
+        if (
+            verb >= 0
+            and sentence.deprels[verb] == "acl:relcl"
+            and sentence.lemmas[i].lower() in RELATIVE_PRONOUNS
+            and _base(rel) in ("nsubj", "obj", "iobj", "obl")
+        ):
+            found[i] = verb
+    return found
 
 
 def semantic_arcs(sentence: ParsedSentence) -> list[tuple[int, int, str]]:
@@ -90,6 +123,10 @@ def semantic_arcs(sentence: ParsedSentence) -> list[tuple[int, int, str]]:
 
     content = [i for i in range(n) if not function[i]]
     governor = {i: content_governor(i) for i in content}
+    for pronoun, verb in relative_pronouns(sentence).items():
+        noun = governor.get(verb, -1)
+        if noun >= 0 and not function[verb]:  # the head noun becomes the verb's argument
+            arcs[(noun, verb)] = label(rels[pronoun], markers(pronoun))
     for i in content:
         if governor[i] >= 0:
             wanted = _CONJUNCT_MARKERS if base[i] == "conj" else MARKER_RELATIONS
@@ -116,6 +153,27 @@ def semantic_arcs(sentence: ParsedSentence) -> list[tuple[int, int, str]]:
                 shared = d > last or (base[d] in SUBJECT_RELATIONS and not own & SUBJECT_RELATIONS)
                 if shared and base[d] != "conj" and base[d] not in own:
                     add(d, c, label(rels[d], markers(d)))
+
+    def dependents_of(g: int, relations: frozenset[str]) -> list[int]:
+        return [k for k in content if governor[k] == g and base[k] in relations]
+
+    controllers: dict[int, int | None] = {}
+
+    def controller(c: int, depth: int = 0) -> int | None:
+        """The object, else the (own or controlled) subject, of ``c``'s governor."""
+        if c not in controllers:
+            g = governor[c]
+            found = (dependents_of(g, OBJECT_RELATIONS) or dependents_of(g, SUBJECT_RELATIONS))[:1]
+            if not found and base[g] == "xcomp" and not function[g] and depth < n:
+                found = [k for k in [controller(g, depth + 1)] if k is not None]
+            controllers[c] = found[0] if found else None
+        return controllers[c]
+
+    for c in content:
+        if base[c] == "xcomp" and governor[c] >= 0 and not dependents_of(c, SUBJECT_RELATIONS):
+            subject = controller(c)
+            if subject is not None:
+                add(subject, c, "nsubj:xsubj")
     return [(d, g, text) for (d, g), text in arcs.items()]
 
 

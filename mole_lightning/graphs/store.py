@@ -7,7 +7,8 @@ One ``.npz`` file per (dataset key, parser, parser version + graph builder versi
   distinct text ``u`` are ``spans[word_offsets[u]:word_offsets[u + 1]]``;
 - per graph kind ``k`` (every kind of ``GRAPH_KINDS``, whichever the store loads):
   ``k.edge_offsets`` ``[U + 1]`` int64, ``k.edge_index`` ``[2, E]`` int32 (local word
-  indices) and ``k.edge_type`` ``[E]`` int8;
+  indices), ``k.edge_type`` ``[E]`` int8 and ``k.edge_label`` ``[E]`` int16 (label ids,
+  numbered per text);
 - ``text_order`` ``[N]`` int64: the distinct text of each input text;
 - ``meta``: UTF-8 JSON (format version, key, parser name and version, builder version,
   counts, a fingerprint of the texts, a checksum of every array).
@@ -37,9 +38,11 @@ from mole_lightning.graphs.builders import GRAPH_BUILDER_VERSION, GRAPH_KINDS, c
 from mole_lightning.graphs.collate import collate_word_graphs
 from mole_lightning.graphs.sentence_graphs import (
     INDEX_DTYPE,
+    LABEL_DTYPE,
     TYPE_DTYPE,
     SentenceGraphs,
     compact,
+    label_ids,
 )
 from mole_lightning.parsing.base import Parser, check_texts
 from mole_lightning.parsing.factory import build_parser, parser_config, parser_version
@@ -53,7 +56,7 @@ __all__ = [
     "collate_word_graphs",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 logger = logging.getLogger(__name__)
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
@@ -243,6 +246,7 @@ class GraphStore:
         position = {text: u for u, text in enumerate(distinct)}
         spans: list[np.ndarray] = []
         edges: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {k: [] for k in GRAPH_KINDS}
+        labels: dict[str, list[np.ndarray]] = {k: [] for k in GRAPH_KINDS}
         with tqdm(
             total=len(distinct), desc=f"parse {key}", unit="text", disable=not self.show_progress
         ) as bar:
@@ -256,7 +260,9 @@ class GraphStore:
                 for sentence in parsed:
                     spans.append(np.asarray(sentence.spans, dtype=INDEX_DTYPE).reshape(-1, 2))
                     for kind, builder in GRAPH_KINDS.items():
-                        edges[kind].append(compact(builder(sentence)))
+                        graph = builder(sentence)
+                        edges[kind].append(compact(graph))
+                        labels[kind].append(label_ids(graph))
                 bar.update(len(chunk))
         arrays = {
             "text_order": np.fromiter((position[t] for t in texts), np.int64, len(texts)),
@@ -269,6 +275,7 @@ class GraphStore:
                 [e for e, _ in pairs], (2, 0), INDEX_DTYPE, axis=1
             )
             arrays[f"{kind}.edge_type"] = _concat([t for _, t in pairs], (0,), TYPE_DTYPE)
+            arrays[f"{kind}.edge_label"] = _concat(labels[kind], (0,), LABEL_DTYPE)
         return arrays
 
     def _unpack(self, arrays: dict[str, np.ndarray]) -> list[SentenceGraphs]:
@@ -280,16 +287,20 @@ class GraphStore:
                 arrays[f"{kind}.edge_offsets"].tolist(),
                 arrays[f"{kind}.edge_index"],
                 arrays[f"{kind}.edge_type"],
+                arrays[f"{kind}.edge_label"],
             )
             for kind in self.kinds
         ]
         distinct = []
         for u in range(len(word_offsets) - 1):
-            edges = {}
-            for kind, offsets, edge_index, edge_type in kinds:
+            edges, labels = {}, {}
+            for kind, offsets, edge_index, edge_type, edge_label in kinds:
                 a, b = offsets[u], offsets[u + 1]
                 edges[kind] = (edge_index[:, a:b], edge_type[a:b])
-            distinct.append(SentenceGraphs(spans[word_offsets[u] : word_offsets[u + 1]], edges))
+                labels[kind] = edge_label[a:b]
+            distinct.append(
+                SentenceGraphs(spans[word_offsets[u] : word_offsets[u + 1]], edges, labels)
+            )
         return [distinct[u] for u in arrays["text_order"].tolist()]
 
 

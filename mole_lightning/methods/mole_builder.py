@@ -20,6 +20,11 @@ MOLE_CONFIG_KEYS = (
     "hard",
     "eval_mode",
     "rgcn_impl",
+    "graph_expert",
+    "wordless_tokens",
+    "message_weights",
+    "later_convs_single_relation",
+    "zero_init_up",
 )
 
 

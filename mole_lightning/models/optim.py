@@ -1,4 +1,4 @@
-"""AdamW over the trainable parameters with linear warmup and decay."""
+"""AdamW over the trainable parameters with linear warmup and decay, or a constant LR."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.optim import AdamW
 from torch.optim.lr_scheduler import LambdaLR
+
+from mole_lightning.errors import ConfigError
 
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
 
@@ -71,10 +73,12 @@ def build_optimizer(
     schedule_start: int = 0,
     fresh_schedule: bool = False,
 ) -> dict:
-    """Returns Lightning's optimizer dict: AdamW and a per-step linear warmup/decay schedule.
+    """Returns Lightning's optimizer dict: AdamW and a per-step learning-rate schedule.
 
     Args:
-        optim: ``lr``, ``weight_decay``, ``warmup_ratio`` (or ``warmup_steps``), ``betas``, ``eps``.
+        optim: ``lr``, ``weight_decay``, ``schedule`` (``linear``: warmup then linear decay
+            to 0 at ``total_steps``, the default; ``constant``: ``lr`` throughout),
+            ``warmup_ratio`` (or ``warmup_steps``), ``betas``, ``eps``.
         total_steps: the run's optimizer steps (``trainer.estimated_stepping_batches``).
         schedule_start: the global step at which this optimizer starts (after a prune).
         fresh_schedule: warm up and decay anew over the steps left after
@@ -85,8 +89,17 @@ def build_optimizer(
         betas=tuple(optim.get("betas", (0.9, 0.999))),
         eps=optim.get("eps", 1e-8),
     )
-    total = max(int(total_steps) - (schedule_start if fresh_schedule else 0), 1)
+    schedule = optim.get("schedule", "linear")
+    if schedule not in ("linear", "constant"):
+        raise ConfigError(f"optim.schedule={schedule!r}; valid: linear, constant")
+    total = max(int(min(total_steps, 2**62)) - (schedule_start if fresh_schedule else 0), 1)
     warmup = optim.get("warmup_steps") or int(optim.get("warmup_ratio", 0.0) * total)
     offset = 0 if fresh_schedule else schedule_start
-    scheduler = LambdaLR(optimizer, lambda step: linear_warmup_decay(step + offset, warmup, total))
+
+    def factor(step: int) -> float:
+        if schedule == "constant":
+            return 1.0
+        return linear_warmup_decay(step + offset, warmup, total)
+
+    scheduler = LambdaLR(optimizer, factor)
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

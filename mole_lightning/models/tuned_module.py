@@ -48,7 +48,8 @@ class TunedModule(pl.LightningModule):
         )
         self.strict_loading = False
         self.monitor = self.hparams.task["monitor"]
-        self.lr_schedule = {"start": 0, "fresh": False}
+        self.lr_schedule = {"start": 0, "fresh": False, "steps": None, "optim": {}}
+        self.end_epoch_early = False
         mode = self.hparams.task.get("mode", default_mode)
         self.best_score = MaxMetric() if mode == "max" else MinMetric()
 
@@ -56,19 +57,31 @@ class TunedModule(pl.LightningModule):
         """A saved config node (``task``, ``method``, ``backbone``, ``optim``)."""
         return OmegaConf.create(self.hparams[name])
 
-    def restart_lr_schedule(self, step: int, fresh: bool) -> None:
+    def restart_lr_schedule(
+        self, step: int, fresh: bool, steps: int | None = None, optim: dict | None = None
+    ) -> None:
         """Makes the next ``configure_optimizers`` start at ``step``: a fresh warmup/decay
-        over the remaining steps, or the original schedule continued."""
-        self.lr_schedule = {"start": step, "fresh": fresh}
+        over the remaining steps (or over ``steps``, a phase's own length), or the original
+        schedule continued; ``optim`` overrides ``optim`` values (a phase's own schedule)."""
+        self.lr_schedule = {"start": step, "fresh": fresh, "steps": steps, "optim": optim or {}}
 
     def configure_optimizers(self):
+        schedule = self.lr_schedule
+        total = self.trainer.estimated_stepping_batches
+        if schedule.get("steps") is not None:
+            total = schedule["start"] + schedule["steps"]
         return build_optimizer(
             self,
-            self.hparams.optim,
-            self.trainer.estimated_stepping_batches,
-            schedule_start=self.lr_schedule["start"],
-            fresh_schedule=self.lr_schedule["fresh"],
+            {**self.hparams.optim, **schedule.get("optim", {})},
+            total,
+            schedule_start=schedule["start"],
+            fresh_schedule=schedule["fresh"],
         )
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> int | None:
+        """Returns -1 (Lightning skips the rest of the epoch) once ``end_epoch_early`` is
+        set: a phase change (MoLE's retrain phase) starts with the next epoch."""
+        return -1 if self.end_epoch_early else None
 
     def on_train_start(self) -> None:
         counts = parameter_counts(self)

@@ -16,6 +16,9 @@ _CHOICES = {
     "word_pooling": ("mean", "first"),
     "eval_mode": ("softmax", "argmax"),
     "rgcn_impl": ("dense", "pyg"),
+    "graph_expert": ("projected", "direct"),
+    "wordless_tokens": ("zero", "identity"),
+    "message_weights": ("relation", "label"),
 }
 
 
@@ -41,7 +44,23 @@ class MoleConfig:
             (the authors; only the chosen expert runs).
         init_temperature: Gumbel-Softmax temperature at the start (a callback anneals it).
         rgcn_impl: ``"dense"`` (padded adjacency, one batched matmul; faster, see
-            ``benchmarks/rgcn.md``) or ``"pyg"`` (sparse scatter-mean message passing).
+            ``benchmarks/rgcn.md``) or ``"pyg"`` (sparse scatter message passing).
+        graph_expert: ``"projected"`` (ours: down-project to ``bottleneck``, RGCN layers
+            at that width, up-project) or ``"direct"`` (the authors' latest code: ReLU,
+            then RGCN layers straight from the hidden size to ``bottleneck`` and back,
+            each followed by ReLU and dropout, no projections).
+        wordless_tokens: what a graph expert outputs for tokens without a word (special
+            and padding tokens): ``"zero"`` (ours) or ``"identity"`` (the authors: the
+            token's input unchanged).
+        message_weights: ``"relation"`` (ours: each relation's incoming messages
+            averaged) or ``"label"`` (the authors: each message weighted by
+            1 / edges into its target with the same relation and label).
+        later_convs_single_relation: RGCN layers after the first read every edge as
+            relation 0 (the authors' code), with the same message weights.
+        zero_init_up: a graph expert's up-projection starts at zero, so a fresh expert
+            is a no-op (ours; the MLP expert's always does, as the authors'). Only for
+            ``graph_expert="projected"``: the direct expert ends in a ReLU, and a zero
+            last layer would never get a gradient.
     """
 
     experts: list[str] = field(default_factory=lambda: list(EXPERTS))
@@ -56,6 +75,11 @@ class MoleConfig:
     eval_mode: str = "softmax"
     init_temperature: float = 1.0
     rgcn_impl: str = "dense"
+    graph_expert: str = "projected"
+    wordless_tokens: str = "zero"
+    message_weights: str = "relation"
+    later_convs_single_relation: bool = False
+    zero_init_up: bool = True
 
     def __post_init__(self) -> None:
         self.experts = list(self.experts)
@@ -71,6 +95,11 @@ class MoleConfig:
         for name in ("bottleneck", "rgcn_layers", "num_relations"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"mole.{name}={getattr(self, name)} must be at least 1")
+        if self.graph_expert == "direct" and self.zero_init_up:
+            raise ConfigError(
+                "mole.zero_init_up=true with mole.graph_expert=direct: the direct expert ends "
+                "in a ReLU, so a zero last layer would never train; set mole.zero_init_up=false"
+            )
         if self.init_temperature <= 0:
             raise ConfigError(f"mole.init_temperature={self.init_temperature} must be positive")
 

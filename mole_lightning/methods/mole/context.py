@@ -30,12 +30,17 @@ class MoleContext:
         pooling: ``"mean"`` or ``"first"`` subword pooling.
         rgcn_impl: ``"dense"`` or ``"pyg"`` (see ``rgcn.py``).
         num_relations: relation types the RGCN weights were built for.
+        message_weights: ``"relation"`` or ``"label"`` (see ``rgcn.py``); ``"label"``
+            needs the batch's ``label_groups``.
     """
 
-    def __init__(self, pooling: str, rgcn_impl: str, num_relations: int) -> None:
+    def __init__(
+        self, pooling: str, rgcn_impl: str, num_relations: int, message_weights: str = "relation"
+    ) -> None:
         self.pooling = pooling
         self.rgcn_impl = rgcn_impl
         self.num_relations = num_relations
+        self.message_weights = message_weights
         self._graphs: WordGraphBatch | None = None
         self._alignment: WordAlignment | None = None
         self._prepared: dict[str, RelationalGraph] = {}
@@ -77,10 +82,26 @@ class MoleContext:
         batch = graphs.token_to_word.shape[0]
         self._prepared = {
             kind: GRAPH_IMPLS[self.rgcn_impl](
-                edge_index, edge_type, batch, graphs.max_words, self.num_relations
+                edge_index,
+                edge_type,
+                batch,
+                graphs.max_words,
+                self.num_relations,
+                self._label_groups(graphs, kind),
             )
             for kind, (edge_index, edge_type) in graphs.edges.items()
         }
+
+    def _label_groups(self, graphs: WordGraphBatch, kind: str) -> torch.Tensor | None:
+        if self.message_weights == "relation":
+            return None
+        if graphs.label_groups is None or kind not in graphs.label_groups:
+            raise GraphBatchError(
+                f"mole.message_weights='label' needs edge labels but the batch's '{kind}' "
+                "graphs have none (WordGraphBatch.label_groups); the data module's graphs "
+                "carry them, hand-made ones must set them"
+            )
+        return graphs.label_groups[kind]
 
     def _require_graphs(self, reader: str, device: torch.device) -> WordGraphBatch:
         if self._graphs is None:
@@ -121,6 +142,11 @@ def check_graphs(graphs: WordGraphBatch, num_relations: int, values: bool = True
                 f"'{kind}' edges: edge_index {tuple(edge_index.shape)} must be [2, E] and "
                 f"edge_type {tuple(edge_type.shape)} must be [E]"
             )
+    for kind, groups in (graphs.label_groups or {}).items():
+        if kind in graphs.edges and groups.shape != graphs.edges[kind][1].shape:
+            raise GraphBatchError(
+                f"'{kind}' label_groups {tuple(groups.shape)} must be [E] like edge_type"
+            )
     if not values:
         return
     w = graphs.max_words
@@ -138,6 +164,11 @@ def check_graphs(graphs: WordGraphBatch, num_relations: int, values: bool = True
         problems[f"'{kind}' edge_type outside [0, num_relations)"] = (edge_type < 0) | (
             edge_type >= num_relations
         )
+        if graphs.label_groups is not None and kind in graphs.label_groups:
+            groups = graphs.label_groups[kind]
+            problems[f"'{kind}' label_groups outside [0, E)"] = (groups < 0) | (
+                groups >= groups.shape[0]
+            )
     flags = torch.stack([p.any() for p in problems.values()]).tolist()
     if any(flags):
         first = next(name for name, bad in zip(problems, flags, strict=True) if bad)

@@ -115,7 +115,9 @@ class MoleAdapters(nn.Module):
             ConfigError: ``structure`` has the wrong number of layers or names an expert
                 that is not in ``cfg.experts``.
         """
-        context = MoleContext(cfg.word_pooling, cfg.rgcn_impl, cfg.num_relations)
+        context = MoleContext(
+            cfg.word_pooling, cfg.rgcn_impl, cfg.num_relations, cfg.message_weights
+        )
 
         def make_layer(index: int, hidden: int) -> MoleLayer:
             names = cls._layer_experts(cfg, structure, index)
@@ -216,7 +218,8 @@ class MoleAdapters(nn.Module):
         return self._table(rows)
 
     def prune(self, top_k: int = 1) -> list[list[str]]:
-        """Keeps the ``top_k`` most important experts of every layer and deletes the rest.
+        """Keeps the ``top_k`` most important experts of every layer and deletes the rest
+        (the paper's rule).
 
         Ties go to the expert earlier in ``cfg.experts`` (as the authors' argmax). Layers
         with at most ``top_k`` experts are unchanged. Returns the kept ``structure``.
@@ -227,6 +230,39 @@ class MoleAdapters(nn.Module):
             names = list(layer.experts)
             order = torch.sort(layer.importance(), descending=True, stable=True).indices
             layer.keep([names[i] for i in order[:top_k].tolist()])
+        return self.structure
+
+    def prune_to_graph_layers(self, graph_layers: int) -> list[list[str]]:
+        """Keeps a graph expert in only the ``graph_layers`` layers whose most important
+        graph expert scores highest, and the MLP expert in every other layer (the authors'
+        latest code). In a chosen layer the kept graph expert is its most important one.
+        Ties go to the earlier expert (``cfg.experts`` order) and the earlier layer.
+        Returns the kept ``structure``.
+
+        Raises:
+            ConfigError: ``graph_layers`` is outside ``[0, layers]``, or a layer lacks the
+                MLP expert or every graph expert.
+        """
+        if not 0 <= graph_layers <= len(self.layers):
+            raise ConfigError(
+                f"MoLE prune.graph_layers={graph_layers} must be in [0, {len(self.layers)}]"
+            )
+        best: list[tuple[float, str]] = []
+        for index, layer in enumerate(self.layers):
+            names = list(layer.experts)
+            graph = [(i, n) for i, n in enumerate(names) if n in GRAPH_EXPERTS]
+            if "mlp" not in names or not graph:
+                raise ConfigError(
+                    f"MoLE prune.rule=graph_layers needs the mlp expert and a graph expert in "
+                    f"every layer; layer {index} holds {names}"
+                )
+            importance = layer.importance()
+            i, name = max(graph, key=lambda item: (float(importance[item[0]]), -item[0]))
+            best.append((float(importance[i]), name))
+        ranked = sorted(range(len(best)), key=lambda index: (-best[index][0], index))
+        chosen = set(ranked[:graph_layers])
+        for index, layer in enumerate(self.layers):
+            layer.keep([best[index][1]] if index in chosen else ["mlp"])
         return self.structure
 
     def restructure(self, structure: list[list[str]]) -> None:

@@ -49,6 +49,10 @@ class WordAlignment:
             words = torch.cat([flat, flat.new_zeros(1, d)])[self.first_token]
         return words.view(self.batch, self.max_words, d)
 
+    def has_word(self) -> torch.Tensor:
+        """``[batch, seq, 1]`` bool: whether each token belongs to a word."""
+        return (self.token_slot < self.num_words).view(self.batch, self.seq, 1)
+
     def scatter(self, word_states: torch.Tensor) -> torch.Tensor:
         """``[batch, W, d]`` word states -> ``[batch, seq, d]``: each subword gets its word's
         state, tokens without a word get zeros."""

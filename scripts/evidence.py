@@ -92,6 +92,7 @@ def report(args: argparse.Namespace, protocol, runner: ProtocolRunner) -> None:
         args.results,
         report_command,
         {stage: command(args, stage) for stage in protocol.stages},
+        args.out,
     )
     replace_section(args.results, section)
     args.csv.parent.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ import yaml
 from mole_lightning.evidence.protocol import compose_cell, load_protocol, plan_cells
 from mole_lightning.evidence.report import BEGIN, END, replace_section
 from scripts.evidence import main
+from scripts.plain_lora_loop import main as plain_lora_loop
 
 TINY = [
     "data.batch_size=4",
@@ -107,6 +108,29 @@ def test_protocol_end_to_end(
     assert [a["outcome"] for a in attempts] == ["finished", "finished"]
     assert attempts[1]["resumed_from"] == str((cells[1] / "checkpoints" / "last.ckpt").resolve())
 
+    # the sanity row: the plain loop's result where the report looks for it
+    plain_lora_loop(
+        [
+            "--task",
+            "rte",
+            "--data-dir",
+            str(glue_dir),
+            "--epochs",
+            "1",
+            "--seed",
+            "1",
+            "--train-limit",
+            "8",
+            "--dev-limit",
+            "8",
+            "--max-length",
+            "32",
+            "--device",
+            "cpu",
+            "--out",
+            str(out / "plain_lora" / "rte_seed1.json"),
+        ]
+    )
     # the report: a marked section of an existing Markdown file, the CSV, idempotent
     results = tmp_path / "results.md"
     results.write_text("# Results\n\nHand-written text.\n")
@@ -126,6 +150,8 @@ def test_protocol_end_to_end(
     assert "| lora |" in section and "| adapter |" in section and "RTE (acc)" in section
     assert "Cells done: 2 of 2" in section and "Every cell of the protocol is done." in section
     assert "| adapter | " in section.split("### Paired differences to LoRA")[1]
+    sanity = section.split("### Sanity row: the plain LoRA loop")[1].split("###")[0]
+    assert "| RTE | 1 | acc | " in sanity and "no done cell" not in sanity
     assert (tmp_path / "figures" / "curves_rte.png").is_file()
     rows = list(csv.DictReader(io.StringIO((tmp_path / "runs.csv").read_text())))
     assert [(r["method"], r["state"]) for r in rows] == [("lora", "done"), ("adapter", "done")]

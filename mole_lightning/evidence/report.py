@@ -186,7 +186,9 @@ def curve_lines(results: list[CellResult]) -> list[str]:
         return ["No done cell has a csv/metrics.csv with dev scores yet."]
     width = max(len(v) for runs in series.values() for v in runs)
     lines = [
-        "Dev metric (×100) at each validation (one per epoch), mean over the done seeds:",
+        "Dev metric (×100) at each validation (one per epoch), mean over the done seeds. A "
+        "resumed cell (more than one attempt in the table below) keeps only its last "
+        "attempt's validations: its CSV logger starts metrics.csv again.",
         "",
         "| task | method | seeds | " + " | ".join(str(i) for i in range(1, width + 1)) + " |",
         "|---|---|---:|" + "---:|" * width,
@@ -197,6 +199,35 @@ def curve_lines(results: list[CellResult]) -> list[str]:
             at = [v[i] for v in runs if len(v) > i]
             means.append(pct(statistics.fmean(at)) if at else "")
         lines.append(f"| {task_label(task)} | {method} | {len(runs)} | " + " | ".join(means) + " |")
+    return lines
+
+
+PLAIN_DIR = "plain_lora"
+
+
+def sanity_lines(results: list[CellResult], out: Path) -> list[str]:
+    """The plain transformers + peft loop (``<out>/plain_lora/<task>_seed<k>.json``,
+    written by ``scripts/plain_lora_loop.py --out``) beside the project's LoRA cell of
+    the same task and seed: the dev metric after each epoch."""
+    files = sorted((out / PLAIN_DIR).glob("*.json"))
+    if not files:
+        return [f"No plain-loop result in {out / PLAIN_DIR}/ yet (README: the sanity row)."]
+    lora = {(r.cell.task, r.cell.seed): r for r in results if r.cell.method == BASELINE and r.done}
+    lines = [
+        "The dev metric (×100) after each epoch: scripts/plain_lora_loop.py (same LoRA "
+        "settings, plain transformers + peft) against the project's LoRA cell of the same "
+        "task and seed.",
+        "",
+        "| task | seed | metric | plain loop, per epoch | project LoRA, per epoch |",
+        "|---|---:|---|---|---|",
+    ]
+    for path in files:
+        plain = json.loads(path.read_text())
+        task, seed, monitor = plain["task"], int(plain["settings"]["seed"]), plain["monitor"]
+        curve = ", ".join(pct(e["dev"][monitor]) for e in plain["epochs"])
+        cell = lora.get((task, seed))
+        ours = ", ".join(pct(v) for v in validation_series(cell.run)) if cell else "no done cell"
+        lines.append(f"| {task_label(task)} | {seed} | {monitor} | {curve} | {ours} |")
     return lines
 
 
@@ -353,11 +384,19 @@ def report_markdown(
     markdown_path: Path,
     report_command: str,
     continue_command: dict[str, str],
+    out: Path,
 ) -> str:
-    """The whole generated section, between ``BEGIN`` and ``END``."""
+    """The whole generated section, between ``BEGIN`` and ``END``; ``out`` is the
+    protocol folder."""
     figures.mkdir(parents=True, exist_ok=True)
     runs = [r.run for r in results if r.done]
-    lines = [BEGIN, "## Evidence protocol: dev scores (MiniLM-L6, 3 seeds)", ""]
+    backbones = sorted({str(r.run.backbone) for r in results if r.done}) or ["no run yet"]
+    seeds = sorted({r.cell.seed for r in results})
+    lines = [
+        BEGIN,
+        f"## Evidence protocol: dev scores ({', '.join(backbones)}, seeds {', '.join(map(str, seeds))})",
+        "",
+    ]
     lines += provenance_lines(results, report_command) + [""]
     for which in (metric, OTHER_METRIC[metric]):
         if runs:
@@ -370,6 +409,7 @@ def report_markdown(
     lines += ["### Paired differences to LoRA", ""] + difference_lines(results, metric) + [""]
     lines += ["### Learning curves", ""] + curve_lines(results) + [""]
     lines += write_figures(results, figures, markdown_path) + [""]
+    lines += ["### Sanity row: the plain LoRA loop", ""] + sanity_lines(results, out) + [""]
     lines += ["### Every run", ""] + run_lines(results, metric) + [""]
     lines += (
         ["### MoLE: pruned structures", ""] + mole_lines(results, figures, markdown_path) + [""]

@@ -199,6 +199,7 @@ def test_changed_config_reruns_and_failed_cell_is_listed(
     )
     section = results.read_text()
     assert "No cell is done yet" in section
+    assert "- rte/lora/seed1 (tiny): config changed since it ran (optim.lr)" not in section
     assert "- rte/lora/seed1 (tiny): failed: DataFileError" in section
     assert f"python scripts/evidence.py --stage tiny --trainer cpu --out {out}" in section
 
@@ -212,3 +213,66 @@ def test_replace_section_is_idempotent(tmp_path: Path) -> None:
     once = path.read_text()
     replace_section(path, f"{BEGIN}\nB\n{END}\n")
     assert path.read_text() == once == f"# R\n\nbefore\n\n{BEGIN}\nB\n{END}\n\n## after\n"
+
+
+def done_cell(root: Path, task: str, method: str, seed: int, files: dict[str, dict]):
+    """A done cell as the runner and train() leave it, with the method's export files."""
+    from mole_lightning.analysis.runs import Run
+    from mole_lightning.evidence.protocol import ProtocolCell
+    from mole_lightning.evidence.report import CellResult
+    from mole_lightning.evidence.state import DONE, CellState
+
+    path = root / task / method / f"seed{seed}"
+    path.mkdir(parents=True)
+    for name, payload in files.items():
+        (path / name).write_text(json.dumps(payload))
+    run = Run(path, "finished", {"task": task, "method": method, "seed": seed}, {}, {})
+    cell = ProtocolCell("s", task, method, seed, path)
+    return CellResult(cell, CellState(DONE, "finished with this config", run), {}, {})
+
+
+def test_mole_structures_and_molex_heatmaps_across_seeds(tmp_path: Path) -> None:
+    from mole_lightning.analysis.heatmaps import average_tables, read_expert_table
+    from mole_lightning.evidence.report import (
+        mole_lines,
+        mole_structures,
+        molex_lines,
+        structure_table,
+    )
+
+    kept = {
+        1: [["syntactic"], ["mlp"]],
+        2: [["syntactic"], ["semantic"]],
+    }
+    selection = {
+        1: [[3, 1], [0, 4]],
+        2: [[1, 3], [2, 2]],
+    }
+    results = [
+        done_cell(tmp_path, "rte", "mole", s, {"mole_structure.json": {"structure": kept[s]}})
+        for s in kept
+    ] + [
+        done_cell(
+            tmp_path,
+            "rte",
+            "molex",
+            s,
+            {"molex_selection.json": {"counts": selection[s], "routed_layers": [0, 1]}},
+        )
+        for s in selection
+    ]
+    figures, md = tmp_path / "fig", tmp_path / "results.md"
+    structures = mole_structures(results)
+    table = structure_table(structures["rte"], ["mlp", "semantic", "syntactic"])
+    assert table.values.tolist() == [[0.0, 0.0, 1.0], [0.5, 0.5, 0.0]]
+    lines = mole_lines(results, figures, md)
+    assert "| 0 | syntactic | syntactic |" in lines and "| 1 | mlp | semantic |" in lines
+    assert "RTE ([figure](fig/mole_structure_rte.png)):" in lines
+    assert (figures / "mole_structure_rte.png").is_file()
+    assert "- RTE: [molex_selection_rte.png](fig/molex_selection_rte.png)" in molex_lines(
+        results, figures, md
+    )
+    assert (figures / "molex_selection_rte.png").is_file()
+    # the figure's values: rows normalised per seed, then the mean over seeds
+    tables = [read_expert_table(r.cell.path / "molex_selection.json") for r in results[2:]]
+    assert average_tables(tables).values.tolist() == [[0.5, 0.5], [0.25, 0.75]]

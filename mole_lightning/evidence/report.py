@@ -140,8 +140,10 @@ def difference_lines(results: list[CellResult], metric: str) -> list[str]:
     return lines
 
 
-def run_lines(results: list[CellResult], metric: str) -> list[str]:
+def run_lines(results: list[CellResult]) -> list[str]:
     """One row per done cell: scores, parameters, wall time, throughput, machine."""
+    if not any(r.done for r in results):
+        return ["No cell is done yet."]
     lines = [
         "| task | method | seed | best | final | trainable params | wall time | train samples/s | machine | precision | commit |",
         "|---|---|---:|---:|---:|---:|---:|---:|---|---|---|",
@@ -264,6 +266,7 @@ def mole_lines(results: list[CellResult], figures: Path, link: Path) -> list[str
         seeds = sorted(by_seed)
         experts = sorted({e for s in by_seed.values() for kept in s for e in kept})
         path = figures / f"mole_structure_{task}.png"
+        figures.mkdir(parents=True, exist_ok=True)
         plot_side_by_side(
             {f"{task_label(task)} (n={len(seeds)} seeds)": structure_table(by_seed, experts)},
             "MoLE: fraction of seeds keeping each expert",
@@ -300,6 +303,7 @@ def molex_lines(results: list[CellResult], figures: Path, link: Path) -> list[st
     ]
     for task in sorted(by_task, key=task_order):
         path = figures / f"molex_selection_{task}.png"
+        figures.mkdir(parents=True, exist_ok=True)
         plot_side_by_side(
             {f"{task_label(task)} (n={len(by_task[task])} seeds)": average_tables(by_task[task])},
             "MoLEx layer selection frequency",
@@ -324,9 +328,15 @@ def missing_lines(results: list[CellResult], continue_command: dict[str, str]) -
     if not pending:
         return ["Every cell of the protocol is done."]
     lines = [f"{len(pending)} of {len(results)} cells are not done:", ""]
+    new: dict[str, list[str]] = defaultdict(list)
     for r in pending:
-        what = "not run yet" if r.state.kind == NEW else r.state.reason
-        lines.append(f"- {r.cell.name} ({r.cell.stage}): {what}")
+        if r.state.kind == NEW:
+            new[r.cell.stage].append(r.cell.name)
+        else:
+            lines.append(f"- {r.cell.name} ({r.cell.stage}): {r.state.reason}")
+    for stage, names in new.items():
+        shown = ", ".join(names) if len(names) <= 4 else f"{names[0]} ... {names[-1]}"
+        lines.append(f"- stage {stage}: {len(names)} cells not run yet ({shown})")
     lines += ["", "Continue the protocol (done cells are skipped, killed ones resume):", ""]
     stages = dict.fromkeys(r.cell.stage for r in pending)
     lines += ["```bash", *(continue_command[s] for s in stages), "```"]
@@ -388,7 +398,6 @@ def report_markdown(
 ) -> str:
     """The whole generated section, between ``BEGIN`` and ``END``; ``out`` is the
     protocol folder."""
-    figures.mkdir(parents=True, exist_ok=True)
     runs = [r.run for r in results if r.done]
     backbones = sorted({str(r.run.backbone) for r in results if r.done}) or ["no run yet"]
     seeds = sorted({r.cell.seed for r in results})
@@ -408,9 +417,10 @@ def report_markdown(
             break
     lines += ["### Paired differences to LoRA", ""] + difference_lines(results, metric) + [""]
     lines += ["### Learning curves", ""] + curve_lines(results) + [""]
-    lines += write_figures(results, figures, markdown_path) + [""]
+    figure_links = write_figures(results, figures, markdown_path)
+    lines += figure_links + ([""] if figure_links else [])
     lines += ["### Sanity row: the plain LoRA loop", ""] + sanity_lines(results, out) + [""]
-    lines += ["### Every run", ""] + run_lines(results, metric) + [""]
+    lines += ["### Every run", ""] + run_lines(results) + [""]
     lines += (
         ["### MoLE: pruned structures", ""] + mole_lines(results, figures, markdown_path) + [""]
     )

@@ -276,3 +276,20 @@ def test_mole_structures_and_molex_heatmaps_across_seeds(tmp_path: Path) -> None
     # the figure's values: rows normalised per seed, then the mean over seeds
     tables = [read_expert_table(r.cell.path / "molex_selection.json") for r in results[2:]]
     assert average_tables(tables).values.tolist() == [[0.5, 0.5], [0.25, 0.75]]
+
+
+def test_time_left_from_finished_cells(tmp_path: Path) -> None:
+    from mole_lightning.evidence.protocol import ProtocolCell
+    from mole_lightning.evidence.runner import estimate_left, format_duration
+
+    cells = [
+        ProtocolCell("s", task, method, seed, tmp_path)
+        for seed in (1, 2)
+        for task, method in (("rte", "lora"), ("rte", "mole"), ("cola", "lora"))
+    ]
+    assert estimate_left(cells, {}) == (None, 0)
+    walls = {"rte/lora/seed1": 100.0, "rte/mole/seed1": 300.0}
+    # left: cola/lora/seed1 (no cola/lora yet: mean of all, 200), rte/lora/seed2 (100),
+    # rte/mole/seed2 (300), cola/lora/seed2 (200)
+    assert estimate_left(cells, walls) == (800.0, 2)
+    assert format_duration(3725.4) == "1:02:05" and format_duration(None) == "?"

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from mole_lightning.analysis.runs import read_json
 from mole_lightning.evidence.protocol import ProtocolCell, compose_cell
 from mole_lightning.evidence.state import (
     DONE,
@@ -21,7 +22,7 @@ from mole_lightning.evidence.state import (
     last_checkpoint,
 )
 from mole_lightning.utils.machine import machine_record
-from mole_lightning.utils.run_info import write_json
+from mole_lightning.utils.run_info import RUN_INFO, write_json
 
 CELL_RECORD = "evidence_cell.json"
 PREVIOUS_DIR = "_previous"
@@ -65,14 +66,15 @@ def move_aside(cell: ProtocolCell, out: Path) -> Path:
 
 
 def estimate_left(cells: list[ProtocolCell], walls: dict[str, float]) -> tuple[float | None, int]:
-    """Estimated seconds for ``cells``: each costs the mean wall time of the finished
-    cells of its task and method, else of every finished cell. Returns ``(seconds or
-    None when no cell has finished, number of finished cells it is based on)``."""
+    """Estimated seconds for those of ``cells`` that have not finished (not in
+    ``walls``): each costs the mean wall time of the finished cells of its task and
+    method, else of every finished cell. Returns ``(seconds or None when no cell has
+    finished, number of finished cells it is based on)``."""
     if not walls:
         return None, 0
     overall = statistics.fmean(walls.values())
     total = 0.0
-    for cell in cells:
+    for cell in (c for c in cells if c.name not in walls):
         same = [
             w for name, w in walls.items() if name.rsplit("/", 1)[0] == f"{cell.task}/{cell.method}"
         ]
@@ -84,8 +86,8 @@ def finished_walls(cells: list[ProtocolCell]) -> dict[str, float]:
     """``cell name -> wall seconds`` of the cells that finished (from their records)."""
     walls = {}
     for cell in cells:
-        info = cell.path / "run_info.json"
-        if info.is_file() and json.loads(info.read_text()).get("status") == "finished":
+        info = read_json(cell.path / RUN_INFO, [])
+        if info is not None and info.get("status") == "finished":
             wall = wall_seconds(read_record(cell.path))
             if wall is not None:
                 walls[cell.name] = wall

@@ -65,6 +65,9 @@ def build_callbacks(cfg: DictConfig) -> list[Callback]:
         es = node.early_stopping
         callbacks.append(EarlyStopping(monitor=es.monitor, mode=es.mode, patience=es.patience))
     callbacks.extend(method_callbacks(cfg))
+    from mole_lightning.callbacks.throughput import TrainThroughput
+
+    callbacks.append(TrainThroughput())  # throughput.json: training samples/s
     return callbacks
 
 

@@ -32,6 +32,21 @@ def test_classification_metrics_match_sklearn(seed: int) -> None:
     assert mnli.compute()["acc"].item() == pytest.approx(accuracy_score(target3, preds3), abs=1e-6)
 
 
+@pytest.mark.parametrize("constant", [0, 1])
+def test_mcc_of_a_constant_predictor_is_zero(glue_dir, constant: int) -> None:
+    """CoLA dev with every sentence predicted one class: MCC 0 as in scikit-learn (and
+    GLUE), not torchmetrics' 0.0256 that made a constant MoLE model read as MCC 2.6."""
+    import csv
+
+    with (glue_dir / "CoLA" / "dev.tsv").open() as f:
+        target = [int(r[1]) for r in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)]
+    preds = [constant] * len(target)
+    cola = glue_metrics(get_task("cola"))
+    cola.update(torch.tensor(preds), torch.tensor(target))
+    assert matthews_corrcoef(target, preds) == 0.0
+    assert cola.compute()["mcc"].item() == 0.0
+
+
 def test_stsb_metrics_match_scipy() -> None:
     rng = np.random.default_rng(3)
     target = rng.uniform(0, 5, 300)

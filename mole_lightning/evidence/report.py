@@ -1,0 +1,518 @@
+"""The protocol's report: a Markdown section for ``docs/results.md``, a CSV of every
+run, and figures (MoLE's pruned structures, MoLEx's selection heatmaps, learning curves).
+
+Reads only what the cells left on disk (``run_info.json``, ``resolved_config.yaml``,
+``metrics.json``, ``throughput.json``, ``evidence_cell.json``, ``csv/metrics.csv``,
+``mole_structure.json``, ``molex_selection.json``). Only cells whose saved config is
+the protocol's (``state.DONE``) enter the tables; every other cell is listed as missing,
+failed or stale, with the command that continues the protocol.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mole_lightning.analysis.curves import (
+    metrics_csv_path,
+    plot_learning_curves,
+    read_metrics_csv,
+    training_points,
+)
+from mole_lightning.analysis.heatmaps import (
+    ExpertTable,
+    average_tables,
+    plot_side_by_side,
+    read_expert_table,
+)
+from mole_lightning.analysis.runs import Run
+from mole_lightning.analysis.table import build_table, human_count, task_label, task_order
+from mole_lightning.callbacks.throughput import THROUGHPUT_FILE
+from mole_lightning.evidence.protocol import ProtocolCell
+from mole_lightning.evidence.runner import format_duration, read_record, wall_seconds
+from mole_lightning.evidence.state import DONE, NEW, CellState
+
+BEGIN = "<!-- evidence:begin (scripts/evidence.py --report writes this section; edits inside are overwritten) -->"
+END = "<!-- evidence:end -->"
+BASELINE = "lora"
+OTHER_METRIC = {"best": "final", "final": "best"}
+
+LIMITS = """What this protocol cannot show:
+- The papers used RoBERTa-base/large (MoLE, MoLEx GLUE) and GPT-2 medium (MoLEx E2E) on
+  GPUs. MiniLM-L6 is a small distilled model (6 layers, hidden 384): a method's rank here
+  need not carry over to those backbones, and MoLEx has only 6 layers to choose from.
+- Epochs and learning rates are the protocol's fixed values for every method, not each
+  method's tuned optimum; a method that needs a longer schedule is disadvantaged.
+- Three seeds give a rough spread, not a significance test; dev sets are small (RTE 277,
+  MRPC 408 examples), and `best` scores select the checkpoint on the same dev set."""
+
+
+@dataclass
+class CellResult:
+    """A planned cell with its state and, when it ran, its run, record and throughput."""
+
+    cell: ProtocolCell
+    state: CellState
+    record: dict
+    throughput: dict
+
+    @property
+    def run(self) -> Run | None:
+        return self.state.run
+
+    @property
+    def done(self) -> bool:
+        return self.state.kind == DONE
+
+    def score(self, metric: str) -> float | None:
+        return self.run.score(metric) if self.done and self.run else None
+
+
+def read_throughput(path: Path) -> dict:
+    try:
+        return json.loads((path / THROUGHPUT_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def gather(cells: list[ProtocolCell], states: list[CellState]) -> list[CellResult]:
+    return [
+        CellResult(cell, state, read_record(cell.path), read_throughput(cell.path))
+        for cell, state in zip(cells, states, strict=True)
+    ]
+
+
+def pct(value: float | None, decimals: int = 1) -> str:
+    return "–" if value is None else f"{100 * value:.{decimals}f}"
+
+
+def mean_std(values: list[float], decimals: int = 1) -> str:
+    """``mean ± std (n=k)`` (sample std; no ± for one value)."""
+    mean = statistics.fmean(values)
+    std = f" ± {statistics.stdev(values):.{decimals}f}" if len(values) > 1 else ""
+    return f"{mean:+.{decimals}f}{std} (n={len(values)})"
+
+
+def paired_differences(
+    results: list[CellResult], metric: str
+) -> dict[tuple[str, str], list[float]]:
+    """``(method, task) -> [100 * (score - LoRA's score)]`` over the seeds where both the
+    method's and LoRA's cell are done."""
+    base = {
+        (r.cell.task, r.cell.seed): r.score(metric) for r in results if r.cell.method == BASELINE
+    }
+    diffs: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for r in results:
+        lora = base.get((r.cell.task, r.cell.seed))
+        score = r.score(metric)
+        if r.cell.method != BASELINE and score is not None and lora is not None:
+            diffs[r.cell.method, r.cell.task].append(100 * (score - lora))
+    return dict(diffs)
+
+
+def difference_lines(results: list[CellResult], metric: str) -> list[str]:
+    diffs = paired_differences(results, metric)
+    if not diffs:
+        return [
+            f"No method has a done cell paired with a done {BASELINE} cell of the same seed yet."
+        ]
+    tasks = sorted({t for _, t in diffs}, key=task_order)
+    methods = [m for m in dict.fromkeys(r.cell.method for r in results) if m != BASELINE]
+    lines = [
+        f"Paired difference to {BASELINE} on the same seed ({metric} score, ×100): mean ± std "
+        "of the per-seed differences (n = seeds with both cells done); positive = better than "
+        f"{BASELINE}.",
+        "",
+        "| method | " + " | ".join(task_label(t) for t in tasks) + " |",
+        "|---|" + "---:|" * len(tasks),
+    ]
+    for method in methods:
+        cells = [mean_std(diffs[method, t]) if (method, t) in diffs else "–" for t in tasks]
+        if any(c != "–" for c in cells):
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def run_lines(results: list[CellResult]) -> list[str]:
+    """One row per done cell: scores, parameters, wall time, throughput, machine."""
+    if not any(r.done for r in results):
+        return ["No cell is done yet."]
+    lines = [
+        "| task | method | seed | best | final | trainable params | wall time | train samples/s | machine | precision | commit |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|---|---|",
+    ]
+    for r in results:
+        if not r.done:
+            continue
+        run = r.run
+        params = (run.metrics or {}).get("params/trainable")
+        attempts = r.record.get("attempts", [])
+        machine = attempts[-1]["machine"]["summary"] if attempts else "?"
+        rate = r.throughput.get("train_samples_per_s")
+        note = f" ({len(attempts)} attempts)" if len(attempts) > 1 else ""
+        lines.append(
+            f"| {task_label(r.cell.task)} | {r.cell.method} | {r.cell.seed} | {pct(run.score('best'))} "
+            f"| {pct(run.score('final'))} | {human_count(int(params)) if params else '–'} "
+            f"| {format_duration(wall_seconds(r.record))}{note} | {'–' if rate is None else f'{rate:.1f}'} "
+            f"| {machine} | {run.config_value('trainer.precision')} | {str(run.info.get('git_commit'))[:12]} |"
+        )
+    return lines
+
+
+def validation_series(run: Run) -> list[float]:
+    """The monitored dev metric at each validation during fitting (the best
+    checkpoint's re-validation after fitting left out)."""
+    path = metrics_csv_path(run)
+    if not path.is_file() or run.monitor is None:
+        return []
+    points = read_metrics_csv(path).get(run.monitor, [])
+    return [v for _, v in training_points(run, points)]
+
+
+def curve_lines(results: list[CellResult]) -> list[str]:
+    """The monitored dev metric at each validation (each epoch end), mean over seeds."""
+    series: dict[tuple[str, str], list[list[float]]] = defaultdict(list)
+    for r in results:
+        if r.done:
+            values = validation_series(r.run)
+            if values:
+                series[r.cell.task, r.cell.method].append(values)
+    if not series:
+        return ["No done cell has a csv/metrics.csv with dev scores yet."]
+    width = max(len(v) for runs in series.values() for v in runs)
+    lines = [
+        "Dev metric (×100) at each validation (one per epoch), mean over the done seeds. A "
+        "resumed cell (more than one attempt in the table below) keeps only its last "
+        "attempt's validations: its CSV logger starts metrics.csv again.",
+        "",
+        "| task | method | seeds | " + " | ".join(str(i) for i in range(1, width + 1)) + " |",
+        "|---|---|---:|" + "---:|" * width,
+    ]
+    for (task, method), runs in sorted(series.items(), key=lambda kv: task_order(kv[0][0])):
+        means = []
+        for i in range(width):
+            at = [v[i] for v in runs if len(v) > i]
+            means.append(pct(statistics.fmean(at)) if at else "")
+        lines.append(f"| {task_label(task)} | {method} | {len(runs)} | " + " | ".join(means) + " |")
+    return lines
+
+
+PLAIN_DIR = "plain_lora"
+
+
+def sanity_lines(results: list[CellResult], out: Path) -> list[str]:
+    """The plain transformers + peft loop (``<out>/plain_lora/<task>_seed<k>.json``,
+    written by ``scripts/plain_lora_loop.py --out``) beside the project's LoRA cell of
+    the same task and seed: the dev metric after each epoch."""
+    files = sorted((out / PLAIN_DIR).glob("*.json"))
+    if not files:
+        return [f"No plain-loop result in {out / PLAIN_DIR}/ yet (README: the sanity row)."]
+    lora = {(r.cell.task, r.cell.seed): r for r in results if r.cell.method == BASELINE and r.done}
+    lines = [
+        "The dev metric (×100) after each epoch: scripts/plain_lora_loop.py (same LoRA "
+        "settings, plain transformers + peft) against the project's LoRA cell of the same "
+        "task and seed.",
+        "",
+        "| task | seed | metric | plain loop, per epoch | project LoRA, per epoch |",
+        "|---|---:|---|---|---|",
+    ]
+    for path in files:
+        plain = json.loads(path.read_text())
+        task, seed, monitor = plain["task"], int(plain["settings"]["seed"]), plain["monitor"]
+        curve = ", ".join(pct(e["dev"][monitor]) for e in plain["epochs"])
+        cell = lora.get((task, seed))
+        ours = ", ".join(pct(v) for v in validation_series(cell.run)) if cell else "no done cell"
+        lines.append(f"| {task_label(task)} | {seed} | {monitor} | {curve} | {ours} |")
+    return lines
+
+
+def mole_structures(results: list[CellResult]) -> dict[str, dict[int, list[list[str]]]]:
+    """``task -> seed -> kept experts per layer`` from the done MoLE cells."""
+    found: dict[str, dict[int, list[list[str]]]] = defaultdict(dict)
+    for r in results:
+        path = r.cell.path / "mole_structure.json"
+        if r.done and r.cell.method == "mole" and path.is_file():
+            found[r.cell.task][r.cell.seed] = json.loads(path.read_text())["structure"]
+    return dict(found)
+
+
+def structure_table(by_seed: dict[int, list[list[str]]], experts: list[str]) -> ExpertTable:
+    """Layer × expert: the fraction of seeds in which the expert survived pruning."""
+    layers = max(len(s) for s in by_seed.values())
+    values = np.zeros((layers, len(experts)))
+    for structure in by_seed.values():
+        for layer, kept in enumerate(structure):
+            for name in kept:
+                values[layer, experts.index(name)] += 1
+    return ExpertTable([f"layer {i}" for i in range(layers)], experts, values / len(by_seed))
+
+
+def mole_lines(results: list[CellResult], figures: Path, link: Path) -> list[str]:
+    structures = mole_structures(results)
+    if not structures:
+        return [
+            "No done MoLE cell has a mole_structure.json yet (it is written when pruning runs)."
+        ]
+    lines = ["Which expert survived pruning in each layer, per seed:", ""]
+    for task in sorted(structures, key=task_order):
+        by_seed = structures[task]
+        seeds = sorted(by_seed)
+        experts = sorted({e for s in by_seed.values() for kept in s for e in kept})
+        path = figures / f"mole_structure_{task}.png"
+        figures.mkdir(parents=True, exist_ok=True)
+        plot_side_by_side(
+            {f"{task_label(task)} (n={len(seeds)} seeds)": structure_table(by_seed, experts)},
+            "MoLE: fraction of seeds keeping each expert",
+            path,
+            ("layer", "expert"),
+        )
+        lines += [
+            f"{task_label(task)} ([figure]({relative_link(path, link)})):",
+            "",
+            "| layer | " + " | ".join(f"seed {s}" for s in seeds) + " |",
+            "|---|" + "---|" * len(seeds),
+        ]
+        layers = max(len(s) for s in by_seed.values())
+        for layer in range(layers):
+            kept = [", ".join(by_seed[s][layer]) if layer < len(by_seed[s]) else "–" for s in seeds]
+            lines.append(f"| {layer} | " + " | ".join(kept) + " |")
+        lines.append("")
+    return lines
+
+
+def molex_lines(results: list[CellResult], figures: Path, link: Path) -> list[str]:
+    """One selection heatmap per task, the mean over its done seeds."""
+    by_task: dict[str, list[ExpertTable]] = defaultdict(list)
+    for r in results:
+        path = r.cell.path / "molex_selection.json"
+        if r.done and r.cell.method == "molex" and path.is_file():
+            by_task[r.cell.task].append(read_expert_table(path))
+    if not by_task:
+        return ["No done MoLEx cell has a molex_selection.json yet."]
+    lines = [
+        "MoLEx layer selection on the dev set (routed layer × chosen layer, frequency; the "
+        "last dev pass of each run, the best checkpoint's re-validation), mean over seeds:",
+        "",
+    ]
+    for task in sorted(by_task, key=task_order):
+        path = figures / f"molex_selection_{task}.png"
+        figures.mkdir(parents=True, exist_ok=True)
+        plot_side_by_side(
+            {f"{task_label(task)} (n={len(by_task[task])} seeds)": average_tables(by_task[task])},
+            "MoLEx layer selection frequency",
+            path,
+            ("routed layer", "chosen layer"),
+        )
+        lines.append(f"- {task_label(task)}: [{path.name}]({relative_link(path, link)})")
+    return lines
+
+
+def relative_link(path: Path, markdown: Path) -> str:
+    """``path`` relative to the Markdown file's folder (for links), else absolute."""
+    try:
+        return str(path.resolve().relative_to(markdown.resolve().parent))
+    except ValueError:
+        return str(path.resolve())
+
+
+def missing_lines(results: list[CellResult], continue_command: dict[str, str]) -> list[str]:
+    """Every cell not done, with why, and the command per stage that continues it."""
+    pending = [r for r in results if not r.done]
+    if not pending:
+        return ["Every cell of the protocol is done."]
+    lines = [f"{len(pending)} of {len(results)} cells are not done:", ""]
+    new: dict[str, list[str]] = defaultdict(list)
+    for r in pending:
+        if r.state.kind == NEW:
+            new[r.cell.stage].append(r.cell.name)
+        else:
+            lines.append(f"- {r.cell.name} ({r.cell.stage}): {r.state.reason}")
+    for stage, names in new.items():
+        shown = ", ".join(names) if len(names) <= 4 else f"{names[0]} ... {names[-1]}"
+        lines.append(f"- stage {stage}: {len(names)} cells not run yet ({shown})")
+    lines += ["", "Continue the protocol (done cells are skipped, killed ones resume):", ""]
+    stages = dict.fromkeys(r.cell.stage for r in pending)
+    lines += ["```bash", *(continue_command[s] for s in stages), "```"]
+    return lines
+
+
+def provenance_lines(results: list[CellResult], report_command: str) -> list[str]:
+    """Commands, commits, machines and dates of the done cells."""
+    done = [r for r in results if r.done]
+    machines: dict[str, list[str]] = defaultdict(list)
+    commits: dict[str, int] = defaultdict(int)
+    commands = dict.fromkeys(r.record.get("protocol_command") for r in done if r.record)
+    for r in done:
+        attempts = r.record.get("attempts", [])
+        summary = attempts[-1]["machine"]["summary"] if attempts else "unknown machine"
+        precision = r.run.config_value("trainer.precision")
+        machines[f"{summary}, precision {precision}"].append(r.cell.name)
+        commits[str(r.run.info.get("git_commit"))] += 1
+    starts = [r.run.info.get("started") for r in done if r.run.info.get("started")]
+    ends = [r.run.info.get("ended") for r in done if r.run.info.get("ended")]
+    lines = [
+        f"Written by `{report_command}` (run it again to refresh this section).",
+        f"Cells done: {len(done)} of {len(results)}"
+        + (
+            f", run between {min(starts)} and {max(ends)} (local time of the machine)."
+            if starts and ends
+            else "."
+        ),
+    ]
+    if commands:
+        lines.append("Protocol command(s): " + "; ".join(f"`{c}`" for c in commands if c))
+    if commits:
+        lines.append("Commit(s): " + ", ".join(f"`{c}` ({n} cells)" for c, n in commits.items()))
+    for machine, names in machines.items():
+        lines.append(f"Machine: {machine}: {len(names)} cells ({', '.join(names)}).")
+    return lines
+
+
+def write_figures(results: list[CellResult], figures: Path, link: Path) -> list[str]:
+    """Learning curves (``curves_<task>.png``) of the done cells."""
+    runs = [r.run for r in results if r.done]
+    if not runs:
+        return []
+    written, _ = plot_learning_curves(runs, figures)
+    return [
+        f"- {task_label(p.stem.removeprefix('curves_'))}: [{p.name}]({relative_link(p, link)})"
+        for p in written
+    ]
+
+
+def report_markdown(
+    results: list[CellResult],
+    metric: str,
+    figures: Path,
+    markdown_path: Path,
+    report_command: str,
+    continue_command: dict[str, str],
+    out: Path,
+) -> str:
+    """The whole generated section, between ``BEGIN`` and ``END``; ``out`` is the
+    protocol folder."""
+    runs = [r.run for r in results if r.done]
+    backbones = sorted({str(r.run.backbone) for r in results if r.done}) or ["no run yet"]
+    seeds = sorted({r.cell.seed for r in results})
+    lines = [
+        BEGIN,
+        f"## Evidence protocol: dev scores ({', '.join(backbones)}, seeds {', '.join(map(str, seeds))})",
+        "",
+    ]
+    lines += provenance_lines(results, report_command) + [""]
+    for which in (metric, OTHER_METRIC[metric]):
+        if runs:
+            table = build_table(runs, metric=which)
+            lines += table.table_lines(1) + [""]
+            lines += [f"- {w}" for w in table.warnings] + ([""] if table.warnings else [])
+        else:
+            lines += ["No cell is done yet: no table.", ""]
+            break
+    lines += ["### Paired differences to LoRA", ""] + difference_lines(results, metric) + [""]
+    lines += ["### Learning curves", ""] + curve_lines(results) + [""]
+    figure_links = write_figures(results, figures, markdown_path)
+    lines += figure_links + ([""] if figure_links else [])
+    lines += ["### Sanity row: the plain LoRA loop", ""] + sanity_lines(results, out) + [""]
+    lines += ["### Every run", ""] + run_lines(results) + [""]
+    lines += (
+        ["### MoLE: pruned structures", ""] + mole_lines(results, figures, markdown_path) + [""]
+    )
+    lines += (
+        ["### MoLEx: layer selection", ""] + molex_lines(results, figures, markdown_path) + [""]
+    )
+    lines += ["### Missing and failed cells", ""] + missing_lines(results, continue_command) + [""]
+    lines += [LIMITS, END]
+    return "\n".join(lines) + "\n"
+
+
+def runs_csv(results: list[CellResult]) -> str:
+    """One line per planned cell: state, scores (×1, unrounded), every best/val metric,
+    LoRA difference, parameters, time, throughput, machine, commit, folder."""
+    diffs = {
+        (r.cell.task, r.cell.seed): r.score("best") for r in results if r.cell.method == BASELINE
+    }
+    extra = sorted(
+        {
+            k
+            for r in results
+            if r.done
+            for k in (r.run.metrics or {})
+            if k.startswith(("best/val/", "val/"))
+        }
+    )
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(
+        [
+            "stage",
+            "task",
+            "method",
+            "seed",
+            "state",
+            "monitor",
+            "best",
+            "final",
+            "best_minus_lora",
+            "params_trainable",
+            "wall_s",
+            "attempts",
+            "train_samples_per_s",
+            "machine",
+            "precision",
+            "git_commit",
+            "path",
+            *extra,
+        ]
+    )
+    for r in results:
+        run, done = r.run, r.done
+        metrics = (run.metrics or {}) if done else {}
+        best, lora = r.score("best"), diffs.get((r.cell.task, r.cell.seed))
+        attempts = r.record.get("attempts", [])
+        writer.writerow(
+            [
+                r.cell.stage,
+                r.cell.task,
+                r.cell.method,
+                r.cell.seed,
+                r.state.kind,
+                run.monitor if done else "",
+                "" if best is None else best,
+                "" if r.score("final") is None else r.score("final"),
+                "" if best is None or lora is None or r.cell.method == BASELINE else best - lora,
+                metrics.get("params/trainable", ""),
+                wall_seconds(r.record) or "",
+                len(attempts),
+                r.throughput.get("train_samples_per_s", "") if done else "",
+                attempts[-1]["machine"]["summary"] if attempts else "",
+                run.config_value("trainer.precision") if done else "",
+                run.info.get("git_commit", "") if done else "",
+                str(r.cell.path),
+                *(metrics.get(k, "") for k in extra),
+            ]
+        )
+    return out.getvalue()
+
+
+def replace_section(path: Path, section: str) -> None:
+    """Writes ``section`` (which starts with ``BEGIN`` and ends with ``END``) into the
+    Markdown file, replacing the text between the markers, or appending it when the file
+    has none. Running it twice with the same section leaves the file unchanged."""
+    text = path.read_text() if path.is_file() else ""
+    if (BEGIN in text) != (END in text):
+        raise ValueError(f"{path}: one evidence marker without the other; fix the file by hand")
+    if BEGIN in text:
+        head, rest = text.split(BEGIN, 1)
+        tail = rest.split(END, 1)[1]
+        text = head + section.rstrip("\n") + tail
+    else:
+        text = text.rstrip("\n") + ("\n\n" if text else "") + section
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)

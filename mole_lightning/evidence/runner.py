@@ -1,0 +1,212 @@
+"""Running the protocol's cells one after another: skip the done, resume the killed,
+record every attempt, print a progress line per cell, and go on after a failure."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from mole_lightning.analysis.runs import read_json
+from mole_lightning.evidence.protocol import ProtocolCell, compose_cell
+from mole_lightning.evidence.state import (
+    DONE,
+    RERUN,
+    RESUME,
+    CellState,
+    cell_state,
+    last_checkpoint,
+)
+from mole_lightning.utils.machine import machine_record
+from mole_lightning.utils.run_info import RUN_INFO, write_json
+
+CELL_RECORD = "evidence_cell.json"
+PREVIOUS_DIR = "_previous"
+
+
+def read_record(path: Path) -> dict:
+    """A cell's ``evidence_cell.json`` (empty when missing or unreadable)."""
+    try:
+        record = json.loads((path / CELL_RECORD).read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def wall_seconds(record: dict) -> float | None:
+    """Total wall time of a cell's attempts that ended (killed attempts have no end)."""
+    walls = [a["wall_s"] for a in record.get("attempts", []) if a.get("wall_s") is not None]
+    return sum(walls) if walls else None
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def move_aside(cell: ProtocolCell, out: Path) -> Path:
+    """Moves a cell folder that will run from scratch to
+    ``<out>/_previous/<task>/<method>/seed<k>-<time>`` (kept, never deleted)."""
+    target = (
+        out
+        / PREVIOUS_DIR
+        / cell.task
+        / cell.method
+        / f"seed{cell.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(cell.path), str(target))
+    return target
+
+
+def estimate_left(cells: list[ProtocolCell], walls: dict[str, float]) -> tuple[float | None, int]:
+    """Estimated seconds for those of ``cells`` that have not finished (not in
+    ``walls``): each costs the mean wall time of the finished cells of its task and
+    method, else of every finished cell. Returns ``(seconds or None when no cell has
+    finished, number of finished cells it is based on)``."""
+    if not walls:
+        return None, 0
+    overall = statistics.fmean(walls.values())
+    total = 0.0
+    for cell in (c for c in cells if c.name not in walls):
+        same = [
+            w for name, w in walls.items() if name.rsplit("/", 1)[0] == f"{cell.task}/{cell.method}"
+        ]
+        total += statistics.fmean(same) if same else overall
+    return total, len(walls)
+
+
+def finished_walls(cells: list[ProtocolCell]) -> dict[str, float]:
+    """``cell name -> wall seconds`` of the cells that finished (from their records)."""
+    walls = {}
+    for cell in cells:
+        info = read_json(cell.path / RUN_INFO, [])
+        if info is not None and info.get("status") == "finished":
+            wall = wall_seconds(read_record(cell.path))
+            if wall is not None:
+                walls[cell.name] = wall
+    return walls
+
+
+class ProtocolRunner:
+    """Runs ``cells`` in order with ``train_fn`` (``mole_lightning.train.train``).
+
+    Args:
+        cells: the planned cells (``plan_cells``).
+        out: the protocol folder.
+        may_differ: resolved-config keys that do not make a done cell run again.
+        protocol_command: the command line that runs (and continues) this protocol,
+            saved in every cell's record.
+        train_fn: trains one composed config and returns its metrics.
+        log: where progress lines go.
+    """
+
+    def __init__(
+        self,
+        cells: list[ProtocolCell],
+        out: Path,
+        may_differ: list[str],
+        protocol_command: str,
+        train_fn: Callable,
+        log: Callable[[str], None] = print,
+    ) -> None:
+        self.cells, self.out, self.may_differ = cells, out, may_differ
+        self.protocol_command, self.train_fn, self.log = protocol_command, train_fn, log
+
+    def states(self) -> list[CellState]:
+        """Each cell's state against the protocol's config (nothing runs)."""
+        return [cell_state(c.path, compose_cell(c), self.may_differ) for c in self.cells]
+
+    def dry_run(self) -> list[CellState]:
+        """Prints what each cell would do, with its single-run command."""
+        states = self.states()
+        for i, (cell, state) in enumerate(zip(self.cells, states, strict=True), start=1):
+            self.log(
+                f"[{i}/{len(self.cells)}] {cell.name} ({cell.stage}): {state.kind}: {state.reason}"
+            )
+            if state.kind != DONE:
+                self.log(f"    {cell.train_command()}")
+        return states
+
+    def run(self) -> dict[str, int]:
+        """Runs every cell that is not done; returns counts of ``done`` (skipped),
+        ``finished`` and ``failed`` cells. Ctrl-C records the attempt and stops."""
+        started = time.monotonic()
+        counts = {"done": 0, "finished": 0, "failed": 0}
+        total = len(self.cells)
+        for i, cell in enumerate(self.cells, start=1):
+            state = cell_state(cell.path, compose_cell(cell), self.may_differ)
+            prefix = f"[evidence {i}/{total}] {cell.name}"
+            if state.kind == DONE:
+                counts["done"] += 1
+                self.log(f"{prefix}: done earlier, skipped")
+                continue
+            left, based_on = estimate_left(self.cells[i - 1 :], finished_walls(self.cells))
+            estimate = (
+                f"~{format_duration(left)} left (from {based_on} finished cells)"
+                if left is not None
+                else "time left unknown until a cell finishes"
+            )
+            self.log(
+                f"{prefix}: {state.kind} ({state.reason}) | elapsed "
+                f"{format_duration(time.monotonic() - started)} | {estimate}"
+            )
+            ok = self.run_cell(cell, state)
+            counts["finished" if ok else "failed"] += 1
+            record = read_record(cell.path)
+            last = record["attempts"][-1]
+            self.log(
+                f"{prefix}: {last['outcome']} in {format_duration(last['wall_s'])}"
+                + (f": {last['error']}" if last.get("error") else "")
+            )
+        self.log(
+            f"[evidence] {counts['done']} done earlier, {counts['finished']} finished, "
+            f"{counts['failed']} failed, in {format_duration(time.monotonic() - started)}"
+        )
+        return counts
+
+    def run_cell(self, cell: ProtocolCell, state: CellState) -> bool:
+        """One attempt at a cell; returns whether it finished."""
+        ckpt = last_checkpoint(cell.path) if state.kind == RESUME else None
+        if state.kind == RERUN and cell.path.exists():
+            moved = move_aside(cell, self.out)
+            self.log(f"    previous folder moved to {moved}")
+        record = read_record(cell.path) if ckpt is not None else {}
+        attempt = {
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "outcome": "running",
+            "wall_s": None,
+            "resumed_from": str(ckpt) if ckpt else None,
+            "machine": machine_record(),
+        }
+        record = {
+            "cell": cell.name,
+            "stage": cell.stage,
+            "protocol_command": self.protocol_command,
+            "train_command": cell.train_command(),
+            "attempts": [*record.get("attempts", []), attempt],
+        }
+        cell.path.mkdir(parents=True, exist_ok=True)
+        write_json(cell.path / CELL_RECORD, record)
+        begin = time.monotonic()
+        try:
+            self.train_fn(compose_cell(cell, ckpt))
+            attempt["outcome"] = "finished"
+        except KeyboardInterrupt:
+            attempt["outcome"] = "interrupted"
+            raise
+        except Exception as err:  # a failed cell is recorded and the protocol goes on
+            attempt["outcome"] = "failed"
+            attempt["error"] = f"{type(err).__name__}: {err}"
+            print(f"error in {cell.name}: {attempt['error']}", file=sys.stderr)
+        finally:
+            attempt["wall_s"] = time.monotonic() - begin
+            attempt["ended"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+            write_json(cell.path / CELL_RECORD, record)
+        return attempt["outcome"] == "finished"

@@ -1,0 +1,71 @@
+"""Where a protocol cell stands on disk: done, new, to resume, or to run again."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+
+from mole_lightning.analysis.runs import Run, load_run
+from mole_lightning.analysis.table import flatten
+from mole_lightning.utils.run_info import METRICS, RUN_INFO
+
+DONE, NEW, RESUME, RERUN = "done", "new", "resume", "rerun"
+
+
+@dataclass
+class CellState:
+    """``kind``: ``done`` (finished with the protocol's config: skipped), ``new`` (no run
+    yet), ``resume`` (killed or failed with the same config and a ``last.ckpt``: continue
+    from it) or ``rerun`` (anything else: start again); ``reason`` says why; ``run`` is
+    what the folder holds (``None`` for a new cell)."""
+
+    kind: str
+    reason: str
+    run: Run | None = None
+
+
+def config_differences(saved: dict, cfg: DictConfig, may_differ: list[str]) -> list[str]:
+    """Resolved-config keys whose value differs between a saved run and ``cfg``, beyond
+    the ``may_differ`` prefixes. ``cfg`` goes through the same YAML round trip as
+    ``resolved_config.yaml``, so equal values compare equal."""
+    expected = flatten(yaml.safe_load(OmegaConf.to_yaml(cfg, resolve=True)))
+    found = flatten(saved)
+    keys = set(expected) | set(found)
+    return sorted(
+        k for k in keys if not k.startswith(tuple(may_differ)) and expected.get(k) != found.get(k)
+    )
+
+
+def last_checkpoint(path: Path) -> Path | None:
+    ckpt = path / "checkpoints" / "last.ckpt"
+    return ckpt if ckpt.is_file() else None
+
+
+def cell_state(path: Path, cfg: DictConfig, may_differ: list[str]) -> CellState:
+    """The state of the cell folder ``path`` against the protocol's config ``cfg``."""
+    if not (path / RUN_INFO).is_file():
+        return CellState(NEW, "no run yet")
+    run = load_run(path)
+    if run.read_errors:
+        return CellState(RERUN, "; ".join(run.read_errors), run)
+    if run.config is None:
+        return CellState(RERUN, "no resolved_config.yaml", run)
+    changed = config_differences(run.config, cfg, may_differ)
+    if changed:
+        shown = ", ".join(changed[:4]) + (" ..." if len(changed) > 4 else "")
+        return CellState(RERUN, f"config changed since it ran ({shown})", run)
+    if run.status == "finished":
+        if run.metrics is None:
+            return CellState(RERUN, f"finished without {METRICS}", run)
+        return CellState(DONE, "finished with this config", run)
+    what = (
+        f"failed: {run.info.get('error', 'no error recorded')}"
+        if run.status == "failed"
+        else f"unfinished ({run.status} since {run.info.get('started', '?')})"
+    )
+    if last_checkpoint(path) is not None:
+        return CellState(RESUME, f"{what}; resuming from checkpoints/last.ckpt", run)
+    return CellState(RERUN, f"{what}; no checkpoint to resume from", run)

@@ -1,0 +1,129 @@
+"""Run, continue and report the evidence protocol (conf/evidence.yaml).
+
+    python scripts/evidence.py [--stage cola_rte|mrpc_stsb|full|all] [--trainer cpu|gpu]
+        [--out logs/evidence] [--override KEY=VALUE ...] [--dry-run]
+    python scripts/evidence.py --report [--results docs/results.md] [--csv docs/evidence_runs.csv]
+        [--figures docs/evidence]
+
+Each cell (task, method, seed) is one train() run in <out>/<task>/<method>/seed<seed>.
+Running again skips every cell that finished with the protocol's config, resumes a
+killed or failed one from its last.ckpt, and runs the rest; a failed cell is recorded
+and the protocol goes on. --report writes the results section of docs/results.md
+(between its evidence markers), a CSV of every run and the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from mole_lightning.errors import MoleError  # noqa: E402
+from mole_lightning.evidence.protocol import (  # noqa: E402
+    ALL_STAGES,
+    DEFAULT_PROTOCOL,
+    TRAINERS,
+    load_protocol,
+    plan_cells,
+)
+from mole_lightning.evidence.report import (  # noqa: E402
+    gather,
+    replace_section,
+    report_markdown,
+    runs_csv,
+)
+from mole_lightning.evidence.runner import ProtocolRunner  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--protocol", type=Path, default=DEFAULT_PROTOCOL, help="protocol file")
+    parser.add_argument(
+        "--stage", default=ALL_STAGES, help="a stage of the protocol file, or all (default)"
+    )
+    parser.add_argument("--trainer", choices=TRAINERS, default="cpu", help="trainer=cpu or gpu")
+    parser.add_argument("--out", type=Path, default=Path("logs/evidence"), help="protocol folder")
+    parser.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a Hydra override for every cell, after the protocol's own (repeatable)",
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="show each cell's state, run nothing"
+    )
+    parser.add_argument(
+        "--report", action="store_true", help="write the report (every stage), run nothing"
+    )
+    parser.add_argument("--results", type=Path, default=Path("docs/results.md"))
+    parser.add_argument("--csv", type=Path, default=Path("docs/evidence_runs.csv"))
+    parser.add_argument("--figures", type=Path, default=Path("docs/evidence"))
+    return parser.parse_args(argv)
+
+
+def command(args: argparse.Namespace, stage: str) -> str:
+    """The command line that runs (and continues) ``stage`` with these arguments."""
+    parts = ["--stage", stage, "--trainer", args.trainer, "--out", str(args.out)]
+    if args.protocol != DEFAULT_PROTOCOL:
+        parts += ["--protocol", str(args.protocol)]
+    for override in args.override:
+        parts += ["--override", override]
+    return "python scripts/evidence.py " + " ".join(shlex.quote(p) for p in parts)
+
+
+def report(args: argparse.Namespace, protocol, runner: ProtocolRunner) -> None:
+    results = gather(runner.cells, runner.states())
+    report_command = (
+        command(args, ALL_STAGES)
+        + " --report"
+        + "".join(
+            f" --{name} {shlex.quote(str(getattr(args, name)))}"
+            for name in ("results", "csv", "figures")
+        )
+    )
+    section = report_markdown(
+        results,
+        protocol.metric,
+        args.figures,
+        args.results,
+        report_command,
+        {stage: command(args, stage) for stage in protocol.stages},
+        args.out,
+    )
+    replace_section(args.results, section)
+    args.csv.parent.mkdir(parents=True, exist_ok=True)
+    args.csv.write_text(runs_csv(results))
+    done = sum(r.done for r in results)
+    print(
+        f"report: {done}/{len(results)} cells done -> {args.results}, {args.csv}, {args.figures}/"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        protocol = load_protocol(args.protocol)
+        stage = ALL_STAGES if args.report else args.stage
+        cells = plan_cells(protocol, stage, args.out, args.trainer, args.override)
+        from mole_lightning.train import train
+
+        runner = ProtocolRunner(cells, args.out, protocol.may_differ, command(args, stage), train)
+        if args.report:
+            report(args, protocol, runner)
+        elif args.dry_run:
+            runner.dry_run()
+        else:
+            counts = runner.run()
+            return 1 if counts["failed"] else 0
+    except MoleError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,295 @@
+"""The evidence protocol: planning from the real conf/evidence.yaml, and end to end on a
+tiny slice of real data (real Hydra composition, real Trainer): run, skip, resume, report."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mole_lightning.evidence.protocol import compose_cell, load_protocol, plan_cells
+from mole_lightning.evidence.report import BEGIN, END, replace_section
+from scripts.evidence import main
+from scripts.plain_lora_loop import main as plain_lora_loop
+
+TINY = [
+    "data.batch_size=4",
+    "data.eval_batch_size=8",
+    "data.max_length=32",
+    "data.num_workers=0",
+    "+trainer.limit_train_batches=2",
+    "+trainer.limit_val_batches=2",
+    "trainer.num_sanity_val_steps=0",
+    "trainer.log_every_n_steps=1",
+]
+
+
+def write_protocol(path: Path, glue_dir: Path, methods: list[str], task: str = "rte") -> Path:
+    """A two-cell protocol in the format of conf/evidence.yaml."""
+    protocol = {
+        "common": ["backbone=minilm", f"data.dir={glue_dir}", "logger=csv"],
+        "tasks": {task: ["trainer.max_epochs=2"]},
+        "methods": {"lora": ["optim.lr=5.0e-4"], "adapter": ["optim.lr=1.0e-3"]},
+        "seeds": [1],
+        "stages": {"tiny": {"tasks": [task], "methods": methods}},
+        "metric": "best",
+        "may_differ": ["paths.", "ckpt_path", "callbacks.model_checkpoint.dirpath"],
+    }
+    path.write_text(yaml.safe_dump(protocol))
+    return path
+
+
+def evidence(protocol: Path, out: Path, cache: Path, *extra: str) -> int:
+    args = ["--protocol", str(protocol), "--out", str(out), "--trainer", "cpu"]
+    for override in [*TINY, f"paths.cache_dir={cache}"]:
+        args += ["--override", override]
+    return main([*args, *extra])
+
+
+def test_real_protocol_order_and_configs(tmp_path: Path) -> None:
+    protocol = load_protocol()
+    cells = plan_cells(protocol, "all", tmp_path, "cpu")
+    assert len(cells) == 4 * 4 * 3 + 3
+    first = cells[:24]
+    assert {c.task for c in first} == {"cola", "rte"}
+    assert {c.method for c in first} == {"lora", "adapter", "mole", "molex"}
+    assert [c.seed for c in first] == [1] * 8 + [2] * 8 + [3] * 8  # seed by seed
+    assert {c.task for c in cells[24:48]} == {"mrpc", "stsb"}
+    assert {(c.task, c.method) for c in cells[48:]} == {("rte", "full")}
+    assert cells[0].path == tmp_path / "cola" / "lora" / "seed1"
+    gpu = plan_cells(protocol, "cola_rte", tmp_path, "gpu")
+    by_method = {c.method: c for c in gpu}
+    for method, lr in {"lora": 5e-4, "adapter": 1e-3, "mole": 1e-3, "molex": 5e-4}.items():
+        cfg = compose_cell(by_method[method])
+        assert cfg.method.name == method and cfg.optim.lr == lr
+        assert cfg.backbone.name == "minilm" and cfg.trainer.accelerator == "gpu"
+        assert cfg.paths.output_dir == str(by_method[method].path.resolve())
+    assert compose_cell(by_method["mole"]).parser.name == "spacy"
+    assert compose_cell(by_method["mole"]).method.prune.after_steps == 200
+
+
+def test_protocol_end_to_end(
+    glue_dir: Path, cache_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    protocol = write_protocol(tmp_path / "tiny.yaml", glue_dir, ["lora", "adapter"])
+    out = tmp_path / "evidence"
+    assert evidence(protocol, out, cache_dir) == 0
+    first = capsys.readouterr().out
+    assert "[evidence 1/2] rte/lora/seed1: new" in first
+    assert "[evidence 2/2] rte/adapter/seed1: new" in first
+    assert "left (from 1 finished cells)" in first  # the estimate once a cell finished
+    cells = [out / "rte" / m / "seed1" for m in ("lora", "adapter")]
+    for cell in cells:
+        assert json.loads((cell / "run_info.json").read_text())["status"] == "finished"
+        record = json.loads((cell / "evidence_cell.json").read_text())
+        assert [a["outcome"] for a in record["attempts"]] == ["finished"]
+        assert record["attempts"][0]["machine"]["cpu_count"] >= 1
+        throughput = json.loads((cell / "throughput.json").read_text())
+        assert throughput["train_samples"] == 2 * 2 * 4 and throughput["train_samples_per_s"] > 0
+    stamps = [(c / "metrics.json").stat().st_mtime_ns for c in cells]
+
+    # second call: both cells finished with the same config, so nothing runs
+    assert evidence(protocol, out, cache_dir) == 0
+    second = capsys.readouterr().out
+    assert second.count("done earlier, skipped") == 2
+    assert [(c / "metrics.json").stat().st_mtime_ns for c in cells] == stamps
+
+    # a killed cell (status still "running") resumes from its last.ckpt in its folder
+    info_path = cells[1] / "run_info.json"
+    info = json.loads(info_path.read_text())
+    info_path.write_text(json.dumps({**info, "status": "running"}))
+    assert evidence(protocol, out, cache_dir) == 0
+    assert "rte/adapter/seed1: resume" in capsys.readouterr().out
+    attempts = json.loads((cells[1] / "evidence_cell.json").read_text())["attempts"]
+    assert [a["outcome"] for a in attempts] == ["finished", "finished"]
+    assert attempts[1]["resumed_from"] == str((cells[1] / "checkpoints" / "last.ckpt").resolve())
+
+    # the sanity row: the plain loop's result where the report looks for it
+    plain_lora_loop(
+        [
+            "--task",
+            "rte",
+            "--data-dir",
+            str(glue_dir),
+            "--epochs",
+            "1",
+            "--seed",
+            "1",
+            "--train-limit",
+            "8",
+            "--dev-limit",
+            "8",
+            "--max-length",
+            "32",
+            "--device",
+            "cpu",
+            "--out",
+            str(out / "plain_lora" / "rte_seed1.json"),
+        ]
+    )
+    # the report: a marked section of an existing Markdown file, the CSV, idempotent
+    results = tmp_path / "results.md"
+    results.write_text("# Results\n\nHand-written text.\n")
+    report_args = [
+        "--report",
+        "--results",
+        str(results),
+        "--csv",
+        str(tmp_path / "runs.csv"),
+        "--figures",
+        str(tmp_path / "figures"),
+    ]
+    assert evidence(protocol, out, cache_dir, *report_args) == 0
+    text = results.read_text()
+    assert text.startswith("# Results\n\nHand-written text.\n") and text.count(BEGIN) == 1
+    section = text.split(BEGIN)[1].split(END)[0]
+    assert "| lora |" in section and "| adapter |" in section and "RTE (acc)" in section
+    assert "Cells done: 2 of 2" in section and "Every cell of the protocol is done." in section
+    assert "| adapter | " in section.split("### Paired differences to LoRA")[1]
+    sanity = section.split("### Sanity row: the plain LoRA loop")[1].split("###")[0]
+    assert "| RTE | 1 | acc | " in sanity and "no done cell" not in sanity
+    assert (tmp_path / "figures" / "curves_rte.png").is_file()
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "runs.csv").read_text())))
+    assert [(r["method"], r["state"]) for r in rows] == [("lora", "done"), ("adapter", "done")]
+    adapter, lora = rows[1], rows[0]
+    assert float(adapter["best_minus_lora"]) == pytest.approx(
+        float(adapter["best"]) - float(lora["best"])
+    )
+    assert evidence(protocol, out, cache_dir, *report_args) == 0
+    assert results.read_text() == text
+
+
+def test_changed_config_reruns_and_failed_cell_is_listed(
+    glue_dir: Path, cache_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Two cells that fail for real (no data files): each is recorded, the protocol goes
+    on to the next, exits 1, and the report lists both with the continue command."""
+    protocol = write_protocol(tmp_path / "tiny.yaml", tmp_path / "no_data", ["lora", "adapter"])
+    out = tmp_path / "evidence"
+    assert evidence(protocol, out, cache_dir) == 1
+    captured = capsys.readouterr()
+    assert captured.out.count(": failed in ") == 2
+    for method in ("lora", "adapter"):
+        record = json.loads((out / "rte" / method / "seed1" / "evidence_cell.json").read_text())
+        assert record["attempts"][0]["outcome"] == "failed"
+        assert "DataFileError" in record["attempts"][0]["error"]
+    # with another value the failed cells are stale: dry run says they run again
+    assert evidence(protocol, out, cache_dir, "--override", "optim.lr=2e-3", "--dry-run") == 0
+    dry = capsys.readouterr().out
+    assert dry.count("rerun: config changed since it ran (optim.lr)") == 2
+    results = tmp_path / "results.md"
+    assert (
+        evidence(
+            protocol,
+            out,
+            cache_dir,
+            "--report",
+            "--results",
+            str(results),
+            "--csv",
+            str(tmp_path / "runs.csv"),
+            "--figures",
+            str(tmp_path / "fig"),
+        )
+        == 0
+    )
+    section = results.read_text()
+    assert "No cell is done yet" in section
+    assert "- rte/lora/seed1 (tiny): config changed since it ran (optim.lr)" not in section
+    assert "- rte/lora/seed1 (tiny): failed: DataFileError" in section
+    assert f"python scripts/evidence.py --stage tiny --trainer cpu --out {out}" in section
+
+
+def test_replace_section_is_idempotent(tmp_path: Path) -> None:
+    path = tmp_path / "results.md"
+    path.write_text("# R\n\nbefore\n")
+    replace_section(path, f"{BEGIN}\nA\n{END}\n")
+    path.write_text(path.read_text() + "\n## after\n")
+    replace_section(path, f"{BEGIN}\nB\n{END}\n")
+    once = path.read_text()
+    replace_section(path, f"{BEGIN}\nB\n{END}\n")
+    assert path.read_text() == once == f"# R\n\nbefore\n\n{BEGIN}\nB\n{END}\n\n## after\n"
+
+
+def done_cell(root: Path, task: str, method: str, seed: int, files: dict[str, dict]):
+    """A done cell as the runner and train() leave it, with the method's export files."""
+    from mole_lightning.analysis.runs import Run
+    from mole_lightning.evidence.protocol import ProtocolCell
+    from mole_lightning.evidence.report import CellResult
+    from mole_lightning.evidence.state import DONE, CellState
+
+    path = root / task / method / f"seed{seed}"
+    path.mkdir(parents=True)
+    for name, payload in files.items():
+        (path / name).write_text(json.dumps(payload))
+    run = Run(path, "finished", {"task": task, "method": method, "seed": seed}, {}, {})
+    cell = ProtocolCell("s", task, method, seed, path)
+    return CellResult(cell, CellState(DONE, "finished with this config", run), {}, {})
+
+
+def test_mole_structures_and_molex_heatmaps_across_seeds(tmp_path: Path) -> None:
+    from mole_lightning.analysis.heatmaps import average_tables, read_expert_table
+    from mole_lightning.evidence.report import (
+        mole_lines,
+        mole_structures,
+        molex_lines,
+        structure_table,
+    )
+
+    kept = {
+        1: [["syntactic"], ["mlp"]],
+        2: [["syntactic"], ["semantic"]],
+    }
+    selection = {
+        1: [[3, 1], [0, 4]],
+        2: [[1, 3], [2, 2]],
+    }
+    results = [
+        done_cell(tmp_path, "rte", "mole", s, {"mole_structure.json": {"structure": kept[s]}})
+        for s in kept
+    ] + [
+        done_cell(
+            tmp_path,
+            "rte",
+            "molex",
+            s,
+            {"molex_selection.json": {"counts": selection[s], "routed_layers": [0, 1]}},
+        )
+        for s in selection
+    ]
+    figures, md = tmp_path / "fig", tmp_path / "results.md"
+    structures = mole_structures(results)
+    table = structure_table(structures["rte"], ["mlp", "semantic", "syntactic"])
+    assert table.values.tolist() == [[0.0, 0.0, 1.0], [0.5, 0.5, 0.0]]
+    lines = mole_lines(results, figures, md)
+    assert "| 0 | syntactic | syntactic |" in lines and "| 1 | mlp | semantic |" in lines
+    assert "RTE ([figure](fig/mole_structure_rte.png)):" in lines
+    assert (figures / "mole_structure_rte.png").is_file()
+    assert "- RTE: [molex_selection_rte.png](fig/molex_selection_rte.png)" in molex_lines(
+        results, figures, md
+    )
+    assert (figures / "molex_selection_rte.png").is_file()
+    # the figure's values: rows normalised per seed, then the mean over seeds
+    tables = [read_expert_table(r.cell.path / "molex_selection.json") for r in results[2:]]
+    assert average_tables(tables).values.tolist() == [[0.5, 0.5], [0.25, 0.75]]
+
+
+def test_time_left_from_finished_cells(tmp_path: Path) -> None:
+    from mole_lightning.evidence.protocol import ProtocolCell
+    from mole_lightning.evidence.runner import estimate_left, format_duration
+
+    cells = [
+        ProtocolCell("s", task, method, seed, tmp_path)
+        for seed in (1, 2)
+        for task, method in (("rte", "lora"), ("rte", "mole"), ("cola", "lora"))
+    ]
+    assert estimate_left(cells, {}) == (None, 0)
+    walls = {"rte/lora/seed1": 100.0, "rte/mole/seed1": 300.0}
+    # left: cola/lora/seed1 (no cola/lora yet: mean of all, 200), rte/lora/seed2 (100),
+    # rte/mole/seed2 (300), cola/lora/seed2 (200)
+    assert estimate_left(cells, walls) == (800.0, 2)
+    assert format_duration(3725.4) == "1:02:05" and format_duration(None) == "?"

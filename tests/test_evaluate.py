@@ -178,3 +178,23 @@ def test_evaluate_errors(tmp_path: Path) -> None:
     (tmp_path / "checkpoints").mkdir()
     with pytest.raises(ConfigError, match=r"no checkpoints/best-\*.ckpt or checkpoints/last.ckpt"):
         evaluate(compose_eval([f"ckpt_path={tmp_path}"]))
+
+
+def test_collect_aggregates_suite_files_across_seeds(tmp_path: Path) -> None:
+    from mole_lightning.analysis import find_runs
+    from mole_lightning.evaluation.collect import suite_table
+    from tests.test_collect import write_run
+
+    root = tmp_path / "multirun"
+    for seed, acc in ((1, 0.5), (2, 0.7)):
+        run = write_run(root, f"rte_lora_{seed}", "rte", "lora", seed, 0.8)
+        metrics = {"advglue/rte/acc": acc, "advglue/rte/drop": 0.8 - acc}
+        (run / "eval_advglue.json").write_text(json.dumps({"metrics": metrics}))
+    write_run(root, "rte_molex_1", "rte", "molex", 1, 0.8)
+    markdown, csv_text = suite_table(find_runs(root), "advglue", ("advglue/*/acc",))
+    assert "| lora | 60.0 ± 14.1 (n=2) |" in markdown
+    assert "eval=advglue" in markdown and "rte_molex_1" in markdown
+    assert (
+        csv_text.splitlines()[0]
+        == "method,rte advglue/rte/acc_mean,rte advglue/rte/acc_std,rte advglue/rte/acc_n"
+    )

@@ -4,6 +4,7 @@ the run's resolved config."""
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,7 +113,16 @@ def load_eval_run(
     target = torch.device(
         ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     )
-    model = GlueModule.load_from_checkpoint(str(ckpt), map_location=target)
+    model = load_module(ckpt, target)
     return EvalRun(
         ckpt=ckpt, run_dir=run_dir, cfg=cfg, model=model.to(target).eval(), device=target
     )
+
+
+def load_module(ckpt: Path, device: torch.device | str = "cpu") -> GlueModule:
+    """``GlueModule.load_from_checkpoint``: the backbone from its source, then the trained
+    weights and the method's structure (Lightning's list of the backbone weights the
+    checkpoint does not hold, by design, is silenced)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Found keys that are in the model state dict")
+        return GlueModule.load_from_checkpoint(str(ckpt), map_location=device)

@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 from mole_lightning.data.glue import get_task, read_glue_split
 from mole_lightning.errors import ConfigError, MoleError
-from mole_lightning.evaluation.checkpoint import resolve_checkpoint
+from mole_lightning.evaluation.checkpoint import load_module, resolve_checkpoint
 from mole_lightning.methods.encoder import TunedEncoder
 from mole_lightning.models.backbone import load_backbone, load_tokenizer
 from mole_lightning.probing.features import (
@@ -64,10 +64,8 @@ def load_probed_model(ckpt_path: str | None, backbone: DictConfig) -> ProbedMode
             model_key(None, backbone.name),
             None,
         )
-    from mole_lightning.models.glue_module import GlueModule
-
     ckpt, run_dir = resolve_checkpoint(ckpt_path)
-    module = GlueModule.load_from_checkpoint(str(ckpt), map_location="cpu")
+    module = load_module(ckpt)
     if module.needs_graphs:
         raise ConfigError(
             f"{ckpt}: method {module.encoder.method} reads word graphs; probing feeds plain "

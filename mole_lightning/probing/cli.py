@@ -91,7 +91,7 @@ def load_probe_data(cfg: DictConfig) -> ProbeData:
         sentences = spacy_probe_sentences(texts, cfg.sst2.parser_model)
     else:
         raise ConfigError(f"dataset={cfg.dataset!r}; valid: ud, sst2")
-    return build_probe_data(sentences, cfg.seed)
+    return build_probe_data(sentences[: cfg.max_sentences], cfg.seed)
 
 
 def probe_table(cfg: DictConfig, model: ProbedModel, data: ProbeData, device: torch.device) -> dict:

@@ -5,7 +5,8 @@ that property's probe):
 
 - ``length``: number of words, binned by ``LENGTH_EDGES``;
 - ``depth``: depth of the dependency tree (a lone root has depth 1), binned by ``DEPTH_EDGES``;
-- ``tense``: UD ``Tense`` of the root word;
+- ``tense``: UD ``Tense`` of the root word (of its copula or auxiliary when the root
+  is a non-verbal predicate);
 - ``subj_number``: UD ``Number`` of the root's ``nsubj`` (or ``nsubj:pass``);
 - ``obj_number``: UD ``Number`` of the root's ``obj``;
 - ``bigram_shift``: whether two adjacent words were swapped. Sentences are split in two
@@ -117,6 +118,15 @@ def _root_dependent_feature(
     return None
 
 
+def root_tense(s: ProbeSentence) -> str | None:
+    """UD ``Tense`` of the root word or, when the root is a non-verbal predicate ("it was
+    a charming movie": root ``movie``), of its ``cop`` / ``aux`` dependent."""
+    root = next(i for i, h in enumerate(s.heads) if h == 0)
+    if "Tense" in s.feats[root]:
+        return s.feats[root]["Tense"]
+    return _root_dependent_feature(s, ("cop", "aux", "aux:pass"), "Tense")
+
+
 def bigram_shift(words: tuple[str, ...], rng: random.Random) -> tuple[tuple[str, ...], int] | None:
     """``(words with the pair (i, i+1) swapped, i)`` for a random ``i`` whose two words
     differ, or ``None`` when no such pair exists."""
@@ -160,8 +170,7 @@ def build_probe_data(sentences: list[ProbeSentence], seed: int) -> ProbeData:
     for i, s in enumerate(sentences):
         labels["length"].append(bin_label(len(s.words), LENGTH_EDGES))
         labels["depth"].append(bin_label(tree_depth(s.heads), DEPTH_EDGES))
-        root = next(j for j, h in enumerate(s.heads) if h == 0)
-        labels["tense"].append(s.feats[root].get("Tense") if s.feats else None)
+        labels["tense"].append(root_tense(s))
         labels["subj_number"].append(_root_dependent_feature(s, ("nsubj", "nsubj:pass"), "Number"))
         labels["obj_number"].append(_root_dependent_feature(s, ("obj",), "Number"))
         copy = bigram_shift(s.words, rng) if i in swap else None

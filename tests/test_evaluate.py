@@ -133,7 +133,8 @@ def test_list_override() -> None:
 def test_evaluate_dev_equals_metrics_json_and_writes_suites(
     glue_dir: Path, shared_data: Path, cache_dir: Path, tmp_path: Path
 ) -> None:
-    """A real short MiniLM + LoRA run on RTE (full dev set), evaluated from its last.ckpt."""
+    """A real short MiniLM + LoRA run on RTE (full dev set), evaluated from its last.ckpt;
+    the transfer suite through an identity mapping reproduces the dev accuracy."""
     overrides = [o for o in fast_run_overrides(glue_dir, "rte") if "limit_val_batches" not in o]
     run_dir = tmp_path / "run"
     cfg = compose(
@@ -149,13 +150,20 @@ def test_evaluate_dev_equals_metrics_json_and_writes_suites(
     )
     train(cfg)
     recorded = json.loads((run_dir / "metrics.json").read_text())
+    mappings = tmp_path / "mappings"  # an identity mapping: transfer must equal dev
+    mappings.mkdir()
+    (mappings / "rte_to_rte.yaml").write_text(
+        "kind: labels\nlabels: {entailment: entailment, not_entailment: not_entailment}\n"
+    )
     eval_cfg = compose_eval(
         [
             f"ckpt_path={run_dir}/checkpoints/last.ckpt",
             f"shared_data={shared_data}",
-            "eval=[dev,advglue,perturb]",
+            "eval=[dev,advglue,perturb,transfer]",
             "suites.perturb.kinds=[typo]",
             "suites.perturb.rates=[0.0,0.2]",
+            "suites.transfer.targets=[rte]",
+            f"suites.transfer.mappings_dir={mappings}",
             "device=cpu",
         ]
     )
@@ -170,6 +178,8 @@ def test_evaluate_dev_equals_metrics_json_and_writes_suites(
     assert perturb[0].startswith("kind,p,n,acc,drop") and len(perturb) == 3
     assert (run_dir / "eval_perturb.png").stat().st_size > 0
     assert results["perturb"].rows[0]["acc"] == recorded["val/acc"]  # p = 0 is clean dev
+    assert results["transfer_rte"].metrics == {"transfer/rte/acc": recorded["val/acc"]}
+    assert (run_dir / "eval_transfer_rte.csv").is_file()
 
 
 def test_evaluate_errors(tmp_path: Path) -> None:

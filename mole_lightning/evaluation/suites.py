@@ -21,7 +21,7 @@ from mole_lightning.evaluation.checkpoint import EvalRun
 from mole_lightning.evaluation.data import dev_loaders, examples_loader
 from mole_lightning.evaluation.perturb import perturb_examples
 from mole_lightning.evaluation.predict import predict, score, task_metrics
-from mole_lightning.evaluation.transfer import load_mapping, map_predictions
+from mole_lightning.evaluation.transfer import MAPPINGS_DIR, load_mapping, map_predictions
 
 
 @dataclass
@@ -162,7 +162,7 @@ def transfer_suite(ev: Evaluator, cfg: DictConfig) -> list[SuiteResult]:
         )
     results = []
     for target in cfg.targets:
-        mapping = load_mapping(ev.run.task, target, cfg.get("mappings_dir") or None)
+        mapping = load_mapping(ev.run.task, target, cfg.get("mappings_dir") or MAPPINGS_DIR)
         target_spec = get_task(target)
         split = next(iter(target_spec.dev_splits))
         data_dir = ev.run.cfg.data.get("dir")

@@ -11,6 +11,7 @@ import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig
+from tqdm.auto import tqdm
 
 from mole_lightning.data.glue import get_task, read_glue_split
 from mole_lightning.errors import ConfigError, MoleError
@@ -107,7 +108,7 @@ def probe_table(cfg: DictConfig, model: ProbedModel, data: ProbeData, device: to
         num_layers,
     )
     table = {name: {} for name in [*layer_names(num_layers), "majority"]}
-    for prop in cfg.properties:
+    for prop in tqdm(cfg.properties, desc=f"probes ({num_layers + 1} layers each)", leave=False):
         if prop not in PROPERTIES:
             raise ConfigError(f"unknown probe property {prop!r}; valid: {', '.join(PROPERTIES)}")
         labels = data.labels[prop]

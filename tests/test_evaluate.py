@@ -208,3 +208,35 @@ def test_collect_aggregates_suite_files_across_seeds(tmp_path: Path) -> None:
         csv_text.splitlines()[0]
         == "method,rte advglue/rte/acc_mean,rte advglue/rte/acc_std,rte advglue/rte/acc_n"
     )
+
+
+def test_graph_methods_parse_eval_data_into_the_training_graph_cache(tmp_path: Path) -> None:
+    """Evaluation examples of a graph method go through GraphStore under
+    paths.cache_dir/graphs (parsed once, then only loaded), and batches carry word graphs."""
+    from mole_lightning.evaluation.data import ExamplesDataModule
+
+    cfg = compose(["task=rte", "backbone=minilm", "parser=spacy", "data.num_workers=0"])
+    examples = perturb_examples([EXAMPLES[0]] * 3, "typo", 0.2, seed=0)
+
+    def loader():
+        dm = ExamplesDataModule(
+            "advglue-rte",
+            examples,
+            "rte",
+            cfg.data,
+            cfg.backbone,
+            tmp_path,
+            parser=cfg.parser,
+            graph_kinds=["syntactic"],
+        )
+        dm.prepare_data()
+        dm.setup("validate")
+        return dm.val_dataloader()[0]
+
+    batch = next(iter(loader()))
+    assert batch["word_graphs"].num_words.tolist()[0] > 5
+    cached = sorted((tmp_path / "graphs").glob("eval-advglue-rte-*.npz"))
+    assert [p.name.split(".")[0][-6:] for p in cached] == ["text_a", "text_b"]
+    stamps = [p.stat().st_mtime_ns for p in cached]
+    loader()  # a second evaluation parses nothing
+    assert [p.stat().st_mtime_ns for p in cached] == stamps

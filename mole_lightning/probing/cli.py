@@ -85,14 +85,14 @@ def load_probed_model(ckpt_path: str | None, backbone: DictConfig) -> ProbedMode
 def load_probe_data(cfg: DictConfig) -> ProbeData:
     """The sentences and property labels of ``cfg.dataset``."""
     if cfg.dataset == "ud":
-        sentences = read_conllu(cfg.ud_file)
+        sentences = read_conllu(cfg.ud_file)[: cfg.max_sentences]
     elif cfg.dataset == "sst2":
         spec = get_task("sst2")
         texts = [e.text_a for e in read_glue_split(spec, "validation", cfg.sst2.dir)]
-        sentences = spacy_probe_sentences(texts, cfg.sst2.parser_model)
+        sentences = spacy_probe_sentences(texts[: cfg.max_sentences], cfg.sst2.parser_model)
     else:
         raise ConfigError(f"dataset={cfg.dataset!r}; valid: ud, sst2")
-    return build_probe_data(sentences[: cfg.max_sentences], cfg.seed)
+    return build_probe_data(sentences, cfg.seed)
 
 
 def probe_table(cfg: DictConfig, model: ProbedModel, data: ProbeData, device: torch.device) -> dict:

@@ -140,7 +140,7 @@ def test_evaluate_dev_equals_metrics_json_and_writes_suites(
     cfg = compose(
         [
             *overrides,
-            "data.max_length=32",
+            "data.max_length=16",
             "data.eval_batch_size=64",
             "validate_best=false",
             "seed=0",

@@ -2,12 +2,16 @@
 
     python scripts/collect.py logs/train/multiruns/<date_time> [--metric best|final]
         [--out table.md] [--csv table.csv] [--by optim.lr] [--decimals 1]
+    python scripts/collect.py <folder> --suite advglue [--keys 'advglue/*/acc']
 
 Walks every directory holding ``run_info.json`` under the given folder and reads its
 ``metrics.json`` and ``resolved_config.yaml`` (not W&B). Columns: each task's monitored
 dev metric, then the GLUE average; rows: methods; cells: mean ± std over seeds (n runs);
 plus each method's trainable parameter count. Failed and unfinished runs are listed
 below the table with their directory and error.
+
+``--suite S`` aggregates the ``eval_S.json`` files ``scripts/evaluate.py`` wrote instead:
+one column per (task, headline metric), filtered by ``--keys`` patterns.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mole_lightning.analysis import build_table, find_runs_or_exit  # noqa: E402
 from mole_lightning.analysis.runs import METRIC_CHOICES  # noqa: E402
+from mole_lightning.evaluation.collect import suite_table  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -44,6 +49,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--decimals", type=int, default=1)
     parser.add_argument(
+        "--suite", help="aggregate eval_<suite>.json (dev, advglue, perturb, transfer_<task>)"
+    )
+    parser.add_argument(
+        "--keys",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="with --suite: keep metrics matching this pattern (repeatable), e.g. 'advglue/*/acc'",
+    )
+    parser.add_argument(
         "--scale", type=float, default=100.0, help="factor for every value (default: percent)"
     )
     return parser.parse_args(argv)
@@ -52,15 +67,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     runs = find_runs_or_exit(args.root)
-    table = build_table(runs, metric=args.metric, by=tuple(args.by), scale=args.scale)
-    markdown = table.to_markdown(decimals=args.decimals, root=args.root)
+    if args.suite:
+        markdown, csv_text = suite_table(
+            runs, args.suite, tuple(args.keys), args.scale, args.decimals
+        )
+    else:
+        table = build_table(runs, metric=args.metric, by=tuple(args.by), scale=args.scale)
+        markdown = table.to_markdown(decimals=args.decimals, root=args.root)
+        csv_text = table.to_csv()
     print(markdown, end="")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(markdown)
     if args.csv:
         args.csv.parent.mkdir(parents=True, exist_ok=True)
-        args.csv.write_text(table.to_csv())
+        args.csv.write_text(csv_text)
     return 0
 
 

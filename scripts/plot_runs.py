@@ -4,9 +4,10 @@
 
 Writes ``curves_<task>.png`` (training loss and the monitored dev metric against the
 step, from each run's ``csv/metrics.csv``; needs logger=csv) and, when runs exported them,
-``mole_importance_<backbone>.png``, ``mole_importance_at_prune_<backbone>.png`` and
-``molex_selection_<backbone>.png`` with one panel per task (mean over the task's finished
-runs).
+``mole_importance_<backbone>.png``, ``mole_importance_at_prune_<backbone>.png``,
+``mole_structure_<backbone>.png`` (MoLE: the fraction of seeds in which each layer kept
+each expert) and ``molex_selection_<backbone>.png`` (MoLEx: routed layer × chosen layer)
+with one panel per task (mean over the task's finished runs).
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {path}")
     if not heatmaps:
         print(
-            "no expert heatmaps: no finished run has mole_importance.json or molex_selection.json"
+            "no expert heatmaps: no finished run has mole_importance.json, mole_structure.json "
+            "or molex_selection.json"
         )
     for note in [*curve_notes, *heatmap_notes]:
         print(f"note: {note}")

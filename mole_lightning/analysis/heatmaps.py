@@ -1,8 +1,10 @@
-"""Expert heatmaps side by side across tasks: MoLE's layer × expert importance and
-MoLEx's routed-layer × chosen-layer selection frequency.
+"""Expert heatmaps side by side across tasks: MoLE's layer × expert importance and survival
+frequency, and MoLEx's routed-layer × chosen-layer selection frequency, each averaged
+over the runs (seeds) of a task.
 
 Runs write ``mole_importance.json`` (at the end), ``mole_importance_at_prune.json`` (the
-scores pruning decided on) and ``molex_selection.json`` into their directory.
+scores pruning decided on), ``mole_structure.json`` (the experts each layer kept) and
+``molex_selection.json`` into their directory.
 Both layouts are read: the labelled table of ``mole_lightning.callbacks.export``
 (``rows``, ``columns``, ``values`` with ``null`` for pruned experts) and the bare forms
 ``{"layers", "experts", "importance"}`` (MoLE) and ``{"counts", "routed_layers"}``
@@ -26,6 +28,7 @@ from mole_lightning.analysis.table import task_label, task_order
 EXPERT_FILES = {
     "mole_importance.json": ("MoLE expert importance", "layer", "expert"),
     "mole_importance_at_prune.json": ("MoLE expert importance when pruned", "layer", "expert"),
+    "mole_structure.json": ("MoLE expert survival frequency over seeds", "layer", "expert"),
     "molex_selection.json": ("MoLEx layer selection frequency", "routed layer", "chosen layer"),
 }
 
@@ -61,6 +64,27 @@ def selection_frequencies(counts: np.ndarray, routed_layers: list[int]) -> Exper
         columns=[f"layer {j}" for j in range(num_layers)],
         values=freq,
     )
+
+
+def survival_table(structure: list[list[str]], experts: list[str]) -> ExpertTable:
+    """``[layers, experts]``: 1 where the layer kept the expert after pruning, else 0 (the
+    mean over seeds is each expert's survival frequency)."""
+    return ExpertTable(
+        rows=[f"layer {i}" for i in range(len(structure))],
+        columns=list(experts),
+        values=np.array([[float(e in kept) for e in experts] for kept in structure]),
+    )
+
+
+def read_run_table(run: Run, filename: str) -> ExpertTable:
+    """The table of one run's expert file; ``mole_structure.json`` becomes its survival
+    table over the run's ``method.experts``."""
+    path = run.path / filename
+    if filename != "mole_structure.json":
+        return read_expert_table(path)
+    structure = json.loads(path.read_text())["structure"]
+    experts = run.config_value("method.experts") or sorted({e for kept in structure for e in kept})
+    return survival_table(structure, experts)
 
 
 def read_expert_table(path: Path) -> ExpertTable:
@@ -167,8 +191,8 @@ def plot_side_by_side(
 def plot_expert_heatmaps(runs: list[Run], out_dir: Path) -> tuple[list[Path], list[str]]:
     """For each expert file kind and backbone, one PNG with a panel per task (mean over the
     finished runs of that task): ``mole_importance_<backbone>.png``,
-    ``mole_importance_at_prune_<backbone>.png``, ``molex_selection_<backbone>.png``. Runs
-    without the files are skipped.
+    ``mole_importance_at_prune_<backbone>.png``, ``mole_structure_<backbone>.png`` (survival
+    frequency), ``molex_selection_<backbone>.png``. Runs without the files are skipped.
 
     Returns the written files and notes (unreadable files, shape mismatches).
     """
@@ -181,7 +205,7 @@ def plot_expert_heatmaps(runs: list[Run], out_dir: Path) -> tuple[list[Path], li
             if run.status != "finished" or not path.is_file():
                 continue
             try:
-                groups[str(run.backbone)][str(run.task)].append(read_expert_table(path))
+                groups[str(run.backbone)][str(run.task)].append(read_run_table(run, filename))
             except (OSError, KeyError, ValueError) as err:
                 notes.append(f"{path}: skipped ({err})")
         for backbone, by_task in sorted(groups.items()):

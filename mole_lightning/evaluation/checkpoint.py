@@ -1,0 +1,128 @@
+"""Loading a trained run back for evaluation: the checkpoint file, its run directory and
+the run's resolved config."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from mole_lightning.errors import ConfigError
+from mole_lightning.models.glue_module import GlueModule
+from mole_lightning.utils.run_info import METRICS, RESOLVED_CONFIG
+
+
+@dataclass
+class EvalRun:
+    """A trained checkpoint, loaded.
+
+    Attributes:
+        ckpt: the checkpoint file.
+        run_dir: the run directory (``eval_<suite>.*`` files go here).
+        cfg: the run's resolved config (``resolved_config.yaml``) with the data and cache
+            overrides of the evaluation applied.
+        model: the ``GlueModule`` (backbone from its source + the trained weights and the
+            method's structure), in eval mode on ``device``.
+        device: where the model runs.
+    """
+
+    ckpt: Path
+    run_dir: Path
+    cfg: DictConfig
+    model: GlueModule
+    device: torch.device
+
+    @property
+    def task(self) -> str:
+        return self.cfg.task.name
+
+    def reference_metrics(self) -> dict[str, float]:
+        """The dev metrics the run itself recorded for this checkpoint: ``best/<k>`` of
+        ``metrics.json`` for the best checkpoint, the final ``<k>`` for any other one."""
+        path = self.run_dir / METRICS
+        if not path.is_file():
+            return {}
+        recorded = json.loads(path.read_text())
+        prefix = "best/" if self.ckpt.name.startswith("best") else ""
+        return {
+            k[len(prefix) :]: float(v)
+            for k, v in recorded.items()
+            if k.startswith(prefix + "val/") and not k.endswith(("_best", "loss", "loss_mm"))
+        }
+
+
+def resolve_checkpoint(ckpt_path: str | Path) -> tuple[Path, Path]:
+    """``(checkpoint file, run directory)`` of a run directory (its best checkpoint, else
+    ``last.ckpt``) or of a ``.ckpt`` file inside ``<run>/checkpoints/``.
+
+    Raises:
+        ConfigError: nothing there, or a run directory without checkpoints.
+    """
+    path = Path(ckpt_path)
+    if path.is_file():
+        run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+        return path, run_dir
+    if not path.is_dir():
+        raise ConfigError(f"ckpt_path={ckpt_path!r}: no such checkpoint file or run directory")
+    candidates = sorted((path / "checkpoints").glob("best*.ckpt")) or sorted(
+        (path / "checkpoints").glob("last.ckpt")
+    )
+    if not candidates:
+        raise ConfigError(
+            f"ckpt_path={ckpt_path!r}: no checkpoints/best-*.ckpt or checkpoints/last.ckpt in "
+            "this run directory; pass a .ckpt file or a directory train.py wrote"
+        )
+    return candidates[-1], path
+
+
+def load_eval_run(
+    ckpt_path: str | Path, overrides: dict | None = None, device: str = "auto"
+) -> EvalRun:
+    """Loads a checkpoint and its run's config.
+
+    Args:
+        ckpt_path: a run directory or a ``.ckpt`` file.
+        overrides: dotted config keys to override in the run's config (``data.dir``,
+            ``paths.cache_dir``, ``data.eval_batch_size``); ``None`` values are skipped.
+        device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ...
+
+    Raises:
+        ConfigError: no checkpoint, or no ``resolved_config.yaml`` beside it, or a task
+            that is not a GLUE classification/regression task.
+    """
+    ckpt, run_dir = resolve_checkpoint(ckpt_path)
+    config_path = run_dir / RESOLVED_CONFIG
+    if not config_path.is_file():
+        raise ConfigError(
+            f"{config_path} missing: evaluate.py reads the run's data and parser settings from "
+            "it; point ckpt_path at a checkpoint inside a run directory written by train.py"
+        )
+    cfg = OmegaConf.load(config_path)
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            OmegaConf.update(cfg, key, value, merge=False)
+    if cfg.task.get("kind", "glue") != "glue":
+        raise ConfigError(
+            f"{ckpt}: task {cfg.task.name!r} is a {cfg.task.kind} task; evaluate.py evaluates "
+            "GLUE checkpoints (E2E is scored by its own validation)"
+        )
+    target = torch.device(
+        ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    )
+    model = load_module(ckpt, target)
+    return EvalRun(
+        ckpt=ckpt, run_dir=run_dir, cfg=cfg, model=model.to(target).eval(), device=target
+    )
+
+
+def load_module(ckpt: Path, device: torch.device | str = "cpu") -> GlueModule:
+    """``GlueModule.load_from_checkpoint``: the backbone from its source, then the trained
+    weights and the method's structure (Lightning's list of the backbone weights the
+    checkpoint does not hold, by design, is silenced)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Found keys that are in the model state dict")
+        return GlueModule.load_from_checkpoint(str(ckpt), map_location=device)

@@ -1,0 +1,192 @@
+"""The evaluation suites: what each one evaluates and the table it leaves.
+
+Each suite is a function ``(Evaluator, suite config) -> list[SuiteResult]``; a result
+becomes ``eval_<name>.json`` (headline ``metrics`` for ``scripts/collect.py``, the
+``rows`` of the table, and what was evaluated) and ``eval_<name>.csv`` (the rows).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from mole_lightning.data.glue import get_task, read_glue_split
+from mole_lightning.errors import ConfigError
+from mole_lightning.evaluation.advglue import advglue_sets, read_advglue
+from mole_lightning.evaluation.checkpoint import EvalRun
+from mole_lightning.evaluation.data import dev_loaders, examples_loader
+from mole_lightning.evaluation.perturb import perturb_examples
+from mole_lightning.evaluation.predict import predict, score, task_metrics
+from mole_lightning.evaluation.transfer import MAPPINGS_DIR, load_mapping, map_predictions
+
+
+@dataclass
+class SuiteResult:
+    """One suite's outcome.
+
+    Attributes:
+        name: file stem after ``eval_`` (``dev``, ``advglue``, ``perturb``, ``transfer_mrpc``).
+        metrics: flat headline metrics (``advglue/rte/acc``, ``perturb/typo/0.1/acc``, ...).
+        rows: the table, one flat dict per row (CSV columns = their keys).
+        settings: what was evaluated (files, rates, seeds, mapping).
+        plot: draws the suite's figure to a path, or ``None``.
+    """
+
+    name: str
+    metrics: dict[str, float]
+    rows: list[dict]
+    settings: dict = field(default_factory=dict)
+    plot: Callable[[Path], None] | None = None
+
+
+class Evaluator:
+    """Runs suites on one loaded checkpoint; the clean dev metrics are computed once and
+    shared by the suites that report a drop from them."""
+
+    def __init__(self, run: EvalRun) -> None:
+        self.run = run
+        self.spec = get_task(run.task)
+
+    @property
+    def monitor(self) -> str:
+        """The task's monitored metric without its prefix (``acc``, ``mcc``, ``pearson``)."""
+        return self.run.cfg.task.monitor.removeprefix("val/")
+
+    @cached_property
+    def dev(self) -> dict[str, dict[str, float]]:
+        """Clean dev metrics per dev split (``validation``, MNLI's ``validation_mismatched``)."""
+        return {
+            split: task_metrics(
+                self.spec, predict(self.run.model, loader, self.run.device, f"dev {split}")
+            )
+            for split, loader in dev_loaders(self.run).items()
+        }
+
+    def evaluate(self, name: str, examples, task: str | None = None):
+        """Predictions of the checkpoint on ``examples`` (rows of ``task``, default its own)."""
+        loader = examples_loader(self.run, name, examples, task or self.run.task)
+        return predict(self.run.model, loader, self.run.device, name)
+
+
+def dev_suite(ev: Evaluator, cfg: DictConfig) -> list[SuiteResult]:
+    """The task's dev set(s), keyed as in ``metrics.json`` (``val/acc``, ``val/acc_mm``),
+    beside what the run recorded for this checkpoint."""
+    recorded = ev.run.reference_metrics()
+    metrics, rows = {}, []
+    for i, (split, values) in enumerate(ev.dev.items()):
+        for metric, value in values.items():
+            key = f"val/{metric}{'' if i == 0 else '_mm'}"
+            metrics[key] = value
+            rows.append(
+                {
+                    "split": split,
+                    "metric": key,
+                    "value": value,
+                    "recorded": recorded.get(key),
+                    "equal": recorded.get(key) == value if key in recorded else None,
+                }
+            )
+    return [SuiteResult("dev", metrics, rows, {"checkpoint": ev.run.ckpt.name})]
+
+
+def advglue_suite(ev: Evaluator, cfg: DictConfig) -> list[SuiteResult]:
+    """Accuracy on each AdvGLUE set of the task and its drop from clean dev accuracy."""
+    metrics, rows = {}, []
+    for name in advglue_sets(ev.run.task, cfg.sets):
+        node = cfg.sets[name]
+        preds = ev.evaluate(f"advglue-{name}", read_advglue(cfg.file, name, node))
+        acc = task_metrics(ev.spec, preds)["acc"]
+        clean = ev.dev[node.get("clean_split", "validation")]["acc"]
+        metrics |= {f"advglue/{name}/acc": acc, f"advglue/{name}/drop": clean - acc}
+        rows.append(
+            {
+                "set": name,
+                "n": len(preds.labels),
+                "acc": acc,
+                "clean_acc": clean,
+                "drop": clean - acc,
+            }
+        )
+    return [SuiteResult("advglue", metrics, rows, {"file": str(cfg.file)})]
+
+
+def perturb_suite(ev: Evaluator, cfg: DictConfig) -> list[SuiteResult]:
+    """The first dev split under each perturbation kind at each rate (the curve), with the
+    drop of the monitored metric from the clean (``p = 0``) value."""
+    from mole_lightning.evaluation.report import plot_curves
+
+    split = next(iter(ev.spec.dev_splits))
+    examples = read_glue_split(ev.spec, split, ev.run.cfg.data.get("dir"))
+    clean = ev.dev[split]
+    metrics, rows = {}, []
+    for kind in cfg.kinds:
+        for p in cfg.rates:
+            if p == 0:
+                values = clean
+            else:
+                perturbed = perturb_examples(examples, kind, float(p), int(cfg.seed))
+                values = task_metrics(
+                    ev.spec, ev.evaluate(f"perturb-{kind}-{p}-s{cfg.seed}", perturbed)
+                )
+            drop = clean[ev.monitor] - values[ev.monitor]
+            metrics |= {f"perturb/{kind}/{p}/{k}": v for k, v in values.items()}
+            rows.append({"kind": kind, "p": float(p), "n": len(examples), **values, "drop": drop})
+    settings = {
+        "split": split,
+        "kinds": list(cfg.kinds),
+        "rates": list(cfg.rates),
+        "seed": cfg.seed,
+    }
+    title = f"{ev.run.task} {ev.run.cfg.method.name}: dev under perturbations (seed {cfg.seed})"
+    return [
+        SuiteResult(
+            "perturb",
+            metrics,
+            rows,
+            settings,
+            lambda path: plot_curves(rows, ev.monitor, title, path),
+        )
+    ]
+
+
+def transfer_suite(ev: Evaluator, cfg: DictConfig) -> list[SuiteResult]:
+    """Zero-shot scores on each target task's dev set through the declared mapping."""
+    if not cfg.targets:
+        raise ConfigError(
+            "eval=transfer needs target tasks: suites.transfer.targets=[mrpc] (a mapping "
+            f"conf/transfer/{ev.run.task}_to_<target>.yaml must exist)"
+        )
+    results = []
+    for target in cfg.targets:
+        mapping = load_mapping(ev.run.task, target, cfg.get("mappings_dir") or MAPPINGS_DIR)
+        target_spec = get_task(target)
+        split = next(iter(target_spec.dev_splits))
+        data_dir = ev.run.cfg.data.get("dir")
+        examples = read_glue_split(target_spec, split, data_dir)
+        preds = ev.evaluate(f"transfer-{target}", examples, task=target)
+        values = score(
+            target_spec,
+            map_predictions(mapping, ev.spec, target_spec, preds),
+            preds.labels,
+            preds.batch_size,
+        )
+        rows = [
+            {"source": ev.run.task, "target": target, "n": len(examples), "metric": k, "value": v}
+            for k, v in values.items()
+        ]
+        metrics = {f"transfer/{target}/{k}": v for k, v in values.items()}
+        settings = {"mapping": OmegaConf.to_container(mapping), "split": split}
+        results.append(SuiteResult(f"transfer_{target}", metrics, rows, settings))
+    return results
+
+
+SUITES: dict[str, Callable[[Evaluator, DictConfig], list[SuiteResult]]] = {
+    "dev": dev_suite,
+    "advglue": advglue_suite,
+    "perturb": perturb_suite,
+    "transfer": transfer_suite,
+}

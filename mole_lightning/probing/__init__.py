@@ -1,0 +1,4 @@
+"""Layer-wise linear probing (``scripts/probe.py``): linguistic properties of sentences
+(``properties``), mean-pooled word representations of every layer (``features``, cached
+per model and layer), logistic-regression probes with a majority baseline (``probes``)
+and the layer × property tables and heatmaps (``report``)."""

@@ -1,0 +1,177 @@
+"""``python scripts/probe.py [ckpt_path=...] [compare_ckpt=...] [dataset=ud|sst2]``."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from tqdm.auto import tqdm
+
+from mole_lightning.data.glue import get_task, read_glue_split
+from mole_lightning.errors import ConfigError, MoleError
+from mole_lightning.evaluation.checkpoint import load_module, resolve_checkpoint
+from mole_lightning.methods.encoder import TunedEncoder
+from mole_lightning.models.backbone import load_backbone, load_tokenizer
+from mole_lightning.probing.features import (
+    cached_layer_features,
+    layer_features,
+    model_key,
+    sentences_key,
+)
+from mole_lightning.probing.probes import majority_accuracy, probe_accuracy, probe_split
+from mole_lightning.probing.properties import (
+    PROPERTIES,
+    ProbeData,
+    build_probe_data,
+    read_conllu,
+    spacy_probe_sentences,
+)
+from mole_lightning.probing.report import format_table, layer_names, plot_heatmap, write_table
+
+CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+
+
+@dataclass
+class ProbedModel:
+    """A model to probe: its encoder, tokenizer, display name, cache key and run directory
+    (``None`` for the pre-trained backbone)."""
+
+    encoder: TunedEncoder
+    tokenizer: object
+    name: str
+    key: str
+    run_dir: Path | None
+
+
+def load_probed_model(ckpt_path: str | None, backbone: DictConfig) -> ProbedModel:
+    """The pre-trained ``backbone`` (``ckpt_path`` null or ``pretrained``) or a checkpoint's
+    encoder with its method active (MoLEx routing, LoRA weights).
+
+    Raises:
+        ConfigError: a graph method (MoLE) checkpoint: its experts need word graphs of
+            the probe sentences, which probing does not build.
+    """
+    if ckpt_path in (None, "pretrained"):
+        return ProbedModel(
+            TunedEncoder(load_backbone(backbone), "pretrained"),
+            load_tokenizer(backbone),
+            f"{backbone.name} (pre-trained)",
+            model_key(None, backbone.name),
+            None,
+        )
+    ckpt, run_dir = resolve_checkpoint(ckpt_path)
+    module = load_module(ckpt)
+    if module.needs_graphs:
+        raise ConfigError(
+            f"{ckpt}: method {module.encoder.method} reads word graphs; probing feeds plain "
+            "sentences, so MoLE checkpoints with graph experts cannot be probed yet"
+        )
+    name = f"{module.hparams.task['name']} {module.encoder.method} ({run_dir.name})"
+    return ProbedModel(
+        module.encoder,
+        load_tokenizer(module.config_node("backbone")),
+        name,
+        model_key(ckpt, module.hparams.backbone["name"]),
+        run_dir,
+    )
+
+
+def load_probe_data(cfg: DictConfig) -> ProbeData:
+    """The sentences and property labels of ``cfg.dataset``."""
+    if cfg.dataset == "ud":
+        sentences = read_conllu(cfg.ud_file)[: cfg.max_sentences]
+    elif cfg.dataset == "sst2":
+        spec = get_task("sst2")
+        texts = [e.text_a for e in read_glue_split(spec, "validation", cfg.sst2.dir)]
+        sentences = spacy_probe_sentences(texts[: cfg.max_sentences], cfg.sst2.parser_model)
+    else:
+        raise ConfigError(f"dataset={cfg.dataset!r}; valid: ud, sst2")
+    return build_probe_data(sentences, cfg.seed)
+
+
+def probe_table(cfg: DictConfig, model: ProbedModel, data: ProbeData, device: torch.device) -> dict:
+    """``{layer or "majority": {property: test accuracy}}`` for one model."""
+    num_layers = model.encoder.backbone.config.num_hidden_layers
+    key = f"{model.key}/{cfg.dataset}-{sentences_key(data.sentences, cfg.max_length)}"
+    features = cached_layer_features(
+        Path(cfg.cache_dir),
+        key,
+        lambda: layer_features(
+            model.encoder, model.tokenizer, data.sentences, device, cfg.batch_size, cfg.max_length
+        ),
+        num_layers,
+    )
+    table = {name: {} for name in [*layer_names(num_layers), "majority"]}
+    for prop in tqdm(cfg.properties, desc=f"probes ({num_layers + 1} layers each)", leave=False):
+        if prop not in PROPERTIES:
+            raise ConfigError(f"unknown probe property {prop!r}; valid: {', '.join(PROPERTIES)}")
+        labels = data.labels[prop]
+        train, test = probe_split(labels, cfg.test_size, cfg.seed)
+        y = np.array([label or "" for label in labels])
+        table["majority"][prop] = majority_accuracy(y[train], y[test])
+        for name, layer in zip(layer_names(num_layers), features, strict=True):
+            table[name][prop] = probe_accuracy(layer, y, train, test, cfg.seed, cfg.max_iter)
+    return table
+
+
+def probe(cfg: DictConfig) -> dict[str, dict]:
+    """Probes ``cfg.ckpt_path`` (and ``cfg.compare_ckpt``); writes
+    ``probe_<dataset>.{json,csv,png}`` and, when comparing, ``probe_<dataset>_diff.*``;
+    returns the tables by name."""
+    device = torch.device(
+        ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+    )
+    start = time.perf_counter()
+    data = load_probe_data(cfg)
+    counts = {p: sum(label is not None for label in data.labels[p]) for p in cfg.properties}
+    print(f"{cfg.dataset}: {len(data.sentences)} sentences; examples per property: {counts}")
+    model = load_probed_model(cfg.ckpt_path, cfg.backbone)
+    out_dir = Path(cfg.out_dir or model.run_dir or Path("logs/probe") / cfg.backbone.name)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "model": model.name,
+        "dataset": cfg.dataset,
+        "seed": cfg.seed,
+        "test_size": cfg.test_size,
+        "examples": counts,
+    }
+    tables = {"probe": probe_table(cfg, model, data, device)}
+    stem = out_dir / f"probe_{cfg.dataset}"
+    paths = write_table(stem, tables["probe"], meta)
+    plot_heatmap(
+        tables["probe"], f"probe accuracy: {model.name}, {cfg.dataset}", stem.with_suffix(".png")
+    )
+    print(format_table(tables["probe"]))
+    if cfg.compare_ckpt is not None:
+        other = load_probed_model(cfg.compare_ckpt, cfg.backbone)
+        base = probe_table(cfg, other, data, device)
+        diff = {r: {p: tables["probe"][r][p] - base[r][p] for p in base[r]} for r in base}
+        tables |= {"compare": base, "diff": diff}
+        diff_stem = out_dir / f"probe_{cfg.dataset}_diff"
+        paths += write_table(diff_stem, diff, {**meta, "minus": other.name})
+        plot_heatmap(
+            diff,
+            f"probe accuracy: {model.name} minus {other.name}",
+            diff_stem.with_suffix(".png"),
+            diverging=True,
+        )
+        print(f"\ndifference ({model.name} minus {other.name}):\n{format_table(diff)}")
+    print(
+        f"wrote {', '.join(str(p) for p in paths)} and the heatmaps ({time.perf_counter() - start:.0f} s)"
+    )
+    return tables
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="probe.yaml")
+def main(cfg: DictConfig) -> None:
+    try:
+        probe(cfg)
+    except MoleError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

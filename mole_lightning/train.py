@@ -120,6 +120,14 @@ def is_launch_rank_zero() -> bool:
     )
 
 
+def in_multirun() -> bool:
+    """Whether this process runs a job of a Hydra multirun (``-m``)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def check_ddp_launch(trainer_kwargs: dict) -> None:
     """Refuses Lightning's script-relaunching DDP inside a Hydra multirun.
 
@@ -131,9 +139,6 @@ def check_ddp_launch(trainer_kwargs: dict) -> None:
     Raises:
         ConfigError: multirun + ``trainer.strategy=ddp*`` on several devices, launched by Lightning.
     """
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
     strategy = str(trainer_kwargs.get("strategy", ""))
     relaunches = strategy.startswith("ddp") and not any(
         s in strategy for s in ("spawn", "fork", "notebook")
@@ -144,13 +149,7 @@ def check_ddp_launch(trainer_kwargs: dict) -> None:
     external = (
         torch.distributed.is_torchelastic_launched() or int(os.environ.get("SLURM_NTASKS", "1")) > 1
     )
-    if (
-        relaunches
-        and several
-        and not external
-        and HydraConfig.initialized()
-        and HydraConfig.get().mode == RunMode.MULTIRUN
-    ):
+    if relaunches and several and not external and in_multirun():
         raise ConfigError(
             f"trainer.strategy={strategy} in a Hydra multirun: Lightning's DDP launcher would re-run "
             "the whole sweep in every worker. Use trainer.strategy=ddp_spawn (or "
@@ -246,6 +245,8 @@ def main(cfg: DictConfig) -> float | None:
         metrics = train(cfg)
     except MoleError as err:
         print(f"error: {err}", file=sys.stderr)
+        if in_multirun():
+            raise  # Hydra records the job as failed and goes on with the sweep
         sys.exit(2)
     return metrics.get(f"best/{cfg.task.monitor}", metrics.get(cfg.task.monitor))
 

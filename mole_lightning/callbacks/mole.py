@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.utilities import rank_zero_info
@@ -84,7 +85,8 @@ class PruneExperts(Callback):
 
     Writes ``mole_importance_at_prune.{json,csv,png}`` (the scores the decision used) and
     ``mole_structure.json`` into the run directory. The pruned structure travels in every
-    later checkpoint, and a resumed run does not prune twice.
+    later checkpoint, and a resumed run does not prune twice. Best-checkpoint tracking
+    starts again at pruning (``forget_best_checkpoints``).
     """
 
     def __init__(
@@ -135,6 +137,7 @@ class PruneExperts(Callback):
             )
             pl_module.reset_head()
         self.pruned_at = trainer.global_step
+        forget_best_checkpoints(trainer)
         pl_module.restart_lr_schedule(trainer.global_step, fresh=self.reset_lr_schedule)
         rebuild_optimizers(trainer, keep_state=self.retrain == "continue")
         after = sum(p.numel() for p in pl_module.parameters() if p.requires_grad)
@@ -152,6 +155,23 @@ class PruneExperts(Callback):
         )
         for logger in trainer.loggers:
             logger.log_metrics({"params/trainable_after_prune": after}, step=trainer.global_step)
+
+
+def forget_best_checkpoints(trainer: pl.Trainer) -> None:
+    """Restarts best-checkpoint tracking: the exploration phase is another model, so its
+    scores are not compared with the pruned model's and its best checkpoints (which the
+    pruned model cannot load) are deleted. ``last.ckpt`` is kept."""
+    for callback in trainer.checkpoint_callbacks:
+        if callback.monitor is None:
+            continue
+        for path in callback.best_k_models:
+            if path != callback.last_model_path:
+                trainer.strategy.remove_checkpoint(path)
+        callback.best_k_models = {}
+        callback.kth_best_model_path = ""
+        callback.best_model_path = ""
+        callback.best_model_score = None
+        callback.kth_value = torch.tensor(math.inf if callback.mode == "min" else -math.inf)
 
 
 def adapter_equivalent(pl_module: pl.LightningModule, bottleneck: int) -> int:

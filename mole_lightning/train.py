@@ -10,14 +10,10 @@ import hydra
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import (
-    Callback,
-    EarlyStopping,
-    LearningRateMonitor,
-    ModelCheckpoint,
-)
+from pytorch_lightning.callbacks import Callback, EarlyStopping, LearningRateMonitor
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
+from mole_lightning.callbacks.checkpointing import ValidateLastStep, build_checkpoint_callbacks
 from mole_lightning.data.datamodule import GlueDataModule
 from mole_lightning.errors import ConfigError, MoleError
 from mole_lightning.models.glue_module import GlueModule
@@ -42,22 +38,14 @@ def resolve_ckpt_path(ckpt_path: str | None) -> str | None:
 
 
 def build_callbacks(cfg: DictConfig) -> list[Callback]:
-    """Checkpointing, LR monitor, optional early stopping, and the method's own callbacks."""
+    """Checkpointing, validation at the last step, LR monitor, optional early stopping,
+    and the method's own callbacks."""
     from mole_lightning.callbacks import method_callbacks
 
     node = cfg.callbacks
-    ckpt = node.model_checkpoint
     callbacks: list[Callback] = [
-        ModelCheckpoint(
-            dirpath=ckpt.dirpath,
-            monitor=ckpt.monitor,
-            mode=ckpt.mode,
-            save_top_k=ckpt.save_top_k,
-            save_last=ckpt.save_last,
-            every_n_train_steps=ckpt.get("every_n_train_steps"),
-            filename=ckpt.filename,
-            auto_insert_metric_name=ckpt.auto_insert_metric_name,
-        )
+        *build_checkpoint_callbacks(node.model_checkpoint),
+        ValidateLastStep(),
     ]
     if node.get("lr_monitor") and cfg.get("logger"):
         callbacks.append(LearningRateMonitor(logging_interval="step"))
@@ -204,10 +192,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         callbacks = build_callbacks(cfg)
         trainer = build_trainer(cfg, callbacks, build_loggers(cfg, output_dir))
         trainer.fit(model, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg.get("ckpt_path")))
-        if cfg.task.monitor not in trainer.callback_metrics and not cfg.trainer.get("fast_dev_run"):
-            trainer.validate(
-                model, datamodule=datamodule, verbose=False
-            )  # max_steps ended mid-epoch
+        validate_last_step(trainer, model, datamodule, cfg)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         best_path = (
             trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
@@ -229,6 +214,22 @@ def train(cfg: DictConfig) -> dict[str, float]:
         finish_run(output_dir, info, "finished", metrics)
     print_metrics(metrics, cfg.task.monitor)
     return metrics
+
+
+def validate_last_step(
+    trainer: pl.Trainer, model: pl.LightningModule, datamodule, cfg: DictConfig
+) -> None:
+    """Validates the final weights when fitting ended after its latest validation
+    (``ValidateLastStep`` covers ``max_steps``; this covers e.g. a last epoch that
+    ``check_val_every_n_epoch`` skips)."""
+    (final,) = [c for c in trainer.callbacks if isinstance(c, ValidateLastStep)]
+    if final.validated_step == trainer.global_step or cfg.trainer.get("fast_dev_run"):
+        return
+    rank_zero_info(
+        f"last validation at step {final.validated_step}, training ended at step "
+        f"{trainer.global_step}: validating the final weights"
+    )
+    trainer.validate(model, datamodule=datamodule, verbose=False)
 
 
 def print_metrics(metrics: dict[str, float], monitor: str) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.utilities import rank_zero_info
 
@@ -162,7 +162,7 @@ def forget_best_checkpoints(trainer: pl.Trainer) -> None:
     scores are not compared with the pruned model's and its best checkpoints (which the
     pruned model cannot load) are deleted. ``last.ckpt`` is kept."""
     for callback in trainer.checkpoint_callbacks:
-        if callback.monitor is None:
+        if not isinstance(callback, ModelCheckpoint) or callback.monitor is None:
             continue
         for path in callback.best_k_models:
             if path != callback.last_model_path:

@@ -12,7 +12,11 @@ from torch.utils.data import DataLoader
 from mole_lightning.data.collate import collate_glue
 from mole_lightning.data.glue import GlueTaskSpec, get_task, read_glue_split
 from mole_lightning.data.loaders import make_loader
-from mole_lightning.data.tokenized_cache import load_or_tokenize, load_tokenized
+from mole_lightning.data.tokenized_cache import (
+    file_fingerprint,
+    load_or_tokenize,
+    load_tokenized,
+)
 from mole_lightning.graphs import GraphStore
 from mole_lightning.models.backbone import load_tokenizer
 
@@ -68,9 +72,7 @@ class GlueDataModule(pl.LightningDataModule):
             return f"glue-hub:{self.spec.name}:{split}"
         stem = "train" if split == "train" else self.spec.dev_splits[split]
         path = Path(data_dir) / self.spec.folder / f"{stem}.tsv"
-        stat = path.stat() if path.is_file() else None
-        size, mtime = (stat.st_size, stat.st_mtime_ns) if stat else (0, 0)
-        return f"glue-tsv:{self.spec.name}:{split}:{path.resolve()}:{size}:{mtime}"
+        return f"glue-tsv:{self.spec.name}:{split}:{file_fingerprint(path)}"
 
     def _read(self, split: str):
         return read_glue_split(

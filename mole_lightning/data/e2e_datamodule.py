@@ -29,7 +29,12 @@ from mole_lightning.data.e2e import (
     load_e2e_split,
 )
 from mole_lightning.data.loaders import make_loader
-from mole_lightning.data.tokenized_cache import cache_key, load_or_build, load_tokenized
+from mole_lightning.data.tokenized_cache import (
+    cache_key,
+    file_fingerprint,
+    load_or_build,
+    load_tokenized,
+)
 from mole_lightning.errors import DataFileError
 from mole_lightning.models.backbone import load_tokenizer
 
@@ -149,14 +154,12 @@ class E2EDataModule(pl.LightningDataModule):
         self.datasets: dict[str, datasets.Dataset] = {}
 
     def _source(self, split: str, table: str) -> str:
-        """Identifies one cached table: its kind, the split and the file (path, size, mtime)."""
+        """Identifies one cached table: its kind, the split and the file's content hash."""
         data_dir = self.data_cfg.get("dir")
         if data_dir is None:
             return f"e2e-hub:{table}:{split}"
         path = Path(data_dir) / SPLIT_FILES[split]
-        stat = path.stat() if path.is_file() else None
-        size, mtime = (stat.st_size, stat.st_mtime_ns) if stat else (0, 0)
-        return f"e2e-csv:{table}:{split}:{path.resolve()}:{size}:{mtime}"
+        return f"e2e-csv:{table}:{split}:{file_fingerprint(path)}"
 
     def _origin(self, split: str) -> str:
         data_dir = self.data_cfg.get("dir")

@@ -13,12 +13,17 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback, EarlyStopping, LearningRateMonitor
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
-from mole_lightning.callbacks.checkpointing import ValidateLastStep, build_checkpoint_callbacks
+from mole_lightning.callbacks.checkpointing import (
+    RandomStates,
+    ValidateLastStep,
+    build_checkpoint_callbacks,
+)
 from mole_lightning.data.datamodule import GlueDataModule
 from mole_lightning.errors import ConfigError, MoleError
 from mole_lightning.models.glue_module import GlueModule
 from mole_lightning.models.tuned_module import parameter_counts
 from mole_lightning.utils.loggers import build_loggers
+from mole_lightning.utils.resume import resume_config
 from mole_lightning.utils.run_info import finish_run, start_run
 
 TRAINER_EXTRA_KEYS = ("compile",)
@@ -26,7 +31,8 @@ CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
 def resolve_ckpt_path(ckpt_path: str | None) -> str | None:
-    """A checkpoint file as given, or a run directory's ``checkpoints/last.ckpt``."""
+    """A checkpoint file as given, or a run directory's ``checkpoints/last.ckpt``
+    (``resume_config`` has made that run's folder and config this run's)."""
     if ckpt_path is None:
         return None
     path = Path(ckpt_path)
@@ -46,6 +52,7 @@ def build_callbacks(cfg: DictConfig) -> list[Callback]:
     callbacks: list[Callback] = [
         *build_checkpoint_callbacks(node.model_checkpoint),
         ValidateLastStep(),
+        RandomStates(),
     ]
     if node.get("lr_monitor") and cfg.get("logger"):
         callbacks.append(LearningRateMonitor(logging_interval="step"))
@@ -242,8 +249,10 @@ def print_metrics(metrics: dict[str, float], monitor: str) -> None:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train.yaml")
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns the monitored metric (for sweepers)."""
+    from hydra.core.hydra_config import HydraConfig
+
     try:
-        metrics = train(cfg)
+        metrics = train(resume_config(cfg, list(HydraConfig.get().overrides.task)))
     except MoleError as err:
         print(f"error: {err}", file=sys.stderr)
         if in_multirun():

@@ -7,14 +7,19 @@
   end of training, so it always holds the latest step.
 - ``ValidateLastStep``: the fit loop validates at the last training step, so the final
   metrics are those of the last step.
+- ``RandomStates``: the global random states travel in every checkpoint, so a resumed run
+  draws the same dropout masks and Gumbel noise as an uninterrupted one.
 """
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
+import torch
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import Callback, Checkpoint, ModelCheckpoint
 from pytorch_lightning.trainer.states import TrainerFn
@@ -90,6 +95,7 @@ class LastCheckpoint(Checkpoint):
             self._save(trainer)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._saved_step = None  # after a step's validation: save again, with its outcome
         self._save(trainer)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -126,3 +132,40 @@ class ValidateLastStep(Callback):
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.sanity_checking and trainer.state.fn == TrainerFn.FITTING:
             self.validated_step = trainer.global_step
+
+
+class RandomStates(Callback):
+    """Saves the global random states (torch CPU and CUDA, numpy, ``random``) in every
+    checkpoint and restores them when a resumed run starts training (after the sanity
+    check), so the run continues with the random numbers an uninterrupted run would draw.
+    Under DDP the checkpoint holds rank 0's states."""
+
+    def __init__(self) -> None:
+        self._to_restore: dict | None = None
+
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        name, keys, pos, has_gauss, gauss = np.random.get_state()
+        checkpoint["random_states"] = {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
+            "python": random.getstate(),
+        }
+
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        self._to_restore = checkpoint.get("random_states")
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        states, self._to_restore = self._to_restore, None
+        if states is None:
+            return
+        torch.set_rng_state(states["torch"])
+        if states["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(states["cuda"])
+        name, keys, pos, has_gauss, gauss = states["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+        random.setstate(states["python"])

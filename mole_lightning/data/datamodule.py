@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 
 from mole_lightning.data.collate import collate_glue
 from mole_lightning.data.glue import GlueTaskSpec, get_task, read_glue_split
-from mole_lightning.data.loaders import make_loader
+from mole_lightning.data.loaders import data_seed, make_loader
 from mole_lightning.data.tokenized_cache import (
     file_fingerprint,
     load_or_tokenize,
@@ -143,7 +143,9 @@ class GlueDataModule(pl.LightningDataModule):
             graphs=self.graphs.get(split),
             graph_kinds=self.graph_kinds,
         )
-        return make_loader(self.datasets[split], batch_size, shuffle, collate, workers)
+        return make_loader(
+            self.datasets[split], batch_size, shuffle, collate, workers, data_seed(self.data_cfg)
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", self.data_cfg.batch_size, shuffle=True)

@@ -28,7 +28,7 @@ from mole_lightning.data.e2e import (
     group_references,
     load_e2e_split,
 )
-from mole_lightning.data.loaders import make_loader
+from mole_lightning.data.loaders import data_seed, make_loader
 from mole_lightning.data.tokenized_cache import (
     cache_key,
     file_fingerprint,
@@ -208,7 +208,12 @@ class E2EDataModule(pl.LightningDataModule):
 
     def _loader(self, name: str, batch_size: int, shuffle: bool, collate) -> DataLoader:
         return make_loader(
-            self.datasets[name], batch_size, shuffle, collate, self.data_cfg.get("num_workers", 0)
+            self.datasets[name],
+            batch_size,
+            shuffle,
+            collate,
+            self.data_cfg.get("num_workers", 0),
+            data_seed(self.data_cfg),
         )
 
     def _lm_collate(self):

@@ -1,0 +1,162 @@
+"""Kill-and-resume (issue 15, defect 6): ``ckpt_path=<run dir>`` continues that run in its
+folder with its saved config, and ends exactly where an uninterrupted run ends.
+
+Real Trainer, real Hydra composition, real RTE data; tiny-bert (random init, dropout on),
+four batches per epoch so a run crosses epochs, a checkpoint every step. A "kill" is an
+exception raised at the start of a step, after the previous step's checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from pytorch_lightning.callbacks import Callback
+
+import mole_lightning.train as train_module
+from mole_lightning.errors import ConfigError
+from mole_lightning.train import train
+from mole_lightning.utils.resume import resume_config
+from tests.conftest import REPO, compose, fast_run_overrides
+
+
+class Killed(Exception):
+    pass
+
+
+class KillAt(Callback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            raise Killed(f"killed before step {self.step + 1}")
+
+
+def run_overrides(glue_dir: Path, method: str, *extra: str) -> list[str]:
+    base = [
+        o
+        for o in fast_run_overrides(glue_dir, "rte", method, "tiny-bert")
+        if not o.startswith(("trainer.max_epochs", "+trainer.limit_train_batches"))
+    ]
+    return [
+        *base,
+        "trainer.max_epochs=-1",
+        "trainer.max_steps=10",
+        "+trainer.limit_train_batches=4",
+        "callbacks.model_checkpoint.every_n_train_steps=1",
+        *extra,
+    ]
+
+
+def last_state(run: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+
+
+def kill_and_resume(
+    overrides: list[str], kill_step: int, run: Path, cache: Path, monkeypatch
+) -> dict:
+    real = train_module.build_callbacks
+    with monkeypatch.context() as patch:
+        patch.setattr(train_module, "build_callbacks", lambda cfg: [*real(cfg), KillAt(kill_step)])
+        with pytest.raises(Killed):
+            train(compose(overrides, run, cache))
+    assert json.loads((run / "run_info.json").read_text())["status"] == "failed"
+    resume = [f"ckpt_path={run}"]
+    return train(resume_config(compose(resume, cache=cache), resume))
+
+
+MOLE = ("parser=spacy", "method.prune.after_steps=5")
+CASES = {
+    "lora": ("lora", (), 6),
+    "mole-killed-before-pruning": ("mole", MOLE, 3),
+    "mole-killed-after-pruning": ("mole", MOLE, 7),
+    "molex": ("molex", (), 6),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_kill_and_resume_ends_as_the_uninterrupted_run(
+    case: str, glue_dir: Path, cache_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
+    method, extra, kill_step = CASES[case]
+    overrides = run_overrides(glue_dir, method, *extra)
+    straight = train(compose(overrides, tmp_path / "straight", cache_dir))
+    run = tmp_path / "killed"
+    resumed = kill_and_resume(overrides, kill_step, run, cache_dir, monkeypatch)
+
+    assert resumed["global_step"] == straight["global_step"] == 10
+    for key in ("val/loss", "val/acc", "best/val/loss", "best/val/acc"):
+        assert resumed[key] == pytest.approx(straight[key], abs=1e-6), key
+    ours, theirs = last_state(run), last_state(tmp_path / "straight")
+    assert ours.keys() == theirs.keys()
+    for name in ours:
+        assert torch.allclose(ours[name], theirs[name], atol=1e-6), name
+    info = json.loads((run / "run_info.json").read_text())
+    assert info["status"] == "finished" and info["resumes"][0]["previous_status"] == "failed"
+    saved = json.loads((run / "metrics.json").read_text())
+    assert saved["best/val/acc"] == pytest.approx(straight["best/val/acc"])
+    if method == "mole":
+        structure = json.loads((run / "mole_structure.json").read_text())
+        assert structure["pruned_at_step"] == 5
+
+
+def test_changed_overrides_are_refused_unless_allowed(
+    glue_dir: Path, cache_dir: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    train(compose(run_overrides(glue_dir, "lora", "trainer.max_steps=2"), run, cache_dir))
+    changed = [f"ckpt_path={run}", "data.batch_size=16", "optim.lr=0.1", "task=rte"]
+    with pytest.raises(ConfigError) as err:
+        resume_config(compose(changed, cache=cache_dir), changed)
+    message = str(err.value)
+    assert "data.batch_size: saved 8, given 16" in message
+    assert "optim.lr: saved 0.0005, given 0.1" in message
+    assert "task:" not in message  # the same option as saved
+    assert "resume_allow_changes=true" in message
+
+    longer = [f"ckpt_path={run}", "trainer.max_steps=4", "resume_allow_changes=true"]
+    metrics = train(resume_config(compose(longer, cache=cache_dir), longer))
+    assert metrics["global_step"] == 4
+    info = json.loads((run / "run_info.json").read_text())
+    assert info["status"] == "finished" and len(info["resumes"]) == 1
+
+
+def test_cli_resume_writes_into_the_run_folder(
+    glue_dir: Path, cache_dir: Path, tmp_path: Path
+) -> None:
+    logs = tmp_path / "logs"
+    first = [
+        *run_overrides(glue_dir, "lora", "trainer.max_steps=2"),
+        f"paths.log_dir={logs}",
+        f"paths.cache_dir={cache_dir}",
+    ]
+    env = {"HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "TOKENIZERS_PARALLELISM": "false"}
+    import os
+
+    env = {**os.environ, **env}
+    done = subprocess.run(
+        [sys.executable, "train.py", *first], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    (run,) = (logs / "train" / "runs").iterdir()
+    again = [f"ckpt_path={run}", "trainer.max_steps=3", "resume_allow_changes=true"]
+    resumed = subprocess.run(
+        [sys.executable, "train.py", *again], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert [p.name for p in (logs / "train" / "runs").iterdir()] == [run.name]
+    assert json.loads((run / "metrics.json").read_text())["global_step"] == 3
+    refused = subprocess.run(
+        [sys.executable, "train.py", f"ckpt_path={run}", "data.batch_size=4"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode == 2
+    assert "data.batch_size: saved 8, given 4" in refused.stderr

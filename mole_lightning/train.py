@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -27,6 +28,7 @@ from mole_lightning.utils.resume import resume_config
 from mole_lightning.utils.run_info import finish_run, start_run
 
 TRAINER_EXTRA_KEYS = ("compile",)
+log = logging.getLogger(__name__)
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
@@ -214,6 +216,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metrics["global_step"] = trainer.global_step
         metrics.update(parameter_counts(model))
     except BaseException as err:
+        log.error("run failed: %s: %s", type(err).__name__, err)
         if writes_run_files:
             finish_run(output_dir, info, "failed", error=f"{type(err).__name__}: {err}")
         raise
@@ -246,11 +249,28 @@ def print_metrics(metrics: dict[str, float], monitor: str) -> None:
     rank_zero_info("dev metrics:\n" + "\n".join(f"  {k:<28} {metrics[k]:.4f}" for k in shown))
 
 
+def route_lightning_logs() -> None:
+    """Sends Lightning's log lines (ours go through ``rank_zero_info`` too) to the root
+    logger, whose handlers Hydra set up: the console and the run's ``train.log``.
+
+    Lightning gives its loggers their own console handler and stops propagation when it
+    is imported before logging is configured, which kept them out of ``train.log``.
+    """
+    if not logging.getLogger().handlers:
+        return
+    for name in ("pytorch_lightning", "lightning_fabric"):
+        logger = logging.getLogger(name)
+        for handler in [h for h in logger.handlers if type(h) is logging.StreamHandler]:
+            logger.removeHandler(handler)
+        logger.propagate = True
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train.yaml")
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns the monitored metric (for sweepers)."""
     from hydra.core.hydra_config import HydraConfig
 
+    route_lightning_logs()
     try:
         metrics = train(resume_config(cfg, list(HydraConfig.get().overrides.task)))
     except MoleError as err:

@@ -151,6 +151,8 @@ def test_cli_resume_writes_into_the_run_folder(
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert [p.name for p in (logs / "train" / "runs").iterdir()] == [run.name]
     assert json.loads((run / "metrics.json").read_text())["global_step"] == 3
+    log = (run / "train.log").read_text()  # Lightning's and our lines, both runs
+    assert log.count("`Trainer.fit` stopped: `max_steps=") == 2 and "dev metrics:" in log
     refused = subprocess.run(
         [sys.executable, "train.py", f"ckpt_path={run}", "data.batch_size=4"],
         cwd=REPO,

@@ -155,6 +155,20 @@ def check_ddp_launch(trainer_kwargs: dict) -> None:
         )
 
 
+def check_cpu_devices(trainer_kwargs: dict) -> None:
+    """Warns when a CPU run asks for more processes (``trainer.devices``) than this
+    process may use cores: each DDP process then shares cores, and the run is slower."""
+    accelerator = trainer_kwargs.get("accelerator", "auto")
+    devices = trainer_kwargs.get("devices", 1)
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if on_cpu and isinstance(devices, int) and devices > (cores or 1):
+        rank_zero_warn(
+            f"trainer.devices={devices} on CPU with {cores} core(s): {devices} processes share "
+            f"them and the run is slower than with trainer.devices={cores}"
+        )
+
+
 def build_trainer(cfg: DictConfig, callbacks: list[Callback], loggers: list) -> pl.Trainer:
     kwargs = {
         k: v
@@ -162,6 +176,7 @@ def build_trainer(cfg: DictConfig, callbacks: list[Callback], loggers: list) -> 
         if k not in TRAINER_EXTRA_KEYS
     }
     check_ddp_launch(kwargs)
+    check_cpu_devices(kwargs)
     return pl.Trainer(
         **kwargs,
         callbacks=callbacks,

@@ -10,7 +10,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.strategies import DDPStrategy
-from pytorch_lightning.utilities import rank_zero_info
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from mole_lightning.callbacks.export import export_table, log_table_to_wandb, run_dir
 from mole_lightning.errors import ConfigError
@@ -111,6 +111,15 @@ class PruneExperts(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.pruned_at = state_dict.get("pruned_at")
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        total = trainer.estimated_stepping_batches
+        if self.pruned_at is None and total < self.after_steps:
+            rank_zero_warn(
+                f"MoLE: this run trains {int(total)} optimizer steps, fewer than the "
+                f"exploration phase (method.prune.after_steps={self.after_steps}): it will "
+                "never prune. Lower method.prune.after_steps or train longer."
+            )
 
     def on_train_batch_end(
         self,

@@ -18,7 +18,7 @@ from mole_lightning.data.tokenized_cache import (
     load_tokenized,
 )
 from mole_lightning.graphs import GraphStore
-from mole_lightning.models.backbone import load_tokenizer
+from mole_lightning.models.backbone import check_max_length, load_tokenizer
 
 
 class GlueDataModule(pl.LightningDataModule):
@@ -51,6 +51,7 @@ class GlueDataModule(pl.LightningDataModule):
         self.spec: GlueTaskSpec = get_task(task)
         self.data_cfg = data
         self.tokenizer = load_tokenizer(backbone)
+        check_max_length(data.max_length, backbone, self.tokenizer)
         self.cache_dir = Path(cache_dir)
         self.parser_cfg = parser
         self.graph_kinds = list(graph_kinds) if graph_kinds else None

@@ -36,7 +36,7 @@ from mole_lightning.data.tokenized_cache import (
     load_tokenized,
 )
 from mole_lightning.errors import DataFileError
-from mole_lightning.models.backbone import load_tokenizer
+from mole_lightning.models.backbone import check_max_length, load_tokenizer
 
 IGNORE_INDEX = -100
 """Label of the tokens the LM loss skips (prompt and padding)."""
@@ -148,6 +148,7 @@ class E2EDataModule(pl.LightningDataModule):
         super().__init__()
         self.data_cfg = data
         self.tokenizer = load_tokenizer(backbone)
+        check_max_length(data.max_length, backbone, self.tokenizer)
         self.cache_dir = Path(cache_dir) / "tokenized"
         self.eval_max_mrs = eval_max_mrs
         self.generation_batch_size = generation_batch_size

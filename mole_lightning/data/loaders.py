@@ -6,8 +6,9 @@ A training loader's position is part of Lightning's checkpoint: Lightning saves 
 and hands it back to ``load_state_dict`` before the resumed run iterates
 (``FitLoop.setup_data``). The order of epoch ``e`` is a permutation drawn from
 ``seed + e`` (``EpochShuffleSampler``, a ``DistributedSampler``, so Lightning calls its
-``set_epoch`` and keeps it under DDP), and the state is ``{epoch, batches}``: a resumed run
-skips the batches the interrupted one already trained on, in the same order.
+``set_epoch`` and keeps it under DDP), and the state is ``{seed, epoch, batches}``: a
+resumed run skips the batches the interrupted one already trained on, in the same order
+(an unseeded run draws its seed, and the state keeps it).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ class ResumableDataLoader(DataLoader):
     and restored from Lightning's checkpoint.
 
     The iterator is created at the first ``next()`` (after Lightning's ``set_epoch``), and
-    counts the batches it yields: ``state_dict() == {"epoch": e, "batches": b}``.
+    counts the batches it yields: ``state_dict() == {"seed": s, "epoch": e, "batches": b}``.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -71,17 +72,19 @@ class ResumableDataLoader(DataLoader):
             yield batch
 
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.sampler.epoch, "batches": self._yielded}
+        return {"seed": self.sampler.seed, "epoch": self.sampler.epoch, "batches": self._yielded}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
+        self.sampler.seed = state["seed"]
         self.sampler.set_epoch(state["epoch"])
         self.sampler.start = state["batches"] * self.batch_size
 
 
 def data_seed(data_cfg: Any) -> int:
-    """The data-order seed: ``data.seed`` (the run's ``seed``), 0 when unset."""
+    """The data-order seed: ``data.seed`` (the run's ``seed``); an unseeded run draws one
+    (the loader's checkpoint state keeps it for a resume)."""
     seed = data_cfg.get("seed")
-    return 0 if seed is None else int(seed)
+    return int(torch.randint(2**31, ())) if seed is None else int(seed)
 
 
 def make_loader(

@@ -2,13 +2,15 @@
 folder with its saved config, and ends exactly where an uninterrupted run ends.
 
 Real Trainer, real Hydra composition, real RTE data; tiny-bert (random init, dropout on),
-four batches per epoch so a run crosses epochs, a checkpoint every step. A "kill" is an
-exception raised at the start of a step, after the previous step's checkpoint.
+six steps of three batches per epoch (validations at steps 3 and 6), so a run killed at
+step 4 resumes in its second epoch after a validation; a checkpoint every step. A "kill"
+is an exception raised at the start of a step, after the previous step's checkpoint.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -46,8 +48,8 @@ def run_overrides(glue_dir: Path, method: str, *extra: str) -> list[str]:
     return [
         *base,
         "trainer.max_epochs=-1",
-        "trainer.max_steps=10",
-        "+trainer.limit_train_batches=4",
+        "trainer.max_steps=6",
+        "+trainer.limit_train_batches=3",
         "callbacks.model_checkpoint.every_n_train_steps=1",
         *extra,
     ]
@@ -70,29 +72,37 @@ def kill_and_resume(
     return train(resume_config(compose(resume, cache=cache), resume))
 
 
-MOLE = ("parser=spacy", "method.prune.after_steps=5")
+MOLE = ("parser=spacy", "method.prune.after_steps=3")
 CASES = {
-    "lora": ("lora", (), 6),
-    "mole-killed-before-pruning": ("mole", MOLE, 3),
-    "mole-killed-after-pruning": ("mole", MOLE, 7),
-    "molex": ("molex", (), 6),
+    "lora": ("lora", (), 4),
+    "mole-killed-before-pruning": ("mole", MOLE, 2),
+    "mole-killed-after-pruning": ("mole", MOLE, 5),
+    "molex": ("molex", (), 4),
 }
+STRAIGHT: dict[str, tuple[dict, Path]] = {}  # uninterrupted runs, shared by the cases
+
+
+def uninterrupted(method: str, overrides: list[str], cache: Path, tmp_path_factory) -> tuple:
+    if method not in STRAIGHT:
+        out = tmp_path_factory.mktemp(f"straight-{method}")
+        STRAIGHT[method] = train(compose(overrides, out, cache)), out
+    return STRAIGHT[method]
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_kill_and_resume_ends_as_the_uninterrupted_run(
-    case: str, glue_dir: Path, cache_dir: Path, tmp_path: Path, monkeypatch
+    case: str, glue_dir: Path, cache_dir: Path, tmp_path: Path, tmp_path_factory, monkeypatch
 ) -> None:
     method, extra, kill_step = CASES[case]
     overrides = run_overrides(glue_dir, method, *extra)
-    straight = train(compose(overrides, tmp_path / "straight", cache_dir))
+    straight, straight_dir = uninterrupted(method, overrides, cache_dir, tmp_path_factory)
     run = tmp_path / "killed"
     resumed = kill_and_resume(overrides, kill_step, run, cache_dir, monkeypatch)
 
-    assert resumed["global_step"] == straight["global_step"] == 10
+    assert resumed["global_step"] == straight["global_step"] == 6
     for key in ("val/loss", "val/acc", "best/val/loss", "best/val/acc"):
         assert resumed[key] == pytest.approx(straight[key], abs=1e-6), key
-    ours, theirs = last_state(run), last_state(tmp_path / "straight")
+    ours, theirs = last_state(run), last_state(straight_dir)
     assert ours.keys() == theirs.keys()
     for name in ours:
         assert torch.allclose(ours[name], theirs[name], atol=1e-6), name
@@ -102,7 +112,7 @@ def test_kill_and_resume_ends_as_the_uninterrupted_run(
     assert saved["best/val/acc"] == pytest.approx(straight["best/val/acc"])
     if method == "mole":
         structure = json.loads((run / "mole_structure.json").read_text())
-        assert structure["pruned_at_step"] == 5
+        assert structure["pruned_at_step"] == 3
 
 
 def test_changed_overrides_are_refused_unless_allowed(
@@ -129,30 +139,19 @@ def test_changed_overrides_are_refused_unless_allowed(
 def test_cli_resume_writes_into_the_run_folder(
     glue_dir: Path, cache_dir: Path, tmp_path: Path
 ) -> None:
-    logs = tmp_path / "logs"
-    first = [
-        *run_overrides(glue_dir, "lora", "trainer.max_steps=2"),
-        f"paths.log_dir={logs}",
-        f"paths.cache_dir={cache_dir}",
-    ]
-    env = {"HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "TOKENIZERS_PARALLELISM": "false"}
-    import os
-
-    env = {**os.environ, **env}
-    done = subprocess.run(
-        [sys.executable, "train.py", *first], cwd=REPO, env=env, capture_output=True, text=True
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    (run,) = (logs / "train" / "runs").iterdir()
+    runs = tmp_path / "logs" / "train" / "runs"
+    run = runs / "first"
+    train(compose(run_overrides(glue_dir, "lora", "trainer.max_steps=2"), run, cache_dir))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
     again = [f"ckpt_path={run}", "trainer.max_steps=3", "resume_allow_changes=true"]
     resumed = subprocess.run(
         [sys.executable, "train.py", *again], cwd=REPO, env=env, capture_output=True, text=True
     )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert [p.name for p in (logs / "train" / "runs").iterdir()] == [run.name]
+    assert [p.name for p in runs.iterdir()] == [run.name]  # no new folder
     assert json.loads((run / "metrics.json").read_text())["global_step"] == 3
-    log = (run / "train.log").read_text()  # Lightning's and our lines, both runs
-    assert log.count("`Trainer.fit` stopped: `max_steps=") == 2 and "dev metrics:" in log
+    log = (run / "train.log").read_text()  # Lightning's and our lines
+    assert "`Trainer.fit` stopped: `max_steps=3` reached." in log and "dev metrics:" in log
     refused = subprocess.run(
         [sys.executable, "train.py", f"ckpt_path={run}", "data.batch_size=4"],
         cwd=REPO,

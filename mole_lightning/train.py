@@ -16,6 +16,7 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from mole_lightning.callbacks.checkpointing import (
     RandomStates,
+    RestoreLoaderPosition,
     ValidateLastStep,
     build_checkpoint_callbacks,
 )
@@ -55,6 +56,7 @@ def build_callbacks(cfg: DictConfig) -> list[Callback]:
         *build_checkpoint_callbacks(node.model_checkpoint),
         ValidateLastStep(),
         RandomStates(),
+        RestoreLoaderPosition(),
     ]
     if node.get("lr_monitor") and cfg.get("logger"):
         callbacks.append(LearningRateMonitor(logging_interval="step"))

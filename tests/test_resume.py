@@ -47,7 +47,8 @@ def run_overrides(glue_dir: Path, method: str, *extra: str) -> list[str]:
     ]
     return [
         *base,
-        "trainer.max_epochs=-1",
+        # max_epochs set: Lightning builds the train loader early (to estimate the steps)
+        "trainer.max_epochs=10",
         "trainer.max_steps=6",
         "+trainer.limit_train_batches=3",
         "callbacks.model_checkpoint.every_n_train_steps=1",

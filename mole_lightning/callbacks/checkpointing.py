@@ -9,6 +9,8 @@
   metrics are those of the last step.
 - ``RandomStates``: the global random states travel in every checkpoint, so a resumed run
   draws the same dropout masks and Gumbel noise as an uninterrupted one.
+- ``RestoreLoaderPosition``: the training loader's saved position is put back even when
+  Lightning built the loader before restoring the checkpoint.
 """
 
 from __future__ import annotations
@@ -169,3 +171,18 @@ class RandomStates(Callback):
         name, keys, pos, has_gauss, gauss = states["numpy"]
         np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
         random.setstate(states["python"])
+
+
+class RestoreLoaderPosition(Callback):
+    """Hands the training loader its saved state when a resumed run starts training.
+
+    Lightning restores a stateful training loader in ``FitLoop.setup_data``, which returns
+    early when the loader already exists: with ``trainer.max_epochs`` set,
+    ``estimated_stepping_batches`` (the LR schedule's length) builds it before the
+    checkpoint's loop state is loaded, and the position would be dropped (the resumed run
+    would start its epoch over). The loader's iterator starts at its first batch, after
+    this hook, so loading here is in time. No-op when Lightning already loaded it.
+    """
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        trainer.fit_loop._load_combined_loader_states()

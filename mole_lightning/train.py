@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -10,27 +11,32 @@ import hydra
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import (
-    Callback,
-    EarlyStopping,
-    LearningRateMonitor,
-    ModelCheckpoint,
-)
+from pytorch_lightning.callbacks import Callback, EarlyStopping, LearningRateMonitor
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
+from mole_lightning.callbacks.checkpointing import (
+    RandomStates,
+    RestoreLoaderPosition,
+    ValidateLastStep,
+    build_checkpoint_callbacks,
+)
+from mole_lightning.callbacks.throughput import TrainThroughput
 from mole_lightning.data.datamodule import GlueDataModule
 from mole_lightning.errors import ConfigError, MoleError
 from mole_lightning.models.glue_module import GlueModule
 from mole_lightning.models.tuned_module import parameter_counts
 from mole_lightning.utils.loggers import build_loggers
+from mole_lightning.utils.resume import resume_config
 from mole_lightning.utils.run_info import finish_run, start_run
 
 TRAINER_EXTRA_KEYS = ("compile",)
+log = logging.getLogger(__name__)
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
 def resolve_ckpt_path(ckpt_path: str | None) -> str | None:
-    """A checkpoint file as given, or a run directory's ``checkpoints/last.ckpt``."""
+    """A checkpoint file as given, or a run directory's ``checkpoints/last.ckpt``
+    (``resume_config`` has made that run's folder and config this run's)."""
     if ckpt_path is None:
         return None
     path = Path(ckpt_path)
@@ -42,22 +48,16 @@ def resolve_ckpt_path(ckpt_path: str | None) -> str | None:
 
 
 def build_callbacks(cfg: DictConfig) -> list[Callback]:
-    """Checkpointing, LR monitor, optional early stopping, and the method's own callbacks."""
+    """Checkpointing, validation at the last step, LR monitor, optional early stopping,
+    and the method's own callbacks."""
     from mole_lightning.callbacks import method_callbacks
 
     node = cfg.callbacks
-    ckpt = node.model_checkpoint
     callbacks: list[Callback] = [
-        ModelCheckpoint(
-            dirpath=ckpt.dirpath,
-            monitor=ckpt.monitor,
-            mode=ckpt.mode,
-            save_top_k=ckpt.save_top_k,
-            save_last=ckpt.save_last,
-            every_n_train_steps=ckpt.get("every_n_train_steps"),
-            filename=ckpt.filename,
-            auto_insert_metric_name=ckpt.auto_insert_metric_name,
-        )
+        *build_checkpoint_callbacks(node.model_checkpoint),
+        ValidateLastStep(),
+        RandomStates(),
+        RestoreLoaderPosition(),
     ]
     if node.get("lr_monitor") and cfg.get("logger"):
         callbacks.append(LearningRateMonitor(logging_interval="step"))
@@ -65,8 +65,6 @@ def build_callbacks(cfg: DictConfig) -> list[Callback]:
         es = node.early_stopping
         callbacks.append(EarlyStopping(monitor=es.monitor, mode=es.mode, patience=es.patience))
     callbacks.extend(method_callbacks(cfg))
-    from mole_lightning.callbacks.throughput import TrainThroughput
-
     callbacks.append(TrainThroughput())  # throughput.json: training samples/s
     return callbacks
 
@@ -123,6 +121,14 @@ def is_launch_rank_zero() -> bool:
     )
 
 
+def in_multirun() -> bool:
+    """Whether this process runs a job of a Hydra multirun (``-m``)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def check_ddp_launch(trainer_kwargs: dict) -> None:
     """Refuses Lightning's script-relaunching DDP inside a Hydra multirun.
 
@@ -134,9 +140,6 @@ def check_ddp_launch(trainer_kwargs: dict) -> None:
     Raises:
         ConfigError: multirun + ``trainer.strategy=ddp*`` on several devices, launched by Lightning.
     """
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
     strategy = str(trainer_kwargs.get("strategy", ""))
     relaunches = strategy.startswith("ddp") and not any(
         s in strategy for s in ("spawn", "fork", "notebook")
@@ -147,18 +150,26 @@ def check_ddp_launch(trainer_kwargs: dict) -> None:
     external = (
         torch.distributed.is_torchelastic_launched() or int(os.environ.get("SLURM_NTASKS", "1")) > 1
     )
-    if (
-        relaunches
-        and several
-        and not external
-        and HydraConfig.initialized()
-        and HydraConfig.get().mode == RunMode.MULTIRUN
-    ):
+    if relaunches and several and not external and in_multirun():
         raise ConfigError(
             f"trainer.strategy={strategy} in a Hydra multirun: Lightning's DDP launcher would re-run "
             "the whole sweep in every worker. Use trainer.strategy=ddp_spawn (or "
             "ddp_spawn_find_unused_parameters_true), or launch the sweep with torchrun: "
             "`torchrun --nproc_per_node=N train.py -m hydra.sweep.dir=DIR ...` (docs/experiments.md)"
+        )
+
+
+def check_cpu_devices(trainer_kwargs: dict) -> None:
+    """Warns when a CPU run asks for more processes (``trainer.devices``) than this
+    process may use cores: each DDP process then shares cores, and the run is slower."""
+    accelerator = trainer_kwargs.get("accelerator", "auto")
+    devices = trainer_kwargs.get("devices", 1)
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if on_cpu and isinstance(devices, int) and devices > (cores or 1):
+        rank_zero_warn(
+            f"trainer.devices={devices} on CPU with {cores} core(s): {devices} processes share "
+            f"them and the run is slower than with trainer.devices={cores}"
         )
 
 
@@ -169,6 +180,7 @@ def build_trainer(cfg: DictConfig, callbacks: list[Callback], loggers: list) -> 
         if k not in TRAINER_EXTRA_KEYS
     }
     check_ddp_launch(kwargs)
+    check_cpu_devices(kwargs)
     return pl.Trainer(
         **kwargs,
         callbacks=callbacks,
@@ -208,10 +220,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         callbacks = build_callbacks(cfg)
         trainer = build_trainer(cfg, callbacks, build_loggers(cfg, output_dir))
         trainer.fit(model, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg.get("ckpt_path")))
-        if cfg.task.monitor not in trainer.callback_metrics and not cfg.trainer.get("fast_dev_run"):
-            trainer.validate(
-                model, datamodule=datamodule, verbose=False
-            )  # max_steps ended mid-epoch
+        validate_last_step(trainer, model, datamodule, cfg)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         best_path = (
             trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
@@ -226,6 +235,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metrics["global_step"] = trainer.global_step
         metrics.update(parameter_counts(model))
     except BaseException as err:
+        log.error("run failed: %s: %s", type(err).__name__, err)
         if writes_run_files:
             finish_run(output_dir, info, "failed", error=f"{type(err).__name__}: {err}")
         raise
@@ -235,6 +245,22 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
+def validate_last_step(
+    trainer: pl.Trainer, model: pl.LightningModule, datamodule, cfg: DictConfig
+) -> None:
+    """Validates the final weights when fitting ended after its latest validation
+    (``ValidateLastStep`` covers ``max_steps``; this covers e.g. a last epoch that
+    ``check_val_every_n_epoch`` skips)."""
+    (final,) = [c for c in trainer.callbacks if isinstance(c, ValidateLastStep)]
+    if final.validated_step == trainer.global_step or cfg.trainer.get("fast_dev_run"):
+        return
+    rank_zero_info(
+        f"last validation at step {final.validated_step}, training ended at step "
+        f"{trainer.global_step}: validating the final weights"
+    )
+    trainer.validate(model, datamodule=datamodule, verbose=False)
+
+
 def print_metrics(metrics: dict[str, float], monitor: str) -> None:
     """Prints the dev metrics, the monitored one first."""
     shown = [k for k in metrics if k.startswith(("val/", "best/"))]
@@ -242,13 +268,34 @@ def print_metrics(metrics: dict[str, float], monitor: str) -> None:
     rank_zero_info("dev metrics:\n" + "\n".join(f"  {k:<28} {metrics[k]:.4f}" for k in shown))
 
 
+def route_lightning_logs() -> None:
+    """Sends Lightning's log lines (ours go through ``rank_zero_info`` too) to the root
+    logger, whose handlers Hydra set up: the console and the run's ``train.log``.
+
+    Lightning gives its loggers their own console handler and stops propagation when it
+    is imported before logging is configured, which kept them out of ``train.log``.
+    """
+    if not logging.getLogger().handlers:
+        return
+    for name in ("pytorch_lightning", "lightning_fabric"):
+        logger = logging.getLogger(name)
+        for handler in [h for h in logger.handlers if type(h) is logging.StreamHandler]:
+            logger.removeHandler(handler)
+        logger.propagate = True
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train.yaml")
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns the monitored metric (for sweepers)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    route_lightning_logs()
     try:
-        metrics = train(cfg)
+        metrics = train(resume_config(cfg, list(HydraConfig.get().overrides.task)))
     except MoleError as err:
         print(f"error: {err}", file=sys.stderr)
+        if in_multirun():
+            raise  # Hydra records the job as failed and goes on with the sweep
         sys.exit(2)
     return metrics.get(f"best/{cfg.task.monitor}", metrics.get(cfg.task.monitor))
 

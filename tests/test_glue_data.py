@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from omegaconf import OmegaConf
 
 from mole_lightning.data.datamodule import GlueDataModule
 from mole_lightning.data.glue import GLUE_TASKS, get_task, read_glue_split, read_glue_tsv
+from mole_lightning.data.tokenized_cache import TOKENIZED_FORMAT
 from mole_lightning.errors import ConfigError, DataFileError
 
 REAL_COUNTS = {  # (train, dev) rows of the official release
@@ -91,14 +93,39 @@ def test_malformed_row_names_file_and_line(tmp_path: Path) -> None:
         read_glue_tsv(path, get_task("rte"))
 
 
-def test_skip_malformed_keeps_good_rows(tmp_path: Path, capsys) -> None:
+def test_skip_malformed_keeps_good_rows(tmp_path: Path, caplog) -> None:
     path = tmp_path / "train.tsv"
     path.write_text(
         "index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n1\tbad\n2\tc\td\tnot_entailment\n"
     )
     rows = read_glue_tsv(path, get_task("rte"), skip_malformed=True)
     assert [r.label for r in rows] == [0, 1]
-    assert "train.tsv:3" in capsys.readouterr().err
+    assert "train.tsv:3" in caplog.text
+
+
+def test_non_utf8_byte_names_file_and_line_and_can_be_skipped(tmp_path: Path, caplog) -> None:
+    path = tmp_path / "train.tsv"
+    path.write_bytes(
+        b"index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n"
+        b"1\tcaf\xe9\tb\tentailment\n2\tc\td\tnot_entailment\n"
+    )
+    with pytest.raises(DataFileError, match=r"train\.tsv:3: .*byte 0xe9 in field 2 is not UTF-8"):
+        read_glue_tsv(path, get_task("rte"))
+    rows = read_glue_tsv(path, get_task("rte"), skip_malformed=True)
+    assert [r.text_a for r in rows] == ["a", "c"]
+    assert "train.tsv:3" in caplog.text
+
+
+def test_empty_sentences_and_extra_columns_are_counted(tmp_path: Path, caplog) -> None:
+    path = tmp_path / "train.tsv"
+    path.write_text(
+        "index\tsentence1\tsentence2\tlabel\n0\t\tb\tentailment\n1\ta\t \tentailment\n"
+        "2\ta\tb\tentailment\textra\n3\tc\td\tnot_entailment\n"
+    )
+    rows = read_glue_tsv(path, get_task("rte"))
+    assert len(rows) == 4
+    assert "2 row(s) with an empty sentence, kept (lines 2, 3)" in caplog.text
+    assert "1 row(s) with more than 4 fields, kept (lines 4)" in caplog.text
 
 
 def test_missing_file_and_column(tmp_path: Path) -> None:
@@ -165,4 +192,4 @@ def test_stale_tokenized_cache_is_rebuilt(glue_dir: Path, tmp_path: Path) -> Non
     assert len(metas) == 2
     metas[0].write_text('{"format": "0"}')  # written by another version
     dm.prepare_data()
-    assert '"format": "1"' in metas[0].read_text()
+    assert json.loads(metas[0].read_text())["format"] == TOKENIZED_FORMAT

@@ -143,3 +143,32 @@ def test_cli_run_logs_temperature_and_resumes_without_pruning_twice(
     assert ckpt["method_structure"]["mole"] == pruned["structure"]
     prune_state = next(v for k, v in ckpt["callbacks"].items() if k.startswith("PruneExperts"))
     assert prune_state["pruned_at"] == 2
+
+
+def test_best_checkpoint_from_before_pruning_is_not_reloaded(
+    glue_dir: Path, cache_dir: Path, tmp_path: Path
+) -> None:
+    """Validations at steps 2, 4 and 6, pruning at step 3, and a monitor (``step``, mode
+    min) that the first validation always wins: before the fix the best checkpoint was the
+    exploration model of step 2, which the pruned model cannot load, and the finished run
+    was recorded as failed."""
+    overrides = mole_overrides(
+        glue_dir,
+        "tiny-bert",
+        6,
+        3,
+        "validate_best=true",
+        "trainer.val_check_interval=2",
+        "callbacks.model_checkpoint.monitor=step",
+        "callbacks.model_checkpoint.mode=min",
+    )
+    metrics = train(compose(overrides, tmp_path, cache_dir))
+    info = json.loads((tmp_path / "run_info.json").read_text())
+    assert info["status"] == "finished"
+    assert metrics["best/val/acc"] == pytest.approx(
+        json.loads((tmp_path / "metrics.json").read_text())["best/val/acc"]
+    )
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "best-4.ckpt",
+        "last.ckpt",
+    ]

@@ -136,6 +136,37 @@ def test_multirun_every_combination_then_collect(
     ]
 
 
+def test_a_failed_job_is_recorded_and_the_sweep_goes_on(
+    glue_dir: Path, cache_dir: Path, tmp_path: Path
+) -> None:
+    logs = tmp_path / "logs"
+    run = cli(
+        [
+            "train.py",
+            "-m",
+            "task=rte",
+            "method=molex",
+            "method.alpha=0.5,2,0.3",
+            *sweep_overrides(glue_dir, logs, cache_dir),
+        ]
+    )
+    assert run.returncode != 0  # the sweep reports that a job failed, after running them all
+    assert "error: molex.alpha=2 must lie in [0, 1]" in run.stderr
+    (sweep,) = (logs / "train" / "multiruns").iterdir()
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
+    assert jobs == ["0_rte_molex_seed42", "1_rte_molex_seed42", "2_rte_molex_seed42"]
+    status = [json.loads((sweep / j / "run_info.json").read_text())["status"] for j in jobs]
+    assert status == ["finished", "failed", "finished"]
+    assert (sweep / jobs[2] / "metrics.json").is_file()
+
+    out = cli(["scripts/collect.py", str(sweep)], timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert (
+        "- `1_rte_molex_seed42`: failed: ConfigError: molex.alpha=2 must lie in [0, 1]"
+        in out.stdout.splitlines()
+    )
+
+
 def test_ddp_inside_multirun_is_refused(glue_dir: Path, cache_dir: Path, tmp_path: Path) -> None:
     run = cli(
         [
@@ -149,8 +180,8 @@ def test_ddp_inside_multirun_is_refused(glue_dir: Path, cache_dir: Path, tmp_pat
             *sweep_overrides(glue_dir, tmp_path / "logs", cache_dir),
         ]
     )
-    assert run.returncode == 2
-    assert "Lightning's DDP launcher would re-run the whole sweep" in run.stderr
+    assert run.returncode != 0
+    assert "error: trainer.strategy=ddp in a Hydra multirun" in run.stderr
     assert not list(tmp_path.glob("logs/train/multiruns/*/*/train_ddp_process_1.log"))
 
 

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import Callback
+import torch
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.strategies import DDPStrategy
-from pytorch_lightning.utilities import rank_zero_info
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from mole_lightning.callbacks.export import export_table, log_table_to_wandb, run_dir
 from mole_lightning.errors import ConfigError
@@ -119,7 +120,8 @@ class PruneExperts(Callback):
     Writes ``mole_importance_at_prune.{json,csv,png}`` (the scores the decision used) and
     ``mole_structure.json`` into the run directory, and logs how many steps and epochs
     each phase runs. The pruned structure and the phase travel in every later checkpoint,
-    and a resumed run does not prune twice.
+    and a resumed run does not prune twice. Best-checkpoint tracking starts again at
+    pruning (``forget_best_checkpoints``).
     """
 
     def __init__(
@@ -166,14 +168,22 @@ class PruneExperts(Callback):
                 trainer.fit_loop.max_epochs = self.phase_start["epoch"] + self.phase.epochs
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.pruned_at is None:
-            batches = trainer.num_training_batches
-            rank_zero_info(
-                f"MoLE exploration phase: {self.after_steps} steps = "
-                f"{self.after_steps / max(batches, 1):.2f} "
-                f"epochs of {batches} batches of {train_batch_size(trainer)} "
-                f"(lr schedule: {pl_module.hparams.optim.get('schedule', 'linear')})"
+        if self.pruned_at is not None:
+            return
+        total = trainer.estimated_stepping_batches
+        if total < self.after_steps:
+            rank_zero_warn(
+                f"MoLE: this run trains {int(total)} optimizer steps, fewer than the "
+                f"exploration phase (method.prune.after_steps={self.after_steps}): it will "
+                "never prune. Lower method.prune.after_steps or train longer."
             )
+        batches = trainer.num_training_batches
+        rank_zero_info(
+            f"MoLE exploration phase: {self.after_steps} steps = "
+            f"{self.after_steps / max(batches, 1):.2f} "
+            f"epochs of {batches} batches of {train_batch_size(trainer)} "
+            f"(lr schedule: {pl_module.hparams.optim.get('schedule', 'linear')})"
+        )
 
     def on_train_batch_end(
         self,
@@ -207,6 +217,7 @@ class PruneExperts(Callback):
             )
             pl_module.reset_head()
         self.pruned_at = trainer.global_step
+        forget_best_checkpoints(trainer)
         if self.phase is None:
             pl_module.restart_lr_schedule(trainer.global_step, fresh=self.reset_lr_schedule)
             rebuild_optimizers(trainer, keep_state=self.retrain == "continue")
@@ -306,6 +317,23 @@ def set_train_batch_size(trainer: pl.Trainer, batch_size: int | None) -> None:
             f"attribute; {type(trainer.datamodule).__name__} has none"
         )
     trainer.datamodule.train_batch_size = batch_size
+
+
+def forget_best_checkpoints(trainer: pl.Trainer) -> None:
+    """Restarts best-checkpoint tracking: the exploration phase is another model, so its
+    scores are not compared with the pruned model's and its best checkpoints (which the
+    pruned model cannot load) are deleted. ``last.ckpt`` is kept."""
+    for callback in trainer.checkpoint_callbacks:
+        if not isinstance(callback, ModelCheckpoint) or callback.monitor is None:
+            continue
+        for path in callback.best_k_models:
+            if path != callback.last_model_path:
+                trainer.strategy.remove_checkpoint(path)
+        callback.best_k_models = {}
+        callback.kth_best_model_path = ""
+        callback.best_model_path = ""
+        callback.best_model_score = None
+        callback.kth_value = torch.tensor(math.inf if callback.mode == "min" else -math.inf)
 
 
 def adapter_equivalent(pl_module: pl.LightningModule, bottleneck: int) -> int:

@@ -11,10 +11,14 @@ from torch.utils.data import DataLoader
 
 from mole_lightning.data.collate import collate_glue
 from mole_lightning.data.glue import GlueTaskSpec, get_task, read_glue_split
-from mole_lightning.data.loaders import make_loader
-from mole_lightning.data.tokenized_cache import load_or_tokenize, load_tokenized
+from mole_lightning.data.loaders import data_seed, make_loader
+from mole_lightning.data.tokenized_cache import (
+    file_fingerprint,
+    load_or_tokenize,
+    load_tokenized,
+)
 from mole_lightning.graphs import GraphStore
-from mole_lightning.models.backbone import load_tokenizer
+from mole_lightning.models.backbone import check_max_length, load_tokenizer
 
 
 class GlueDataModule(pl.LightningDataModule):
@@ -50,6 +54,7 @@ class GlueDataModule(pl.LightningDataModule):
         self.spec: GlueTaskSpec = get_task(task)
         self.data_cfg = data
         self.tokenizer = load_tokenizer(backbone)
+        check_max_length(data.max_length, backbone, self.tokenizer)
         self.cache_dir = Path(cache_dir)
         self.parser_cfg = parser
         self.graph_kinds = list(graph_kinds) if graph_kinds else None
@@ -72,9 +77,7 @@ class GlueDataModule(pl.LightningDataModule):
             return f"glue-hub:{self.spec.name}:{split}"
         stem = "train" if split == "train" else self.spec.dev_splits[split]
         path = Path(data_dir) / self.spec.folder / f"{stem}.tsv"
-        stat = path.stat() if path.is_file() else None
-        size, mtime = (stat.st_size, stat.st_mtime_ns) if stat else (0, 0)
-        return f"glue-tsv:{self.spec.name}:{split}:{path.resolve()}:{size}:{mtime}"
+        return f"glue-tsv:{self.spec.name}:{split}:{file_fingerprint(path)}"
 
     def _read(self, split: str):
         return read_glue_split(
@@ -145,7 +148,9 @@ class GlueDataModule(pl.LightningDataModule):
             graphs=self.graphs.get(split),
             graph_kinds=self.graph_kinds,
         )
-        return make_loader(self.datasets[split], batch_size, shuffle, collate, workers)
+        return make_loader(
+            self.datasets[split], batch_size, shuffle, collate, workers, data_seed(self.data_cfg)
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", self.train_batch_size, shuffle=True)

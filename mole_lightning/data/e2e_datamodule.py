@@ -28,10 +28,15 @@ from mole_lightning.data.e2e import (
     group_references,
     load_e2e_split,
 )
-from mole_lightning.data.loaders import make_loader
-from mole_lightning.data.tokenized_cache import cache_key, load_or_build, load_tokenized
+from mole_lightning.data.loaders import data_seed, make_loader
+from mole_lightning.data.tokenized_cache import (
+    cache_key,
+    file_fingerprint,
+    load_or_build,
+    load_tokenized,
+)
 from mole_lightning.errors import DataFileError
-from mole_lightning.models.backbone import load_tokenizer
+from mole_lightning.models.backbone import check_max_length, load_tokenizer
 
 IGNORE_INDEX = -100
 """Label of the tokens the LM loss skips (prompt and padding)."""
@@ -143,20 +148,19 @@ class E2EDataModule(pl.LightningDataModule):
         super().__init__()
         self.data_cfg = data
         self.tokenizer = load_tokenizer(backbone)
+        check_max_length(data.max_length, backbone, self.tokenizer)
         self.cache_dir = Path(cache_dir) / "tokenized"
         self.eval_max_mrs = eval_max_mrs
         self.generation_batch_size = generation_batch_size
         self.datasets: dict[str, datasets.Dataset] = {}
 
     def _source(self, split: str, table: str) -> str:
-        """Identifies one cached table: its kind, the split and the file (path, size, mtime)."""
+        """Identifies one cached table: its kind, the split and the file's content hash."""
         data_dir = self.data_cfg.get("dir")
         if data_dir is None:
             return f"e2e-hub:{table}:{split}"
         path = Path(data_dir) / SPLIT_FILES[split]
-        stat = path.stat() if path.is_file() else None
-        size, mtime = (stat.st_size, stat.st_mtime_ns) if stat else (0, 0)
-        return f"e2e-csv:{table}:{split}:{path.resolve()}:{size}:{mtime}"
+        return f"e2e-csv:{table}:{split}:{file_fingerprint(path)}"
 
     def _origin(self, split: str) -> str:
         data_dir = self.data_cfg.get("dir")
@@ -205,7 +209,12 @@ class E2EDataModule(pl.LightningDataModule):
 
     def _loader(self, name: str, batch_size: int, shuffle: bool, collate) -> DataLoader:
         return make_loader(
-            self.datasets[name], batch_size, shuffle, collate, self.data_cfg.get("num_workers", 0)
+            self.datasets[name],
+            batch_size,
+            shuffle,
+            collate,
+            self.data_cfg.get("num_workers", 0),
+            data_seed(self.data_cfg),
         )
 
     def _lm_collate(self):

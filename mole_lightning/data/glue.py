@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import csv
+import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mole_lightning.errors import ConfigError, DataFileError, HubUnavailableError
+
+logger = logging.getLogger(__name__)
 
 csv.field_size_limit(sys.maxsize)
 
@@ -128,11 +131,14 @@ def read_glue_tsv(
 ) -> list[GlueExample]:
     """Reads a GLUE TSV file in the original ``glue_data`` layout.
 
+    Rows with an empty sentence and rows with more fields than the header (or, without a
+    header, than the first row) are kept and counted in one warning each.
+
     Args:
         path: the ``.tsv`` file.
         spec: the task it belongs to.
-        skip_malformed: drop rows with missing fields or bad labels (each is reported on
-            stderr) instead of failing.
+        skip_malformed: drop rows with missing fields, bad labels or bytes that are not
+            UTF-8 (each is logged) instead of failing.
 
     Raises:
         DataFileError: the file is missing, lacks a needed column, or a row is malformed
@@ -141,22 +147,43 @@ def read_glue_tsv(
     if not path.is_file():
         raise DataFileError(f"{path}: file not found (expected the glue_data layout, see README)")
     examples: list[GlueExample] = []
-    with path.open(encoding="utf-8-sig", newline="") as f:
+    empty, extra = [], []
+    # undecodable bytes become lone surrogates, reported per row by _parse_row
+    with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
         reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        columns = _column_indices(path, spec, next(reader, None)) if spec.has_header else None
+        header = next(reader, None) if spec.has_header else None
+        columns = _column_indices(path, spec, header) if spec.has_header else None
         text_idx = columns[0] if columns else list(spec.text_columns)
         label_idx = columns[1] if columns else spec.label_column
+        width = len(header) if header else None
         first_line = 2 if spec.has_header else 1
         for line_no, row in enumerate(reader, start=first_line):
             try:
-                examples.append(_parse_row(row, text_idx, label_idx, spec))
+                example = _parse_row(row, text_idx, label_idx, spec)
             except ValueError as err:
                 message = f"{path}:{line_no}: malformed row ({err}): {row!r:.200}"
                 if not skip_malformed:
                     raise DataFileError(
                         message + " (set data.skip_malformed=true to skip such rows)"
                     ) from None
-                print(f"warning: skipped {message}", file=sys.stderr)
+                logger.warning("skipped %s", message)
+                continue
+            examples.append(example)
+            width = width or len(row)
+            if len(row) > width:
+                extra.append(line_no)
+            if not example.text_a or example.text_b == "":
+                empty.append(line_no)
+    for lines, what in ((empty, "an empty sentence"), (extra, f"more than {width} fields")):
+        if lines:
+            logger.warning(
+                "%s: %d row(s) with %s, kept (lines %s%s)",
+                path,
+                len(lines),
+                what,
+                ", ".join(map(str, lines[:10])),
+                ", ..." if len(lines) > 10 else "",
+            )
     return examples
 
 
@@ -179,6 +206,10 @@ def _parse_row(
     needed = max([*text_idx, label_idx])
     if len(row) <= needed:
         raise ValueError(f"{len(row)} fields, need at least {needed + 1}")
+    for column, value in enumerate(row):
+        bad = next((c for c in value if "\udc80" <= c <= "\udcff"), None)
+        if bad is not None:
+            raise ValueError(f"byte 0x{ord(bad) - 0xDC00:02x} in field {column + 1} is not UTF-8")
     texts = [row[i].strip() for i in text_idx]
     raw_label = row[label_idx].strip()
     if spec.is_regression:

@@ -1,26 +1,114 @@
-"""One way to build a DataLoader: worker processes, pinned memory on GPU machines."""
+"""One way to build a DataLoader: worker processes, pinned memory on GPU machines, and a
+resumable shuffled order for training.
+
+A training loader's position is part of Lightning's checkpoint: Lightning saves the
+``state_dict()`` of every training loader that has one (``FitLoop.on_save_checkpoint``)
+and hands it back to ``load_state_dict`` before the resumed run iterates
+(``FitLoop.setup_data``). The order of epoch ``e`` is a permutation drawn from
+``seed + e`` (``EpochShuffleSampler``, a ``DistributedSampler``, so Lightning calls its
+``set_epoch`` and keeps it under DDP), and the state is ``{seed, epoch, batches}``: a
+resumed run skips the batches the interrupted one already trained on, in the same order
+(an unseeded run draws its seed, and the state keeps it).
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+
+class EpochShuffleSampler(DistributedSampler):
+    """A shuffled order per epoch (``set_epoch``), from ``seed + epoch``, that can start
+    ``start`` indices into the epoch; this process's share under DDP.
+
+    Args:
+        dataset: the rows (only its length is used).
+        seed: the data-order seed (the run's seed).
+    """
+
+    def __init__(self, dataset: Dataset, seed: int) -> None:
+        distributed = dist.is_available() and dist.is_initialized()
+        super().__init__(
+            dataset,
+            num_replicas=dist.get_world_size() if distributed else 1,
+            rank=dist.get_rank() if distributed else 0,
+            shuffle=True,
+            seed=seed,
+        )
+        self.start = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch:
+            self.start = 0
+        super().set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[int]:
+        start, self.start = self.start, 0
+        return iter(list(super().__iter__())[start:])
+
+
+class ResumableDataLoader(DataLoader):
+    """A DataLoader over an ``EpochShuffleSampler`` whose position in the epoch is saved in
+    and restored from Lightning's checkpoint.
+
+    The iterator is created at the first ``next()`` (after Lightning's ``set_epoch``), and
+    counts the batches it yields: ``state_dict() == {"seed": s, "epoch": e, "batches": b}``.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._yielded = 0
+
+    def __iter__(self) -> Iterator[Any]:
+        sampler = self.sampler
+        self._yielded = sampler.start // self.batch_size
+        for batch in super().__iter__():
+            self._yielded += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        return {"seed": self.sampler.seed, "epoch": self.sampler.epoch, "batches": self._yielded}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.sampler.seed = state["seed"]
+        self.sampler.set_epoch(state["epoch"])
+        self.sampler.start = state["batches"] * self.batch_size
+
+
+def data_seed(data_cfg: Any) -> int:
+    """The data-order seed: ``data.seed`` (the run's ``seed``); an unseeded run draws one
+    (the loader's checkpoint state keeps it for a resume)."""
+    seed = data_cfg.get("seed")
+    return int(torch.randint(2**31, ())) if seed is None else int(seed)
 
 
 def make_loader(
-    dataset: Dataset, batch_size: int, shuffle: bool, collate: Callable, num_workers: int
+    dataset: Dataset,
+    batch_size: int,
+    shuffle: bool,
+    collate: Callable,
+    num_workers: int,
+    seed: int = 0,
 ) -> DataLoader:
     """A loader with ``num_workers`` persistent, forked worker processes (0: load in the
-    main process) and pinned memory when CUDA is available."""
-    return DataLoader(
-        dataset,
+    main process) and pinned memory when CUDA is available. ``shuffle=True`` gives a
+    ``ResumableDataLoader`` whose order comes from ``seed`` and the epoch. Worker seeds
+    come from the loader's own generator, so iterating never draws from the global RNG
+    (dropout and Gumbel noise continue identically after a resume)."""
+    kwargs = dict(
         batch_size=batch_size,
-        shuffle=shuffle,
         collate_fn=collate,
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
         pin_memory=torch.cuda.is_available(),
         multiprocessing_context="fork" if num_workers > 0 and os.name == "posix" else None,
+        generator=torch.Generator().manual_seed(seed),
     )
+    if shuffle:
+        return ResumableDataLoader(dataset, sampler=EpochShuffleSampler(dataset, seed), **kwargs)
+    return DataLoader(dataset, shuffle=False, **kwargs)

@@ -1,24 +1,34 @@
 """Tokenized splits cached on disk with ``datasets``, keyed explicitly.
 
-The key is a hash of everything the token ids depend on: the rows' source, the tokenizer,
-``max_length``, whether offsets are kept and ``TOKENIZED_FORMAT``. A cache without its
-``meta.json`` (an interrupted write) or written by another format version is rebuilt.
+The key is a hash of everything the token ids depend on: the rows' source (for a local
+file, a hash of its content: ``file_fingerprint``), the tokenizer, ``max_length``, whether
+offsets are kept and ``TOKENIZED_FORMAT``. Each cache folder holds ``data/`` (the
+``datasets`` table) and ``meta.json`` (format, source, rows, a checksum of the files in
+``data/``). A cache whose meta or checksum does not match is rebuilt by
+``load_or_build`` and refused by ``load_tokenized``.
+
+Several processes may build the same cache at once (runs started together on an empty
+cache): the build runs under a file lock (``<key>.lock``), so one process builds and the
+others wait and load its result, and it is written to a temporary folder renamed into
+place, so a file another process has memory-mapped is never rewritten.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import datasets
+from filelock import FileLock
 
 from mole_lightning.data.glue import GlueExample
 from mole_lightning.errors import CacheError
 
-TOKENIZED_FORMAT = "1"
+TOKENIZED_FORMAT = "2"
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
@@ -78,35 +88,92 @@ def tokenize_examples(
     )
 
 
+def _hash_file(path: Path, digest) -> None:
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+
+
+def file_fingerprint(path: Path) -> str:
+    """A hash of the file's content (``missing`` when there is no file: reading it then
+    fails with the file's name)."""
+    if not path.is_file():
+        return "missing"
+    digest = hashlib.blake2b(digest_size=16)
+    _hash_file(path, digest)
+    return digest.hexdigest()
+
+
+def data_checksum(folder: Path) -> str:
+    """A hash of the names and bytes of every file under ``folder`` (the saved table)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(f"{file.relative_to(folder)}\x00{file.stat().st_size}\x00".encode())
+        _hash_file(file, digest)
+    return digest.hexdigest()
+
+
+def load_verified(path: Path, source: str) -> datasets.Dataset | None:
+    """The table cached at ``path`` when its meta (format, source, rows) and the checksum
+    of its files match, else ``None``."""
+    try:
+        meta = json.loads((path / "meta.json").read_text())
+        if (
+            meta.get("format") != TOKENIZED_FORMAT
+            or meta.get("source") != source
+            or meta.get("checksum") != data_checksum(path / "data")
+        ):
+            return None
+        dataset = datasets.load_from_disk(str(path / "data"))
+        return dataset if len(dataset) == meta["rows"] else None
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def write_cache(path: Path, source: str, dataset: datasets.Dataset) -> None:
+    """Saves ``dataset`` with its meta into a temporary folder, then renames it to
+    ``path`` (an older folder there is renamed aside and deleted: processes that have it
+    memory-mapped keep reading it)."""
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    dataset.save_to_disk(str(tmp / "data"))
+    meta = {
+        "format": TOKENIZED_FORMAT,
+        "source": source,
+        "rows": len(dataset),
+        "checksum": data_checksum(tmp / "data"),
+    }
+    (tmp / "meta.json").write_text(json.dumps(meta))
+    if path.exists():
+        old = path.with_name(f"{path.name}.old-{os.getpid()}")
+        path.rename(old)
+        shutil.rmtree(old, ignore_errors=True)
+    tmp.rename(path)
+
+
 def load_or_build(
     path: Path, source: str, build: Callable[[], datasets.Dataset]
 ) -> datasets.Dataset:
-    """Returns the table cached at ``path``, building and saving it first unless a complete
-    cache of the same ``source`` and ``TOKENIZED_FORMAT`` is there.
+    """Returns the table cached at ``path``, building and saving it first unless a
+    complete, verified cache of the same ``source`` and ``TOKENIZED_FORMAT`` is there.
+
+    Holds ``<path>.lock`` while checking and building: a concurrent caller waits, then
+    loads the table this one wrote.
 
     Args:
         path: the cache folder (``cache_dir / cache_key(...)``).
-        source: identifies the rows (task, split and file fingerprint or hub name).
+        source: identifies the rows (task, split and file content hash or hub name).
         build: ``() -> datasets.Dataset``, called only on a cache miss.
     """
-    meta_path = path / "meta.json"
-    if meta_path.is_file():
-        try:
-            meta = json.loads(meta_path.read_text())
-            if meta.get("format") == TOKENIZED_FORMAT and meta.get("source") == source:
-                dataset = datasets.load_from_disk(str(path / "data"))
-                if len(dataset) == meta["rows"]:
-                    return dataset
-        except (OSError, ValueError, KeyError, FileNotFoundError):
-            pass  # corrupt or partial: rebuilt below
-        shutil.rmtree(path, ignore_errors=True)
-    dataset = build()
-    path.mkdir(parents=True, exist_ok=True)
-    dataset.save_to_disk(str(path / "data"))
-    meta_path.write_text(
-        json.dumps({"format": TOKENIZED_FORMAT, "source": source, "rows": len(dataset)})
-    )
-    return datasets.load_from_disk(str(path / "data"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{path}.lock"):
+        dataset = load_verified(path, source)
+        if dataset is None:
+            write_cache(path, source, build())
+            dataset = load_verified(path, source)
+        if dataset is None:
+            raise CacheError(f"{path}: the tokenized cache just written does not verify")
+        return dataset
 
 
 def load_or_tokenize(
@@ -116,7 +183,7 @@ def load_or_tokenize(
 
     Args:
         cache_dir: root of the tokenized caches.
-        source: identifies the rows (task, split and file fingerprint or hub name).
+        source: identifies the rows (task, split and file content hash or hub name).
         examples_fn: ``() -> list[GlueExample]``, called only on a cache miss.
     """
     return load_or_build(
@@ -132,9 +199,14 @@ def load_tokenized(
     """Loads a tokenized split written by ``load_or_tokenize`` (never tokenizes).
 
     Raises:
-        CacheError: the cache is missing (``prepare_data`` did not run) or incomplete.
+        CacheError: the cache is missing (``prepare_data`` did not run), incomplete, or
+            fails its checksum.
     """
     path = cache_dir / cache_key(source, tokenizer, max_length, with_offsets)
-    if not (path / "meta.json").is_file():
-        raise CacheError(f"{path}: tokenized cache missing; call prepare_data() first")
-    return datasets.load_from_disk(str(path / "data"))
+    dataset = load_verified(path, source)
+    if dataset is None:
+        raise CacheError(
+            f"{path}: tokenized cache missing, stale or corrupt (checksum); "
+            "call prepare_data() to rebuild it"
+        )
+    return dataset

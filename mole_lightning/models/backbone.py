@@ -6,6 +6,7 @@ import importlib
 import os
 from pathlib import Path
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
@@ -13,6 +14,9 @@ from mole_lightning.errors import ConfigError, HubUnavailableError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 """The checkout's root (where ``conf/`` and ``tests/`` live)."""
+
+RANDOM_INIT_SEED = 0
+"""Seed of every random-init backbone (tiny test models), whatever the global RNG."""
 
 
 def resolve_source(cfg: DictConfig) -> str:
@@ -73,9 +77,31 @@ def load_tokenizer(cfg: DictConfig):
     return tokenizer
 
 
+def check_max_length(max_length: int, cfg: DictConfig, tokenizer) -> None:
+    """Refuses a ``data.max_length`` that cannot hold a sequence or exceeds the backbone's
+    positions (the tokenizer's ``model_max_length``, and a random init's position count).
+
+    Raises:
+        ConfigError: ``max_length < 2`` (no room for the special tokens; 0 would turn
+            truncation off) or above the positions.
+    """
+    limits = [tokenizer.model_max_length] if tokenizer.model_max_length < 1_000_000 else []
+    init = cfg.get("random_init") or {}
+    limits += [init[k] for k in ("max_position_embeddings", "n_positions") if k in init]
+    limit = min(limits, default=None)
+    if max_length is None or max_length < 2 or (limit is not None and max_length > limit):
+        raise ConfigError(
+            f"data.max_length={max_length}: use a value from 2 (room for the special tokens) "
+            f"to {limit or 'the model maximum'} (the positions of backbone {cfg.name!r})"
+        )
+
+
 def load_backbone(cfg: DictConfig, causal_lm: bool = False) -> PreTrainedModel:
     """Loads the backbone: pre-trained weights, or a random init when ``cfg.random_init``
-    holds a config (tiny models for unit tests only).
+    holds a config (tiny models for unit tests only). A random init is drawn from
+    ``RANDOM_INIT_SEED`` without touching the global RNG, so, like pre-trained weights, it
+    is rebuilt identically when a checkpoint (which holds only the trained weights) is
+    loaded.
 
     Args:
         cfg: the ``backbone`` config node.
@@ -84,7 +110,9 @@ def load_backbone(cfg: DictConfig, causal_lm: bool = False) -> PreTrainedModel:
     auto = AutoModelForCausalLM if causal_lm else AutoModel
     if cfg.get("random_init"):
         kwargs = OmegaConf.to_container(cfg.random_init, resolve=True)
-        return auto.from_config(AutoConfig.for_model(**kwargs)).train()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_INIT_SEED)
+            return auto.from_config(AutoConfig.for_model(**kwargs)).train()
     source = resolve_source(cfg)
     try:
         model = auto.from_pretrained(source)

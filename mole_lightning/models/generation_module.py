@@ -19,8 +19,6 @@ from mole_lightning.metrics.e2e import score_e2e
 from mole_lightning.models.backbone import load_backbone, load_tokenizer
 from mole_lightning.models.tuned_module import TunedModule
 
-RANDOM_INIT_SEED = 0
-"""Seed of a random-init backbone's weights (test backbones), whatever the run's seed."""
 CAUSAL_LM_METHODS = {"full", "lora", "molex"}
 """Methods that work on a causal LM; ``molex`` with ``base`` lora or full."""
 
@@ -65,14 +63,9 @@ def check_method(method: DictConfig, backbone: DictConfig) -> None:
 
 
 def load_causal_lm(backbone: DictConfig) -> PreTrainedModel:
-    """The backbone with its LM head. A random-init backbone is drawn from
-    ``RANDOM_INIT_SEED``, so, like pre-trained weights, it is rebuilt identically when a
-    checkpoint (which holds only the trained weights) is loaded."""
-    if not backbone.get("random_init"):
-        return load_backbone(backbone, causal_lm=True)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(RANDOM_INIT_SEED)
-        return load_backbone(backbone, causal_lm=True)
+    """The backbone with its LM head (a random init is drawn from a fixed seed:
+    ``load_backbone``)."""
+    return load_backbone(backbone, causal_lm=True)
 
 
 class GenerationModule(TunedModule):

@@ -44,21 +44,35 @@ def write_json(path: Path, payload: dict) -> None:
 
 def start_run(cfg: DictConfig, output_dir: Path) -> dict:
     """Saves the resolved config and a ``run_info.json`` with status ``running``, the git
-    commit and the environment (key package versions, whether the lock is in use)."""
+    commit and the environment (key package versions, whether the lock is in use).
+
+    A run resumed in its own folder keeps its ``run_info.json`` fields and appends
+    ``{"at", "previous_status"}`` to its ``resumes`` list.
+    """
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / RESOLVED_CONFIG).write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    info = {
-        "status": "running",
-        "task": cfg.task.name,
-        "method": cfg.method.name,
-        "backbone": cfg.backbone.name,
-        "seed": cfg.seed,
-        "package_version": mole_lightning.__version__,
-        "git_commit": git_commit(),
-        "environment": environment_record(),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }
-    write_json(output_dir / RUN_INFO, info)
+    now = time.strftime("%Y-%m-%dT%H:%M:%S")
+    previous = output_dir / RUN_INFO
+    if previous.is_file():
+        old = json.loads(previous.read_text())
+        resume = {"at": now, "previous_status": old.get("status")}
+        info = {k: v for k, v in old.items() if k not in ("ended", "error")}
+        info.update(status="running", resumes=[*old.get("resumes", []), resume])
+        info.update(package_version=mole_lightning.__version__, git_commit=git_commit())
+        info.update(environment=environment_record())
+    else:
+        info = {
+            "status": "running",
+            "task": cfg.task.name,
+            "method": cfg.method.name,
+            "backbone": cfg.backbone.name,
+            "seed": cfg.seed,
+            "package_version": mole_lightning.__version__,
+            "git_commit": git_commit(),
+            "environment": environment_record(),
+            "started": now,
+        }
+    write_json(previous, info)
     return info
 
 

@@ -1,0 +1,188 @@
+"""Checkpoints and final validation: every score belongs to the weights it was measured on.
+
+- The best checkpoint(s) (``ModelCheckpoint``) are saved only after a validation, with
+  that validation's score.
+- ``LastCheckpoint`` writes ``last.ckpt`` (no score) after every validation, every
+  ``every_n_train_steps`` optimizer steps (also before the first validation) and at the
+  end of training, so it always holds the latest step.
+- ``ValidateLastStep``: the fit loop validates at the last training step, so the final
+  metrics are those of the last step.
+- ``RandomStates``: the global random states travel in every checkpoint, so a resumed run
+  draws the same dropout masks and Gumbel noise as an uninterrupted one.
+- ``RestoreLoaderPosition``: the training loader's saved position is put back even when
+  Lightning built the loader before restoring the checkpoint.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig
+from pytorch_lightning.callbacks import Callback, Checkpoint, ModelCheckpoint
+from pytorch_lightning.trainer.states import TrainerFn
+
+from mole_lightning.errors import ConfigError
+
+LAST = "last.ckpt"
+
+
+def build_checkpoint_callbacks(node: DictConfig) -> list[Checkpoint]:
+    """The best-by-``monitor`` checkpoint and, with ``save_last``, ``LastCheckpoint``.
+
+    Args:
+        node: ``callbacks.model_checkpoint`` (dirpath, monitor, mode, save_top_k, save_last,
+            every_n_train_steps, filename, auto_insert_metric_name).
+
+    Raises:
+        ConfigError: ``every_n_train_steps`` without ``save_last`` (the periodic
+            checkpoint is ``last.ckpt``).
+    """
+    every = node.get("every_n_train_steps")
+    if every and not node.save_last:
+        raise ConfigError(
+            f"callbacks.model_checkpoint.every_n_train_steps={every} writes last.ckpt; "
+            "set callbacks.model_checkpoint.save_last=true"
+        )
+    best = ModelCheckpoint(
+        dirpath=node.dirpath,
+        monitor=node.monitor,
+        mode=node.mode,
+        save_top_k=node.save_top_k,
+        save_last=False,
+        filename=node.filename,
+        auto_insert_metric_name=node.auto_insert_metric_name,
+    )
+    return [best, LastCheckpoint(node.dirpath, every)] if node.save_last else [best]
+
+
+class LastCheckpoint(Checkpoint):
+    """Writes ``<dirpath>/last.ckpt``, the checkpoint to resume from, after every
+    validation during fitting, every ``every_n_train_steps`` optimizer steps and at the
+    end of training (never twice for one step).
+
+    A ``Checkpoint`` subclass, so Lightning runs it after the other callbacks (and after
+    ``ModelCheckpoint``, when listed after it): the file holds their updated state.
+    """
+
+    def __init__(self, dirpath: str | Path, every_n_train_steps: int | None = None) -> None:
+        self.path = Path(dirpath) / LAST
+        self.every_n_train_steps = every_n_train_steps
+        self._saved_step: int | None = None
+
+    def _save(self, trainer: pl.Trainer) -> None:
+        if (
+            trainer.state.fn != TrainerFn.FITTING
+            or trainer.sanity_checking
+            or trainer.fast_dev_run
+            or self._saved_step == trainer.global_step
+        ):
+            return
+        trainer.save_checkpoint(self.path)
+        self._saved_step = trainer.global_step
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        if self.every_n_train_steps and trainer.global_step % self.every_n_train_steps == 0:
+            self._save(trainer)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._saved_step = None  # after a step's validation: save again, with its outcome
+        self._save(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._save(trainer)
+
+
+class ValidateLastStep(Callback):
+    """Validates at ``max_steps`` when training ends there.
+
+    Lightning validates at epoch ends and every ``val_check_interval``; when ``max_steps``
+    ends training mid-epoch, the last steps would go unscored and ``last.ckpt`` would hold
+    an older step. At ``max_steps`` this sets ``trainer.should_stop``, for which the fit
+    loop runs one more validation (and ``ModelCheckpoint`` saves with its fresh score).
+
+    ``validated_step`` is the global step of the latest validation during fitting
+    (``None`` before the first); ``train`` validates after fitting when it is older than
+    the last step (e.g. ``check_val_every_n_epoch`` skipped the last epoch).
+    """
+
+    def __init__(self) -> None:
+        self.validated_step: int | None = None
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        if 0 < trainer.max_steps <= trainer.global_step:
+            trainer.should_stop = True
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking and trainer.state.fn == TrainerFn.FITTING:
+            self.validated_step = trainer.global_step
+
+
+class RandomStates(Callback):
+    """Saves the global random states (torch CPU and CUDA, numpy, ``random``) in every
+    checkpoint and restores them when a resumed run starts training (after the sanity
+    check), so the run continues with the random numbers an uninterrupted run would draw.
+    Under DDP the checkpoint holds rank 0's states."""
+
+    def __init__(self) -> None:
+        self._to_restore: dict | None = None
+
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        name, keys, pos, has_gauss, gauss = np.random.get_state()
+        checkpoint["random_states"] = {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
+            "python": random.getstate(),
+        }
+
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        self._to_restore = checkpoint.get("random_states")
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        states, self._to_restore = self._to_restore, None
+        if states is None:
+            return
+        torch.set_rng_state(states["torch"])
+        if states["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(states["cuda"])
+        name, keys, pos, has_gauss, gauss = states["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+        random.setstate(states["python"])
+
+
+class RestoreLoaderPosition(Callback):
+    """Hands the training loader its saved state when a resumed run starts training.
+
+    Lightning restores a stateful training loader in ``FitLoop.setup_data``, which returns
+    early when the loader already exists: with ``trainer.max_epochs`` set,
+    ``estimated_stepping_batches`` (the LR schedule's length) builds it before the
+    checkpoint's loop state is loaded, and the position would be dropped (the resumed run
+    would start its epoch over). The loader's iterator starts at its first batch, after
+    this hook, so loading here is in time. No-op when Lightning already loaded it.
+    """
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        trainer.fit_loop._load_combined_loader_states()

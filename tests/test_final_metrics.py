@@ -1,0 +1,96 @@
+"""Final metrics and checkpoints belong to the last step (issue 15, defect 4).
+
+tiny-bert on real RTE through the real Trainer: validation every 4 steps, training ended
+by ``max_steps`` between two validations.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import torch
+from pytorch_lightning.callbacks import Callback
+
+from mole_lightning.train import (
+    build_callbacks,
+    build_datamodule,
+    build_module,
+    build_trainer,
+    train,
+)
+from tests.conftest import compose, fast_run_overrides
+
+
+def overrides(glue_dir: Path, *extra: str) -> list[str]:
+    base = [
+        o
+        for o in fast_run_overrides(glue_dir, "rte", "lora", "tiny-bert")
+        if not o.startswith(("trainer.max_epochs", "+trainer.limit_train_batches"))
+    ]
+    return [
+        *base,
+        "trainer.max_epochs=-1",
+        "+trainer.limit_train_batches=100",
+        "trainer.val_check_interval=4",
+        *extra,
+    ]
+
+
+def test_max_steps_between_validations_validates_and_saves_the_last_step(
+    glue_dir: Path, cache_dir: Path, tmp_path: Path
+) -> None:
+    cfg = compose(
+        overrides(glue_dir, "trainer.max_steps=6", "validate_best=false"), tmp_path, cache_dir
+    )
+    metrics = train(cfg)
+    assert metrics["global_step"] == 6
+    logged = pd.read_csv(tmp_path / "csv" / "metrics.csv")
+    validated = logged.dropna(subset=["val/acc"])
+    assert validated["step"].tolist() == [3, 5]  # CSV steps are 0-based: global steps 4 and 6
+    assert metrics["val/acc"] == validated["val/acc"].iloc[-1]
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert last["global_step"] == 6
+    best = json.loads((tmp_path / "metrics.json").read_text())
+    assert best["val/acc"] == metrics["val/acc"]
+
+
+def test_step_checkpoints_carry_no_score_and_start_before_the_first_validation(
+    glue_dir: Path, cache_dir: Path, tmp_path: Path
+) -> None:
+    """``every_n_train_steps=3``: ``last.ckpt`` exists after step 3 (before the first
+    validation, at step 4), and the best checkpoint is one of the validated steps, never
+    step 3 (whose weights were not scored)."""
+    cfg = compose(
+        overrides(
+            glue_dir,
+            "trainer.max_steps=6",
+            "callbacks.model_checkpoint.every_n_train_steps=3",
+            "callbacks.model_checkpoint.save_top_k=-1",
+            "logger=none",
+        ),
+        tmp_path,
+        cache_dir,
+    )
+
+    class Probe(Callback):
+        seen: dict[int, list[str]] = {}
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            folder = tmp_path / "checkpoints"
+            names = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+            self.seen[trainer.global_step] = names
+
+    model = build_module(cfg)
+    trainer = build_trainer(cfg, [*build_callbacks(cfg), Probe()], [])
+    trainer.fit(model, datamodule=build_datamodule(cfg, model))
+    assert Probe.seen[3] == ["last.ckpt"]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "best-4.ckpt",
+        "best-6.ckpt",
+        "last.ckpt",
+    ]
+    assert (
+        torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 6
+    )

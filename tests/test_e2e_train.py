@@ -124,7 +124,7 @@ def test_lora_checkpoint_reloads_and_generates_the_same_text(lora_run, e2e_dir: 
 
 
 def test_molex_run_learns_scores_and_exports_layer_selection(e2e_dir: Path, tmp_path: Path) -> None:
-    """MoLEx over full fine-tuning (a tiny random GPT-2 learns words in 25 steps only with
+    """MoLEx over full fine-tuning (a tiny random GPT-2 learns words in 40 steps only with
     its embeddings trainable), the authors' batch-vote routing with a balance loss."""
     overrides = run_overrides(
         e2e_dir,
@@ -136,13 +136,13 @@ def test_molex_run_learns_scores_and_exports_layer_selection(e2e_dir: Path, tmp_
         "method.balance_loss=0.01",
         "method.alpha=0.95",
         "task.max_new_tokens=24",
-        "trainer.check_val_every_n_epoch=5",
+        "trainer.check_val_every_n_epoch=8",
         "validate_best=false",
-        epochs=5,
+        epochs=8,
         batches=5,
     )
     metrics = train(compose(overrides, tmp_path, tmp_path / "cache"))
-    predictions = check_run_outputs(tmp_path, metrics, e2e_dir, steps=25, best=False)
+    predictions = check_run_outputs(tmp_path, metrics, e2e_dir, steps=40, best=False)
     assert metrics["val/loss"] < 5.0  # from ln(50257) = 10.8
     assert metrics["val/bleu"] > 0 and metrics["val/rouge_l"] > 0
     assert any("Aliment" in p for p in predictions)  # the first MRs' restaurant, Alimentum

@@ -94,3 +94,36 @@ def test_step_checkpoints_carry_no_score_and_start_before_the_first_validation(
     assert (
         torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 6
     )
+
+
+def test_last_checkpoint_names_the_best_checkpoint_that_exists(
+    glue_dir: Path, cache_dir: Path, tmp_path: Path
+) -> None:
+    """Epoch-end validations, each better than the last (``monitor=step, mode=max``): the
+    best checkpoint moves from step 2 to step 4 and the step-2 file is deleted. The
+    ``last.ckpt`` written at step 4 must record the new best, or a run resumed from it
+    would later reload a file that no longer exists."""
+    base = [
+        o
+        for o in fast_run_overrides(glue_dir, "rte", "lora", "tiny-bert")
+        if not o.startswith(("trainer.max_epochs", "+trainer.limit_train_batches"))
+    ]
+    cfg = compose(
+        [
+            *base,
+            "trainer.max_epochs=2",
+            "+trainer.limit_train_batches=2",
+            "callbacks.model_checkpoint.monitor=step",
+            "callbacks.model_checkpoint.mode=max",
+            "validate_best=false",
+        ],
+        tmp_path,
+        cache_dir,
+    )
+    train(cfg)
+    folder = tmp_path / "checkpoints"
+    assert sorted(p.name for p in folder.iterdir()) == ["best-4.ckpt", "last.ckpt"]
+    last = torch.load(folder / "last.ckpt", weights_only=False)
+    (state,) = [v for k, v in last["callbacks"].items() if k.startswith("ModelCheckpoint")]
+    assert Path(state["best_model_path"]) == folder / "best-4.ckpt"
+    assert all(Path(path).is_file() for path in state["best_k_models"])

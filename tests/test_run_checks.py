@@ -39,10 +39,16 @@ def test_max_length_outside_the_backbone_positions_is_refused(
 
 def test_mole_run_shorter_than_exploration_warns() -> None:
     prune = PruneExperts(after_steps=1000)
+    trainer = SimpleNamespace(
+        estimated_stepping_batches=780,
+        num_training_batches=78,
+        datamodule=SimpleNamespace(train_batch_size=32),
+    )
+    module = SimpleNamespace(hparams=SimpleNamespace(optim={"schedule": "linear"}))
     with pytest.warns(UserWarning, match="trains 780 optimizer steps.*never prune"):
-        prune.on_train_start(SimpleNamespace(estimated_stepping_batches=780), None)
+        prune.on_train_start(trainer, module)
     prune.pruned_at = 1000  # a resumed run that already pruned: nothing to say
-    prune.on_train_start(SimpleNamespace(estimated_stepping_batches=780), None)
+    prune.on_train_start(trainer, None)
 
 
 def test_more_cpu_processes_than_cores_warns() -> None:

@@ -54,6 +54,9 @@ def build_checkpoint_callbacks(node: DictConfig) -> list[Checkpoint]:
         mode=node.mode,
         save_top_k=node.save_top_k,
         save_last=False,
+        # at the validation's end, before LastCheckpoint (listed after it) saves the step:
+        # last.ckpt then records this validation's best, never a file it has replaced
+        save_on_train_epoch_end=False,
         filename=node.filename,
         auto_insert_metric_name=node.auto_insert_metric_name,
     )

@@ -20,18 +20,34 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from transformers.trainer_pt_utils import get_length_grouped_indices
 
 
 class EpochShuffleSampler(DistributedSampler):
     """A shuffled order per epoch (``set_epoch``), from ``seed + epoch``, that can start
     ``start`` indices into the epoch; this process's share under DDP.
 
+    With ``lengths`` the order is length-grouped as the transformers Trainer's
+    ``group_by_length`` does it (``get_length_grouped_indices``): shuffle, cut into
+    mega-batches of 50 batches, sort each by length, the longest batch first. Batches
+    then hold rows of similar length and pad less; the order is still drawn from
+    ``seed + epoch``. Under DDP each process takes every ``world``-th index of that order.
+
     Args:
         dataset: the rows (only its length is used).
         seed: the data-order seed (the run's seed).
+        lengths: ``[rows]`` token count of each row, to group by length (None: plain
+            shuffle).
+        batch_size: the per-process batch size (needed with ``lengths``).
     """
 
-    def __init__(self, dataset: Dataset, seed: int) -> None:
+    def __init__(
+        self,
+        dataset: Dataset,
+        seed: int,
+        lengths: list[int] | None = None,
+        batch_size: int | None = None,
+    ) -> None:
         distributed = dist.is_available() and dist.is_initialized()
         super().__init__(
             dataset,
@@ -40,6 +56,13 @@ class EpochShuffleSampler(DistributedSampler):
             shuffle=True,
             seed=seed,
         )
+        if lengths is not None and (batch_size is None or len(lengths) != len(dataset)):
+            raise ValueError(
+                f"length-grouped order needs a batch size and one length per row "
+                f"({len(lengths)} lengths for {len(dataset)} rows)"
+            )
+        self.lengths = lengths
+        self.batch_size = batch_size
         self.start = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -49,7 +72,14 @@ class EpochShuffleSampler(DistributedSampler):
 
     def __iter__(self) -> Iterator[int]:
         start, self.start = self.start, 0
-        return iter(list(super().__iter__())[start:])
+        if self.lengths is None:
+            return iter(list(super().__iter__())[start:])
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = get_length_grouped_indices(
+            self.lengths, self.batch_size * self.num_replicas, generator=generator
+        )
+        order += order[: self.total_size - len(order)]
+        return iter(order[self.rank : self.total_size : self.num_replicas][start:])
 
 
 class ResumableDataLoader(DataLoader):
@@ -94,10 +124,12 @@ def make_loader(
     collate: Callable,
     num_workers: int,
     seed: int = 0,
+    lengths: list[int] | None = None,
 ) -> DataLoader:
     """A loader with ``num_workers`` persistent, forked worker processes (0: load in the
     main process) and pinned memory when CUDA is available. ``shuffle=True`` gives a
-    ``ResumableDataLoader`` whose order comes from ``seed`` and the epoch. Worker seeds
+    ``ResumableDataLoader`` whose order comes from ``seed`` and the epoch, length-grouped
+    when ``lengths`` (``[rows]`` token counts) is given. Worker seeds
     come from the loader's own generator, so iterating never draws from the global RNG
     (dropout and Gumbel noise continue identically after a resume)."""
     kwargs = dict(
@@ -110,5 +142,6 @@ def make_loader(
         generator=torch.Generator().manual_seed(seed),
     )
     if shuffle:
-        return ResumableDataLoader(dataset, sampler=EpochShuffleSampler(dataset, seed), **kwargs)
+        sampler = EpochShuffleSampler(dataset, seed, lengths, batch_size)
+        return ResumableDataLoader(dataset, sampler=sampler, **kwargs)
     return DataLoader(dataset, shuffle=False, **kwargs)

@@ -199,6 +199,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """
     output_dir = Path(cfg.paths.output_dir)
     writes_run_files = is_launch_rank_zero()
+    if cfg.get("threads") is not None:
+        torch.set_num_threads(int(cfg.threads))
     info = start_run(cfg, output_dir) if writes_run_files else {}
     try:
         if cfg.get("seed") is not None:

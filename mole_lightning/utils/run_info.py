@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import mole_lightning
 from mole_lightning.utils.environment import environment_record
+from mole_lightning.utils.machine import machine_record
 
 RUN_INFO = "run_info.json"
 METRICS = "metrics.json"
@@ -44,7 +45,8 @@ def write_json(path: Path, payload: dict) -> None:
 
 def start_run(cfg: DictConfig, output_dir: Path) -> dict:
     """Saves the resolved config and a ``run_info.json`` with status ``running``, the git
-    commit and the environment (key package versions, whether the lock is in use).
+    commit, the environment (key package versions, whether the lock is in use) and the
+    machine (CPU, cores, torch threads, GPU).
 
     A run resumed in its own folder keeps its ``run_info.json`` fields and appends
     ``{"at", "previous_status"}`` to its ``resumes`` list.
@@ -59,7 +61,7 @@ def start_run(cfg: DictConfig, output_dir: Path) -> dict:
         info = {k: v for k, v in old.items() if k not in ("ended", "error")}
         info.update(status="running", resumes=[*old.get("resumes", []), resume])
         info.update(package_version=mole_lightning.__version__, git_commit=git_commit())
-        info.update(environment=environment_record())
+        info.update(environment=environment_record(), machine=machine_record())
     else:
         info = {
             "status": "running",
@@ -70,6 +72,7 @@ def start_run(cfg: DictConfig, output_dir: Path) -> dict:
             "package_version": mole_lightning.__version__,
             "git_commit": git_commit(),
             "environment": environment_record(),
+            "machine": machine_record(),
             "started": now,
         }
     write_json(previous, info)

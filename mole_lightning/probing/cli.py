@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +13,7 @@ from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from mole_lightning.data.glue import get_task, read_glue_split
-from mole_lightning.errors import ConfigError, MoleError
+from mole_lightning.errors import ConfigError, reported_as_exit
 from mole_lightning.evaluation.checkpoint import load_module, resolve_checkpoint
 from mole_lightning.methods.encoder import TunedEncoder
 from mole_lightning.models.backbone import load_backbone, load_tokenizer
@@ -170,8 +169,5 @@ def probe(cfg: DictConfig) -> dict[str, dict]:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="probe.yaml")
 def main(cfg: DictConfig) -> None:
-    try:
+    with reported_as_exit():
         probe(cfg)
-    except MoleError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)

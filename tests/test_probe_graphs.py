@@ -133,3 +133,26 @@ def test_probe_a_mole_checkpoint_with_graph_experts(
         assert not np.allclose(again[row], without[row], atol=1e-6), f"row {row}: graphs unused"
     with pytest.raises(ValueError, match="reads .* word graphs"):
         layer_features(*args)
+
+
+def test_silver_sst2_graphs_go_through_the_training_graph_cache(tmp_path: Path) -> None:
+    """dataset=sst2: spaCy parses the probed texts once into the graph cache of training
+    (``GraphStore``); a second call loads them without a parser."""
+    from mole_lightning.probing.cli import probe_graphs
+    from mole_lightning.probing.properties import ProbeData
+
+    cfg = compose_probe(["dataset=sst2", f"graph_cache_dir={tmp_path}/graphs"])
+    data = ProbeData(
+        sentences=[("it", "'s", "a", "charming", "journey", "."), ("a", "dull", "film")],
+        labels={},
+    )
+    graphs = probe_graphs(cfg, data, KINDS)
+    assert [g.num_words for g in graphs] == [6, 3]
+    assert edges(graphs[1], "sequential") == [(0, 1), (1, 2)]
+    assert edges(graphs[1], "syntactic") == [(0, 2), (1, 2)]  # a, dull -> film
+    (cached,) = (tmp_path / "graphs").glob("probe-sst2-*.spacy.*.npz")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("mole_lightning.graphs.store.build_parser", None)  # a parse would fail
+        again = probe_graphs(cfg, data, KINDS)
+    assert [edges(g, "syntactic") for g in again] == [edges(g, "syntactic") for g in graphs]
+    assert cached.is_file()

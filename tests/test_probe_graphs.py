@@ -86,7 +86,13 @@ def test_probe_a_mole_checkpoint_with_graph_experts(
     in every layer from the first one that kept a graph expert they change when the
     graphs lose their edges (so the graph experts ran on the gold graphs)."""
     run = tmp_path / "run"
-    train(compose(mole_overrides(glue_dir, "minilm", 6, 3, "logger=none"), run, cache_dir))
+    train(
+        compose(
+            mole_overrides(glue_dir, "minilm", 6, 3, "logger=none", "trainer.val_check_interval=6"),
+            run,
+            cache_dir,
+        )
+    )
     structure = json.loads((run / "mole_structure.json").read_text())["structure"]
     graph_layers = [t for t, kept in enumerate(structure) if set(kept) & set(KINDS)]
     assert graph_layers, f"no layer kept a graph expert: {structure}"

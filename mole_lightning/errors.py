@@ -1,5 +1,14 @@
 """The errors a user can act on: each message says what is wrong and what to do."""
 
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+USER_ERROR_EXIT_CODE = 2
+"""Exit status of a command line stopped by a ``MoleError``."""
+
 
 class MoleError(Exception):
     """Base of every error this framework raises on purpose."""
@@ -19,3 +28,22 @@ class HubUnavailableError(MoleError, OSError):
 
 class CacheError(MoleError, RuntimeError):
     """An on-disk cache is missing, corrupt or was written by another version."""
+
+
+@contextmanager
+def reported_as_exit(reraise: bool = False) -> Iterator[None]:
+    """Turns a ``MoleError`` raised inside the block into ``error: <message>`` on stderr
+    and exit status 2 (``SystemExit``), the one way every command line reports a user's
+    error; other exceptions pass unchanged.
+
+    Args:
+        reraise: print the message, then re-raise the ``MoleError`` itself instead of
+            exiting (a Hydra multirun job, so Hydra records it as failed and goes on).
+    """
+    try:
+        yield
+    except MoleError as err:
+        print(f"error: {err}", file=sys.stderr)
+        if reraise:
+            raise
+        raise SystemExit(USER_ERROR_EXIT_CODE) from None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from pathlib import Path
 
 import hydra
@@ -22,7 +21,7 @@ from mole_lightning.callbacks.checkpointing import (
 )
 from mole_lightning.callbacks.throughput import TrainThroughput
 from mole_lightning.data.datamodule import GlueDataModule
-from mole_lightning.errors import ConfigError, MoleError
+from mole_lightning.errors import ConfigError, reported_as_exit
 from mole_lightning.models.glue_module import GlueModule
 from mole_lightning.models.tuned_module import parameter_counts
 from mole_lightning.utils.loggers import build_loggers
@@ -292,13 +291,9 @@ def main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
 
     route_lightning_logs()
-    try:
+    # in a multirun, Hydra records a failed job and goes on with the sweep
+    with reported_as_exit(reraise=in_multirun()):
         metrics = train(resume_config(cfg, list(HydraConfig.get().overrides.task)))
-    except MoleError as err:
-        print(f"error: {err}", file=sys.stderr)
-        if in_multirun():
-            raise  # Hydra records the job as failed and goes on with the sweep
-        sys.exit(2)
     return metrics.get(f"best/{cfg.task.monitor}", metrics.get(cfg.task.monitor))
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mole_lightning.errors import MoleError  # noqa: E402
+from mole_lightning.errors import reported_as_exit  # noqa: E402
 from mole_lightning.evidence.protocol import (  # noqa: E402
     ALL_STAGES,
     DEFAULT_PROTOCOL,
@@ -105,7 +105,7 @@ def report(args: argparse.Namespace, protocol, runner: ProtocolRunner) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
+    with reported_as_exit():
         protocol = load_protocol(args.protocol)
         stage = ALL_STAGES if args.report else args.stage
         cells = plan_cells(protocol, stage, args.out, args.trainer, args.override)
@@ -119,9 +119,6 @@ def main(argv: list[str] | None = None) -> int:
         else:
             counts = runner.run()
             return 1 if counts["failed"] else 0
-    except MoleError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     return 0
 
 

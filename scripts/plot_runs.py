@@ -7,7 +7,8 @@ step, from each run's ``csv/metrics.csv``; needs logger=csv) and, when runs expo
 ``mole_importance_<backbone>.png``, ``mole_importance_at_prune_<backbone>.png``,
 ``mole_structure_<backbone>.png`` (MoLE: the fraction of seeds in which each layer kept
 each expert) and ``molex_selection_<backbone>.png`` (MoLEx: routed layer × chosen layer)
-with one panel per task (mean over the task's finished runs).
+with one panel per task (mean over the task's finished runs), each beside a ``.json`` of
+the plotted means (per task: rows, columns, values and the runs averaged).
 """
 
 from __future__ import annotations

@@ -188,37 +188,67 @@ def plot_side_by_side(
     plt.close(fig)
 
 
+def write_panels(panels: dict[str, tuple[ExpertTable, list[Path]]], title: str, path: Path) -> None:
+    """Writes the plotted means as JSON: ``{"title", "panels": {task label: {"rows",
+    "columns", "values" [rows, columns] (null = blank), "runs": [run directories]}}}``."""
+    payload = {
+        "title": title,
+        "panels": {
+            label: {
+                "rows": table.rows,
+                "columns": table.columns,
+                "values": [
+                    [None if np.isnan(v) else float(v) for v in row] for row in table.values
+                ],
+                "runs": [str(p) for p in run_paths],
+            }
+            for label, (table, run_paths) in panels.items()
+        },
+    }
+    path.write_text(json.dumps(payload, indent=2))
+
+
 def plot_expert_heatmaps(runs: list[Run], out_dir: Path) -> tuple[list[Path], list[str]]:
     """For each expert file kind and backbone, one PNG with a panel per task (mean over the
-    finished runs of that task): ``mole_importance_<backbone>.png``,
-    ``mole_importance_at_prune_<backbone>.png``, ``mole_structure_<backbone>.png`` (survival
-    frequency), ``molex_selection_<backbone>.png``. Runs without the files are skipped.
+    finished runs of that task) and the plotted means beside it as JSON (``write_panels``):
+    ``mole_importance_<backbone>.{png,json}``, ``mole_importance_at_prune_<backbone>.*``,
+    ``mole_structure_<backbone>.*`` (survival frequency over seeds),
+    ``molex_selection_<backbone>.*`` (selection frequency, mean over seeds). Runs without
+    the files are skipped.
 
-    Returns the written files and notes (unreadable files, shape mismatches).
+    Returns the written files (the PNGs) and notes (unreadable files, shape mismatches).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     written, notes = [], []
     for filename, (title, *axis_names) in EXPERT_FILES.items():
-        groups: dict[str, dict[str, list[ExpertTable]]] = defaultdict(lambda: defaultdict(list))
+        groups: dict[str, dict[str, list[tuple[ExpertTable, Path]]]] = defaultdict(
+            lambda: defaultdict(list)
+        )
         for run in runs:
             path = run.path / filename
             if run.status != "finished" or not path.is_file():
                 continue
             try:
-                groups[str(run.backbone)][str(run.task)].append(read_run_table(run, filename))
+                table = read_run_table(run, filename)
             except (OSError, KeyError, ValueError) as err:
                 notes.append(f"{path}: skipped ({err})")
+                continue
+            groups[str(run.backbone)][str(run.task)].append((table, run.path))
         for backbone, by_task in sorted(groups.items()):
             panels = {}
             for task in sorted(by_task, key=task_order):
+                tables, run_paths = zip(*by_task[task], strict=True)
                 try:
-                    mean = average_tables(by_task[task])
+                    mean = average_tables(list(tables))
                 except ValueError as err:
                     notes.append(f"{filename} {backbone} {task}: skipped ({err})")
                     continue
-                panels[f"{task_label(task)} (n={len(by_task[task])})"] = mean
+                panels[f"{task_label(task)} (n={len(tables)})"] = (mean, list(run_paths))
             if panels:
                 path = out_dir / f"{Path(filename).stem}_{backbone}.png"
-                plot_side_by_side(panels, f"{title} — {backbone}", path, tuple(axis_names))
+                full_title = f"{title} — {backbone}"
+                means = {label: mean for label, (mean, _) in panels.items()}
+                plot_side_by_side(means, full_title, path, tuple(axis_names))
+                write_panels(panels, full_title, path.with_suffix(".json"))
                 written.append(path)
     return written, notes

@@ -9,7 +9,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from mole_lightning.errors import ConfigError, MoleError
+from mole_lightning.errors import ConfigError, reported_as_exit
 from mole_lightning.evaluation.checkpoint import load_eval_run
 from mole_lightning.evaluation.report import format_table, write_result
 from mole_lightning.evaluation.suites import SUITES, Evaluator, SuiteResult
@@ -63,11 +63,8 @@ def list_override(argv: list[str], key: str = "eval") -> list[str]:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="evaluate.yaml")
 def hydra_main(cfg: DictConfig) -> None:
-    try:
+    with reported_as_exit():
         evaluate(cfg)
-    except MoleError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
 
 
 def main() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,8 +13,9 @@ from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from mole_lightning.data.glue import get_task, read_glue_split
-from mole_lightning.errors import ConfigError, MoleError
+from mole_lightning.errors import ConfigError, reported_as_exit
 from mole_lightning.evaluation.checkpoint import load_module, resolve_checkpoint
+from mole_lightning.graphs import SentenceGraphs
 from mole_lightning.methods.encoder import TunedEncoder
 from mole_lightning.models.backbone import load_backbone, load_tokenizer
 from mole_lightning.probing.features import (
@@ -24,6 +24,7 @@ from mole_lightning.probing.features import (
     model_key,
     sentences_key,
 )
+from mole_lightning.probing.graphs import gold_graphs, parsed_graphs
 from mole_lightning.probing.probes import majority_accuracy, probe_accuracy, probe_split
 from mole_lightning.probing.properties import (
     PROPERTIES,
@@ -51,12 +52,7 @@ class ProbedModel:
 
 def load_probed_model(ckpt_path: str | None, backbone: DictConfig) -> ProbedModel:
     """The pre-trained ``backbone`` (``ckpt_path`` null or ``pretrained``) or a checkpoint's
-    encoder with its method active (MoLEx routing, LoRA weights).
-
-    Raises:
-        ConfigError: a graph method (MoLE) checkpoint: its experts need word graphs of
-            the probe sentences, which probing does not build.
-    """
+    encoder with its method active (MoLEx routing, LoRA weights, MoLE experts)."""
     if ckpt_path in (None, "pretrained"):
         return ProbedModel(
             TunedEncoder(load_backbone(backbone), "pretrained"),
@@ -67,11 +63,6 @@ def load_probed_model(ckpt_path: str | None, backbone: DictConfig) -> ProbedMode
         )
     ckpt, run_dir = resolve_checkpoint(ckpt_path)
     module = load_module(ckpt)
-    if module.needs_graphs:
-        raise ConfigError(
-            f"{ckpt}: method {module.encoder.method} reads word graphs; probing feeds plain "
-            "sentences, so MoLE checkpoints with graph experts cannot be probed yet"
-        )
     name = f"{module.hparams.task['name']} {module.encoder.method} ({run_dir.name})"
     return ProbedModel(
         module.encoder,
@@ -95,15 +86,32 @@ def load_probe_data(cfg: DictConfig) -> ProbeData:
     return build_probe_data(sentences, cfg.seed)
 
 
+def probe_graphs(cfg: DictConfig, data: ProbeData, kinds: list[str]) -> list[SentenceGraphs]:
+    """``[N]`` word graphs of the probed sentences: from their gold UD trees (``ud``), or
+    parsed by spaCy through the graph cache of training (``sst2``)."""
+    if cfg.dataset == "ud":
+        return gold_graphs(data.parses, kinds)
+    parser = {"name": "spacy", "model": cfg.sst2.parser_model}
+    return parsed_graphs(data.sentences, parser, cfg.graph_cache_dir, cfg.dataset, kinds)
+
+
 def probe_table(cfg: DictConfig, model: ProbedModel, data: ProbeData, device: torch.device) -> dict:
-    """``{layer or "majority": {property: test accuracy}}`` for one model."""
+    """``{layer or "majority": {property: test accuracy}}`` for one model (a method that
+    reads word graphs gets the sentences' graphs, built when features are computed)."""
     num_layers = model.encoder.backbone.config.num_hidden_layers
     key = f"{model.key}/{cfg.dataset}-{sentences_key(data.sentences, cfg.max_length)}"
+    kinds = model.encoder.graph_kinds
     features = cached_layer_features(
         Path(cfg.cache_dir),
         key,
         lambda: layer_features(
-            model.encoder, model.tokenizer, data.sentences, device, cfg.batch_size, cfg.max_length
+            model.encoder,
+            model.tokenizer,
+            data.sentences,
+            device,
+            cfg.batch_size,
+            cfg.max_length,
+            probe_graphs(cfg, data, kinds) if kinds else None,
         ),
         num_layers,
     )
@@ -170,8 +178,5 @@ def probe(cfg: DictConfig) -> dict[str, dict]:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="probe.yaml")
 def main(cfg: DictConfig) -> None:
-    try:
+    with reported_as_exit():
         probe(cfg)
-    except MoleError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)

@@ -5,6 +5,8 @@ as the next layer reads it: hooks registered after the method's own hooks, so a 
 layer gives its mixed output ``alpha * u_t + (1 - alpha) * u_j``. A word's vector is the
 mean of its subword vectors (tokens aligned to words by character spans, as the word
 graphs are), a sentence's the mean of its word vectors; special tokens are left out.
+For a method that reads word graphs (MoLE), each batch carries the sentences' graphs,
+collated against the batch's token offsets as in training (``collate_word_graphs``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from mole_lightning.graphs import SentenceGraphs, WordGraphBatch, collate_word_graphs
 from mole_lightning.graphs.alignment import align_tokens_to_words
 from mole_lightning.graphs.store import texts_fingerprint
 from mole_lightning.methods.encoder import TunedEncoder
@@ -47,6 +50,19 @@ def pooling_matrix(token_to_word: list[list[int]], seq: int) -> torch.Tensor:
     return weights
 
 
+def batch_word_graphs(enc, graphs: list[SentenceGraphs], kinds: list[str]) -> WordGraphBatch:
+    """The ``WordGraphBatch`` of one tokenized batch ``enc`` (padded, with
+    ``offset_mapping``) of single sentences whose graphs are ``graphs`` ``[batch]``."""
+    seq = enc["input_ids"].shape[1]
+    return collate_word_graphs(
+        [(g, None) for g in graphs],
+        offsets=[[tuple(o) for o in enc["offset_mapping"][b].tolist()] for b in range(len(graphs))],
+        sequence_ids=[enc.sequence_ids(b) for b in range(len(graphs))],
+        seq_len=seq,
+        kinds=kinds,
+    )
+
+
 @torch.no_grad()
 def layer_features(
     encoder: TunedEncoder,
@@ -55,8 +71,20 @@ def layer_features(
     device: torch.device,
     batch_size: int = 32,
     max_length: int = 128,
+    graphs: list[SentenceGraphs] | None = None,
 ) -> np.ndarray:
-    """``[T + 1, N, hidden]`` float32 sentence vectors of every layer (0 = embeddings)."""
+    """``[T + 1, N, hidden]`` float32 sentence vectors of every layer (0 = embeddings).
+
+    Args:
+        graphs: ``[N]`` word graphs of the sentences, required when the encoder's method
+            reads them (``encoder.needs_graphs``); ignored otherwise.
+    """
+    kinds = encoder.graph_kinds
+    if kinds and (graphs is None or len(graphs) != len(sentences)):
+        raise ValueError(
+            f"method {encoder.method} reads {kinds} word graphs: pass the graphs of all "
+            f"{len(sentences)} sentences (got {None if graphs is None else len(graphs)})"
+        )
     base, layers = find_layer_stack(encoder.backbone)
     captured: list[torch.Tensor] = []
     handles = [base.embeddings.register_forward_hook(lambda m, a, out: captured.append(out))]
@@ -86,11 +114,17 @@ def layer_features(
                 for b in range(len(texts))
             ]
             weights = pooling_matrix(token_to_word, enc["input_ids"].shape[1]).to(device)
+            word_graphs = (
+                batch_word_graphs(enc, graphs[start : start + batch_size], kinds).to(device)
+                if kinds
+                else None
+            )
             captured.clear()
             encoder(
                 enc["input_ids"].to(device),
                 enc["attention_mask"].to(device),
                 enc["token_type_ids"].to(device) if "token_type_ids" in enc else None,
+                word_graphs,
             )
             stacked = torch.stack(captured)  # [T + 1, batch, seq, hidden]
             chunks.append(torch.einsum("bs,lbsh->lbh", weights, stacked.float()).cpu())

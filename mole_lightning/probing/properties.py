@@ -32,12 +32,15 @@ PROPERTIES = ("length", "depth", "tense", "subj_number", "obj_number", "bigram_s
 @dataclass(frozen=True)
 class ProbeSentence:
     """One sentence: ``words`` ``[n]``, 1-based ``heads`` ``[n]`` (0 = root), UD ``deprels``
-    ``[n]`` and morphological ``feats`` ``[n]`` (``{"Tense": "Past", ...}``)."""
+    ``[n]``, morphological ``feats`` ``[n]`` (``{"Tense": "Past", ...}``), ``upos`` ``[n]``
+    and ``lemmas`` ``[n]`` (the semantic word graph reads them; empty: unknown)."""
 
     words: tuple[str, ...]
     heads: tuple[int, ...]
     deprels: tuple[str, ...]
     feats: tuple[dict, ...] = field(default=())
+    upos: tuple[str, ...] = field(default=())
+    lemmas: tuple[str, ...] = field(default=())
 
 
 def read_conllu(path: str | Path) -> list[ProbeSentence]:
@@ -79,8 +82,10 @@ def _sentence(rows: list[list[str]]) -> ProbeSentence:
     return ProbeSentence(
         words=tuple(r[1] for r in rows),
         heads=tuple(int(r[6]) for r in rows),
-        deprels=tuple(r[7] for r in rows),
+        deprels=tuple(r[7] if r[7] != "_" else "dep" for r in rows),
         feats=feats,
+        upos=tuple(r[3] if r[3] != "_" else "X" for r in rows),
+        lemmas=tuple(r[2] if r[2] != "_" else r[1] for r in rows),
     )
 
 
@@ -139,6 +144,27 @@ def bigram_shift(words: tuple[str, ...], rng: random.Random) -> tuple[tuple[str,
     return tuple(swapped), i
 
 
+def swap_adjacent(s: ProbeSentence, i: int) -> ProbeSentence:
+    """``s`` with words ``i`` and ``i + 1`` (0-based) exchanged, each keeping its own head,
+    relation, features, tag and lemma: the parse follows the words to their new places."""
+    order = list(range(len(s.words)))
+    order[i], order[i + 1] = i + 1, i  # new position -> old position
+    new_position = {old + 1: new + 1 for new, old in enumerate(order)}
+    new_position[0] = 0
+
+    def permuted(values: tuple) -> tuple:
+        return tuple(values[old] for old in order) if values else values
+
+    return ProbeSentence(
+        words=permuted(s.words),
+        heads=tuple(new_position[s.heads[old]] for old in order),
+        deprels=permuted(s.deprels),
+        feats=permuted(s.feats),
+        upos=permuted(s.upos),
+        lemmas=permuted(s.lemmas),
+    )
+
+
 @dataclass
 class ProbeData:
     """The probing inputs.
@@ -147,10 +173,14 @@ class ProbeData:
         sentences: ``[N]`` word tuples whose representations are probed (the second half
             of the bigram-shift permutation appears swapped).
         labels: property -> ``[N]`` label strings (``None``: the sentence lacks it).
+        parses: ``[N]`` the parse of each probed sentence (a swapped copy: its original's
+            parse with the two words exchanged, ``swap_adjacent``); graph experts read
+            word graphs built from them.
     """
 
     sentences: list[tuple[str, ...]]
     labels: dict[str, list[str | None]]
+    parses: list[ProbeSentence] = field(default_factory=list)
 
 
 def build_probe_data(sentences: list[ProbeSentence], seed: int) -> ProbeData:
@@ -174,15 +204,19 @@ def build_probe_data(sentences: list[ProbeSentence], seed: int) -> ProbeData:
         labels["subj_number"].append(_root_dependent_feature(s, ("nsubj", "nsubj:pass"), "Number"))
         labels["obj_number"].append(_root_dependent_feature(s, ("obj",), "Number"))
         copy = bigram_shift(s.words, rng) if i in swap else None
-        shifted.append(copy[0] if copy else None)
+        shifted.append(swap_adjacent(s, copy[1]) if copy else None)
         swappable = len(set(s.words)) > 1
         labels["bigram_shift"].append("original" if swappable and i not in swap else None)
     # swapped copies follow the originals; the originals in the swap half are not
     # bigram-shift examples (each sentence appears once per property)
-    extra = [w for w in shifted if w is not None]
+    extra = [s for s in shifted if s is not None]
     for prop in PROPERTIES:
         labels[prop] += ["swapped" if prop == "bigram_shift" else None] * len(extra)
-    return ProbeData(sentences=originals + extra, labels=labels)
+    return ProbeData(
+        sentences=originals + [s.words for s in extra],
+        labels=labels,
+        parses=list(sentences) + extra,
+    )
 
 
 def spacy_probe_sentences(
@@ -199,5 +233,9 @@ def spacy_probe_sentences(
     for doc in nlp.pipe(texts, batch_size=batch_size):
         parsed = spacy_doc_to_parsed(doc)
         feats = tuple(t.morph.to_dict() for t in doc if not t.is_space)
-        sentences.append(ProbeSentence(parsed.words, parsed.heads, parsed.deprels, feats))
+        sentences.append(
+            ProbeSentence(
+                parsed.words, parsed.heads, parsed.deprels, feats, parsed.upos, parsed.lemmas
+            )
+        )
     return sentences

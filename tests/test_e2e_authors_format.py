@@ -101,16 +101,16 @@ def test_padded_batch_is_ft_dataset(tokenizer, dev_pairs):
     )
     assert set(batch) == {"input_ids", "labels"}  # no attention mask
     assert batch["input_ids"].shape == (2, max_length)
-    conditions, completion = ROW1_CONTEXT, ROW1_COMPLETION
-    n = len(conditions) + len(completion)
-    assert batch["input_ids"][0].tolist() == conditions + completion + [0] * (max_length - n)
+    context, completion = ROW1_CONTEXT, ROW1_COMPLETION
+    n = len(context) + len(completion)
+    assert batch["input_ids"][0].tolist() == context + completion + [0] * (max_length - n)
     assert batch["labels"][0].tolist() == (
-        [IGNORE_INDEX] * len(conditions) + completion + [IGNORE_INDEX] * (max_length - n)
+        [IGNORE_INDEX] * len(context) + completion + [IGNORE_INDEX] * (max_length - n)
     )
     # FT_Dataset: target = (context + completion)[1:] padded with 0; mask 1 on the
     # positions len(context) - 1 ... n - 2 (those that predict the completion)
-    target = (conditions + completion)[1:] + [0] * (max_length - n + 1)
-    mask = [0.0] * (len(conditions) - 1) + [1.0] * len(completion)
+    target = (context + completion)[1:] + [0] * (max_length - n + 1)
+    mask = [0.0] * (len(context) - 1) + [1.0] * len(completion)
     mask += [0.0] * (max_length - len(mask))
     shifted = batch["labels"][0, 1:].tolist() + [IGNORE_INDEX]
     assert [float(t != IGNORE_INDEX) for t in shifted] == mask

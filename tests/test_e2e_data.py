@@ -10,11 +10,12 @@ from transformers import GPT2TokenizerFast
 from mole_lightning.data.e2e import (
     E2EExample,
     E2EPair,
-    encode_lm_example,
     format_prompt,
     group_references,
+    lm_example,
     load_e2e_split,
     parse_mr,
+    prompt_ids,
     read_e2e_csv,
 )
 from mole_lightning.errors import ConfigError, DataFileError, HubUnavailableError
@@ -73,7 +74,7 @@ def test_format_prompt_is_the_lora_linearisation():
 
 def test_lm_example_masks_prompt_and_padding(tokenizer, dev_pairs):
     mr, ref = dev_pairs[0]
-    enc = encode_lm_example(tokenizer, mr, ref, max_length=64)
+    enc = lm_example(*prompt_ids(tokenizer, mr, ref), 64, tokenizer.eos_token_id)
     assert {len(v) for v in enc.values()} == {64}
     prompt_len = len(tokenizer(format_prompt(mr))["input_ids"])
     n = sum(enc["attention_mask"])
@@ -87,15 +88,14 @@ def test_lm_example_masks_prompt_and_padding(tokenizer, dev_pairs):
 
 
 def test_lm_example_truncates_the_reference_not_the_prompt(tokenizer):
-    enc = encode_lm_example(
-        tokenizer, VAULTS, "The Vaults pub near Café Adriatic has a 5 star rating.", 40
-    )
+    ref = "The Vaults pub near Café Adriatic has a 5 star rating."
+    enc = lm_example(*prompt_ids(tokenizer, VAULTS, ref), 40, tokenizer.eos_token_id)
     prompt_len = len(tokenizer(format_prompt(VAULTS))["input_ids"])
     assert sum(enc["attention_mask"]) == 40
     assert enc["labels"][:prompt_len] == [-100] * prompt_len
     assert -100 not in enc["labels"][prompt_len:] and tokenizer.eos_token_id not in enc["labels"]
     with pytest.raises(ValueError, match="max_length is 10"):
-        encode_lm_example(tokenizer, VAULTS, "x", 10)
+        lm_example(*prompt_ids(tokenizer, VAULTS, "x"), 10, tokenizer.eos_token_id)
 
 
 @pytest.mark.parametrize(

@@ -233,6 +233,14 @@ def test_e2e_preset_sets_the_scripts_router_and_optimizer(tmp_path):
     assert (cfg.seed, cfg.optim.eps, m.routed_layers) == (96, 1e-6, list(range(12)))
     assert (list(m.target_modules), list(m.lora_qkv_slices)) == (["c_attn"], ["q", "v"])
     assert m.decode_with_mixed_kv_cache and cfg.task.generation_batch_size == 1
+    # their data: MR tokens + 50256, word-tokenised references, 512 with token 0, no mask
+    d = cfg.data
+    assert (d.e2e_format, d.e2e_padding, d.pad_to_max_length, d.max_length) == (
+        "authors",
+        "authors",
+        True,
+        512,
+    )
 
 
 def test_e2e_preset_matches_the_authors_equations(tmp_path):

@@ -172,36 +172,40 @@ def format_prompt(mr: str) -> str:
     return " | ".join(fields) + PROMPT_END
 
 
-def encode_lm_example(tokenizer, mr: str, ref: str, max_length: int) -> dict[str, list[int]]:
-    """Encodes one pair for causal-LM training: ``prompt + " " + ref + EOS``, right-padded.
+def prompt_ids(tokenizer, mr: str, ref: str | None = None) -> tuple[list[int], list[int]]:
+    """Token ids of the default ``prompt`` format: ``BPE(format_prompt(mr))`` and
+    ``BPE(" " + ref) + [eos]`` (``[]`` when ``ref`` is ``None``, for decoding)."""
+    prompt = tokenizer(format_prompt(mr), add_special_tokens=False)["input_ids"]
+    if ref is None:
+        return prompt, []
+    return prompt, tokenizer(" " + ref, add_special_tokens=False)["input_ids"] + [
+        tokenizer.eos_token_id
+    ]
+
+
+def lm_example(
+    prompt: list[int], target: list[int], max_length: int, pad_id: int
+) -> dict[str, list[int]]:
+    """Lays out one causal-LM example: ``prompt + target``, right-padded with ``pad_id``.
 
     Args:
-        tokenizer: a GPT-2 tokenizer (its ``eos_token_id`` ends the reference and pads
-            when it has no pad token).
-        mr: the meaning representation.
-        ref: the reference.
-        max_length: length of every returned list. A longer reference is cut at the end
-            (its EOS is then lost).
+        prompt: the conditioning tokens (no loss).
+        target: the tokens the LM loss covers.
+        max_length: length of every returned list. A longer target is cut at the end (its
+            EOS is then lost).
+        pad_id: the padding token.
 
     Returns:
-        ``input_ids``, ``attention_mask`` (1 on prompt and reference) and ``labels``
-        (the token ids on the reference and its EOS, -100 on the prompt and padding, so
-        the LM loss covers the reference only); each of length ``max_length``.
+        ``input_ids``, ``attention_mask`` (1 on prompt and target) and ``labels`` (the
+        target's ids, -100 on the prompt and padding); each of length ``max_length``.
 
     Raises:
-        ValueError: the prompt leaves no room for a reference token.
+        ValueError: the prompt leaves no room for a target token.
     """
-    prompt = tokenizer(format_prompt(mr), add_special_tokens=False)["input_ids"]
-    target = tokenizer(" " + ref, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     if len(prompt) >= max_length:
-        raise ValueError(
-            f"the prompt of MR {mr!r} has {len(prompt)} tokens, max_length is {max_length}"
-        )
+        raise ValueError(f"the prompt has {len(prompt)} tokens, max_length is {max_length}")
     target = target[: max_length - len(prompt)]
     padding = max_length - len(prompt) - len(target)
-    pad_id = (
-        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    )
     return {
         "input_ids": prompt + target + [pad_id] * padding,
         "attention_mask": [1] * (len(prompt) + len(target)) + [0] * padding,

@@ -108,7 +108,9 @@ class GenerationModule(TunedModule):
         """Mean next-token cross-entropy over the labelled tokens.
 
         Args:
-            batch: ``input_ids``, ``attention_mask``, ``labels`` ``[batch, seq]``.
+            batch: ``input_ids``, ``labels`` and (unless ``data.e2e_padding=authors``)
+                ``attention_mask``, each ``[batch, seq]``; without a mask the model runs
+                causally over every position, padding included.
 
         Returns:
             The loss and the number of predicted tokens. Only the positions that predict a
@@ -116,7 +118,9 @@ class GenerationModule(TunedModule):
         """
         model = self.encoder.backbone
         hidden = model.base_model(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
+            input_ids=batch["input_ids"],
+            attention_mask=batch.get("attention_mask"),
+            use_cache=False,
         ).last_hidden_state
         targets = batch["labels"][:, 1:]
         keep = targets != IGNORE_INDEX
@@ -172,7 +176,8 @@ class GenerationModule(TunedModule):
 
     def generate_texts(self, mrs: list[str]) -> list[str]:
         """Generates one text per meaning representation (``"name[The Vaults], eatType[pub]"``)
-        with the task's beam search, in eval mode, in one batch."""
+        prompted in the default ``prompt`` format, with the task's beam search, in eval mode,
+        in one batch."""
         rows = [
             {
                 "input_ids": self.tokenizer(format_prompt(mr), add_special_tokens=False)[

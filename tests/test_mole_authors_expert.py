@@ -4,7 +4,7 @@ The reference reads a hand-made labelled word graph node by node and edge by edg
 
 - ``direct`` (authors): ``h = relu(pool(x))``; per conv ``h = dropout(relu(conv(h)))``,
   widths ``hidden -> bottleneck -> hidden``; ``projected`` (ours): ``down``, convs at the
-  bottleneck with ReLU between, ``up``.
+  bottleneck with ReLU between, LayerNorm, ``up``.
 - a conv: ``out[v] = h[v] @ root + bias + sum_{u -r-> v} h[u] @ W[r] / n(e)`` where
   ``n(e)`` counts the edges into ``v`` with the same direction (``relation`` weights) or
   the same direction and label (``label`` weights, authors); with the single-relation
@@ -109,6 +109,9 @@ def reference_expert(x, expert, cfg: MoleConfig) -> torch.Tensor:
             else:
                 h = new
         if cfg.graph_expert == "projected":
+            eps = expert.norm.eps
+            h = [(v - v.mean()) / (v.var(unbiased=False) + eps).sqrt() for v in h]
+            h = [v * expert.norm.weight + expert.norm.bias for v in h]
             h = [v @ expert.up.weight.T + expert.up.bias for v in h]
         for i, w in enumerate(token_words):
             if w >= 0:

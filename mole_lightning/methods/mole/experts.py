@@ -15,8 +15,14 @@ class GraphExpert(nn.Module):
     """``[batch, seq, hidden] -> [batch, seq, hidden]`` over the batch's ``kind`` word graphs.
 
     ``graph_expert="projected"`` (ours): down-project → pool subwords to words → RGCN
-    layers at ``bottleneck`` (ReLU between) → up-project → copy back to every subword of
-    the word → dropout. With ``zero_init_up`` the up-projection starts at zero (a no-op).
+    layers at ``bottleneck`` (ReLU between) → LayerNorm → up-project → copy back to every
+    subword of the word → dropout. With ``zero_init_up`` the up-projection starts at zero
+    (a no-op). The LayerNorm keeps the up-projection's input at a fixed scale: each RGCN
+    layer sums its relations' messages and the root term, so without it the word features
+    grow ~3x per layer (and more as the RGCN weights train), the up-projection's updates
+    are amplified as much, and at lr 1e-3 an early layer's expert outgrew the residual
+    stream (output norm 34-41 against 13-15) and erased the sentence from the first
+    token (docs/results.md, "MoLE: why it did not learn").
 
     ``graph_expert="direct"`` (the authors' latest code): pool subwords to words → ReLU →
     RGCN layers ``hidden → bottleneck → … → hidden``, each followed by ReLU and dropout →
@@ -43,6 +49,7 @@ class GraphExpert(nn.Module):
             widths = [cfg.bottleneck] * (cfg.rgcn_layers + 1)
             gain = 1.0
             self.down = nn.Linear(hidden, cfg.bottleneck)
+            self.norm = nn.LayerNorm(cfg.bottleneck)
             self.up = nn.Linear(cfg.bottleneck, hidden)
             if cfg.zero_init_up:
                 nn.init.zeros_(self.up.weight)
@@ -67,7 +74,7 @@ class GraphExpert(nn.Module):
                 if i:
                     words = torch.relu(words)
                 words = conv(words, graph, self.single_relation_after_first and i > 0)
-            out = self.dropout(alignment.scatter(self.up(words)))
+            out = self.dropout(alignment.scatter(self.up(self.norm(words))))
         if self.identity_wordless:
             out = torch.where(alignment.has_word(), out, hidden_states)
         return out

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from omegaconf import OmegaConf
 
 from mole_lightning.evidence.protocol import compose_cell, load_protocol, plan_cells
 from mole_lightning.evidence.report import BEGIN, END, replace_section
+from mole_lightning.evidence.state import config_differences
 from scripts.evidence import main
 from scripts.plain_lora_loop import main as plain_lora_loop
 
@@ -293,3 +295,20 @@ def test_time_left_from_finished_cells(tmp_path: Path) -> None:
     # rte/mole/seed2 (300), cola/lora/seed2 (200)
     assert estimate_left(cells, walls) == (800.0, 2)
     assert format_duration(3725.4) == "1:02:05" and format_duration(None) == "?"
+
+
+def test_option_added_since_a_cell_ran_is_no_change_unless_the_protocol_sets_it() -> None:
+    saved = {"data": {"batch_size": 32}, "optim": {"lr": 5e-4}}
+    now = OmegaConf.create(
+        {"data": {"batch_size": 32, "group_by_length": False}, "optim": {"lr": 5e-4}}
+    )
+    assert config_differences(saved, now, [], ["task=cola", "optim.lr=5e-4"]) == []
+    # the protocol sets the new option: the finished cell ran without it
+    assert config_differences(saved, now, [], ["data.group_by_length=false"]) == [
+        "data.group_by_length"
+    ]
+    assert config_differences(saved, now, [], ["+data=fast"]) == ["data.group_by_length"]
+    # a value the cell ran with that changed, or an option removed since, is a change
+    assert config_differences({**saved, "optim": {"lr": 1e-3}}, now, [], []) == ["optim.lr"]
+    gone = {**saved, "threads": 2}
+    assert config_differences(gone, now, [], []) == ["threads"]

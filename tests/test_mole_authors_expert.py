@@ -261,3 +261,30 @@ def test_collated_label_groups_follow_target_direction_and_label() -> None:
         [int(any(a in g and b in g for g in expected.values())) for b in range(6)] for a in range(6)
     ]
     assert groups.min() >= 0 and groups.max() < 6
+
+
+def test_projected_expert_output_does_not_grow_with_the_rgcn_weights() -> None:
+    """The failure behind MoLE's flat CoLA runs (issue 16): every RGCN layer sums its
+    relations' messages and the root term, so the up-projection's input grew with the
+    RGCN weights, and a drifting up-projection made an early layer's expert outgrow the
+    residual stream. With the LayerNorm before the up-projection, scaling every RGCN
+    layer's weights by 10 (its bias by 10 per layer so far, so the stack's output is
+    scaled by 100) leaves the expert's output unchanged (ReLU is positively homogeneous,
+    LayerNorm scale-invariant), and the up-projection reads words at unit variance."""
+    cfg = MoleConfig(bottleneck=BOTTLENECK, zero_init_up=False)
+    expert = build(cfg)
+    with torch.no_grad():
+        expert.norm.reset_parameters()  # the LayerNorm as initialised: weight 1, bias 0
+    x = torch.randn(len(TOKEN_WORDS), SEQ, HIDDEN, generator=torch.Generator().manual_seed(5))
+    seen = {}
+    expert.up.register_forward_hook(lambda m, a, o: seen.__setitem__("up_input", a[0]))
+    with torch.no_grad():
+        before = expert(x)
+        for i, conv in enumerate(expert.convs):
+            conv.weight.mul_(10.0)
+            conv.root.mul_(10.0)
+            conv.bias.mul_(10.0 ** (i + 1))
+        after = expert(x)
+    assert torch.allclose(after, before, rtol=1e-3, atol=1e-3), (after - before).abs().max()
+    words = seen["up_input"]
+    assert torch.allclose(words.var(-1, unbiased=False), torch.ones(words.shape[:-1]), atol=1e-3)

@@ -121,7 +121,9 @@ class ProtocolRunner:
 
     def states(self) -> list[CellState]:
         """Each cell's state against the protocol's config (nothing runs)."""
-        return [cell_state(c.path, compose_cell(c), self.may_differ) for c in self.cells]
+        return [
+            cell_state(c.path, compose_cell(c), self.may_differ, c.overrides) for c in self.cells
+        ]
 
     def dry_run(self) -> list[CellState]:
         """Prints what each cell would do, with its single-run command."""
@@ -141,7 +143,7 @@ class ProtocolRunner:
         counts = {"done": 0, "finished": 0, "failed": 0}
         total = len(self.cells)
         for i, cell in enumerate(self.cells, start=1):
-            state = cell_state(cell.path, compose_cell(cell), self.may_differ)
+            state = cell_state(cell.path, compose_cell(cell), self.may_differ, cell.overrides)
             prefix = f"[evidence {i}/{total}] {cell.name}"
             if state.kind == DONE:
                 counts["done"] += 1

@@ -27,15 +27,30 @@ class CellState:
     run: Run | None = None
 
 
-def config_differences(saved: dict, cfg: DictConfig, may_differ: list[str]) -> list[str]:
+def config_differences(
+    saved: dict, cfg: DictConfig, may_differ: list[str], overrides: list[str] = ()
+) -> list[str]:
     """Resolved-config keys whose value differs between a saved run and ``cfg``, beyond
     the ``may_differ`` prefixes. ``cfg`` goes through the same YAML round trip as
-    ``resolved_config.yaml``, so equal values compare equal."""
+    ``resolved_config.yaml``, so equal values compare equal.
+
+    A key the saved run does not have at all is an option added to the framework since
+    it ran: it is not a difference unless one of ``overrides`` (the protocol's, as
+    ``key=value`` or ``group=option``) sets it or its group, because a new option's
+    default keeps the behaviour the run had (the project's rule for new options)."""
     expected = flatten(yaml.safe_load(OmegaConf.to_yaml(cfg, resolve=True)))
     found = flatten(saved)
-    keys = set(expected) | set(found)
+    named = tuple(o.split("=", 1)[0].lstrip("+~") for o in overrides)
+
+    def set_by_protocol(key: str) -> bool:
+        return any(key == n or key.startswith(f"{n}.") for n in named)
+
     return sorted(
-        k for k in keys if not k.startswith(tuple(may_differ)) and expected.get(k) != found.get(k)
+        k
+        for k in set(expected) | set(found)
+        if not k.startswith(tuple(may_differ))
+        and expected.get(k) != found.get(k)
+        and (k in found or set_by_protocol(k))
     )
 
 
@@ -44,8 +59,11 @@ def last_checkpoint(path: Path) -> Path | None:
     return ckpt if ckpt.is_file() else None
 
 
-def cell_state(path: Path, cfg: DictConfig, may_differ: list[str]) -> CellState:
-    """The state of the cell folder ``path`` against the protocol's config ``cfg``."""
+def cell_state(
+    path: Path, cfg: DictConfig, may_differ: list[str], overrides: list[str] = ()
+) -> CellState:
+    """The state of the cell folder ``path`` against the protocol's config ``cfg``
+    (composed from ``overrides``)."""
     if not (path / RUN_INFO).is_file():
         return CellState(NEW, "no run yet")
     run = load_run(path)
@@ -53,7 +71,7 @@ def cell_state(path: Path, cfg: DictConfig, may_differ: list[str]) -> CellState:
         return CellState(RERUN, "; ".join(run.read_errors), run)
     if run.config is None:
         return CellState(RERUN, "no resolved_config.yaml", run)
-    changed = config_differences(run.config, cfg, may_differ)
+    changed = config_differences(run.config, cfg, may_differ, overrides)
     if changed:
         shown = ", ".join(changed[:4]) + (" ..." if len(changed) > 4 else "")
         return CellState(RERUN, f"config changed since it ran ({shown})", run)

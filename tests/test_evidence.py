@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from filelock import FileLock
 from omegaconf import OmegaConf
 
 from mole_lightning.evidence.protocol import compose_cell, load_protocol, plan_cells
@@ -312,3 +313,18 @@ def test_option_added_since_a_cell_ran_is_no_change_unless_the_protocol_sets_it(
     assert config_differences({**saved, "optim": {"lr": 1e-3}}, now, [], []) == ["optim.lr"]
     gone = {**saved, "threads": 2}
     assert config_differences(gone, now, [], []) == ["threads"]
+
+
+def test_second_runner_on_the_same_folder_is_refused(
+    glue_dir: Path, cache_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Two runners would train the same cell into one folder: the second stops, names
+    the lock, and trains nothing."""
+    protocol = write_protocol(tmp_path / "tiny.yaml", glue_dir, ["lora"])
+    out = tmp_path / "evidence"
+    out.mkdir()
+    with FileLock(out / ".protocol.lock"), pytest.raises(SystemExit) as stopped:
+        evidence(protocol, out, cache_dir)
+    assert stopped.value.code == 2
+    assert f"another scripts/evidence.py is running on {out}" in capsys.readouterr().err
+    assert not (out / "rte").exists()

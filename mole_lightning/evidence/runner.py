@@ -11,7 +11,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from filelock import FileLock, Timeout
+
 from mole_lightning.analysis.runs import read_json
+from mole_lightning.errors import ConfigError
 from mole_lightning.evidence.protocol import ProtocolCell, compose_cell
 from mole_lightning.evidence.state import (
     DONE,
@@ -138,7 +141,28 @@ class ProtocolRunner:
 
     def run(self) -> dict[str, int]:
         """Runs every cell that is not done; returns counts of ``done`` (skipped),
-        ``finished`` and ``failed`` cells. Ctrl-C records the attempt and stops."""
+        ``finished`` and ``failed`` cells. Ctrl-C records the attempt and stops.
+
+        Raises:
+            ConfigError: another runner holds ``<out>/.protocol.lock`` (two runners would
+                train the same cell into one folder); the lock is the operating
+                system's, so a killed runner leaves none behind.
+        """
+        self.out.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(self.out / ".protocol.lock")
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            raise ConfigError(
+                f"another scripts/evidence.py is running on {self.out} (it holds "
+                f"{lock.lock_file}); wait for it to end or stop it, then run this again"
+            ) from None
+        try:
+            return self._run_cells()
+        finally:
+            lock.release()
+
+    def _run_cells(self) -> dict[str, int]:
         started = time.monotonic()
         counts = {"done": 0, "finished": 0, "failed": 0}
         total = len(self.cells)

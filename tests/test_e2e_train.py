@@ -14,6 +14,7 @@ import torch
 from omegaconf import OmegaConf
 
 from mole_lightning.data.e2e import group_references, read_e2e_csv
+from mole_lightning.data.e2e_authors import authors_ids
 from mole_lightning.data.e2e_datamodule import E2EDataModule, collate_lm, collate_prompts
 from mole_lightning.errors import ConfigError
 from mole_lightning.methods.molex_builder import molex_config
@@ -121,6 +122,15 @@ def test_lora_checkpoint_reloads_and_generates_the_same_text(lora_run, e2e_dir: 
     module = GenerationModule.load_from_checkpoint(out / "checkpoints" / "last.ckpt")
     mrs = [e.mr for e in group_references(read_e2e_csv(e2e_dir / "devset.csv"))[:MRS]]
     assert module.generate_texts(mrs) == predictions
+
+    # a model trained in the authors' format is prompted with their context
+    prompts = []
+    module.generate_ids = lambda ids, mask: prompts.append(ids) or [""] * len(ids)
+    module.generate_texts(mrs[:1], e2e_format="authors")
+    assert prompts[0][0].tolist() == authors_ids(module.tokenizer, mrs[0], None)[0]
+    assert prompts[0][0].tolist()[-1] == 50256
+    with pytest.raises(ConfigError, match="valid: prompt, authors"):
+        module.generate_texts(mrs, e2e_format="raw")
 
 
 def test_molex_run_learns_scores_and_exports_layer_selection(e2e_dir: Path, tmp_path: Path) -> None:

@@ -11,8 +11,7 @@ from torch.nn import functional as F
 from transformers import PreTrainedModel
 
 from mole_lightning.callbacks.export import run_dir
-from mole_lightning.data.e2e import format_prompt
-from mole_lightning.data.e2e_datamodule import IGNORE_INDEX, collate_prompts
+from mole_lightning.data.e2e_datamodule import E2E_FORMATS, IGNORE_INDEX, collate_prompts
 from mole_lightning.errors import ConfigError
 from mole_lightning.methods import build_encoder
 from mole_lightning.metrics.e2e import score_e2e
@@ -174,15 +173,22 @@ class GenerationModule(TunedModule):
         )
         return [" ".join(text.split()) for text in texts]
 
-    def generate_texts(self, mrs: list[str]) -> list[str]:
+    def generate_texts(self, mrs: list[str], e2e_format: str = "prompt") -> list[str]:
         """Generates one text per meaning representation (``"name[The Vaults], eatType[pub]"``)
-        prompted in the default ``prompt`` format, with the task's beam search, in eval mode,
-        in one batch."""
+        prompted in ``e2e_format`` (the run's ``data.e2e_format``: ``prompt`` or
+        ``authors``), with the task's beam search, in eval mode, in one batch.
+
+        Raises:
+            ConfigError: an unknown ``e2e_format``.
+        """
+        if e2e_format not in E2E_FORMATS:
+            raise ConfigError(
+                f"e2e_format={e2e_format!r} is not an E2E format; valid: {', '.join(E2E_FORMATS)}"
+            )
+        prompt_ids = E2E_FORMATS[e2e_format][0]
         rows = [
             {
-                "input_ids": self.tokenizer(format_prompt(mr), add_special_tokens=False)[
-                    "input_ids"
-                ],
+                "input_ids": prompt_ids(self.tokenizer, mr, None)[0],
                 "idx": i,
                 "mr": mr,
                 "references": [],

@@ -53,6 +53,7 @@ class GlueModule(TunedModule):
             self.spec.num_labels,
             method.get("head_dropout", 0.1),
             method.get("head_init_std"),
+            method.get("head_pooling", "first"),
         ).to(device)
 
     @property
@@ -67,7 +68,7 @@ class GlueModule(TunedModule):
             batch.get("token_type_ids"),
             batch.get("word_graphs"),
         )
-        logits = self.head(hidden)
+        logits = self.head(hidden, batch["attention_mask"])
         return logits.squeeze(-1) if self.spec.is_regression else logits
 
     def task_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

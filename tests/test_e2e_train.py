@@ -280,3 +280,18 @@ def test_molex_e2e_experiment_has_the_authors_values(tmp_path: Path) -> None:
     )
     routed, candidates = molex.resolve_layers(24)  # GPT-2 medium
     assert routed == list(range(12)) and candidates == list(range(24))
+
+
+def test_length_grouped_training_order(e2e_dir: Path, tmp_path: Path) -> None:
+    """``data.group_by_length`` groups E2E training pairs as it groups GLUE rows."""
+    overrides = [*run_overrides(e2e_dir, "lora"), "data.group_by_length=true"]
+    cfg = compose(overrides, tmp_path, tmp_path / "cache")
+    data = E2EDataModule(cfg.data, cfg.backbone, cfg.paths.cache_dir, eval_max_mrs=MRS)
+    data.prepare_data()
+    data.setup("fit")
+    sampler = data.train_dataloader().sampler
+    lengths = [len(row["input_ids"]) for row in data.datasets["train"]]
+    assert sampler.lengths == lengths
+    order = list(iter(sampler))
+    assert sorted(order) == list(range(ROWS))
+    assert lengths[order[0]] == max(lengths)

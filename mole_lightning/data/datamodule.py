@@ -148,12 +148,14 @@ class GlueDataModule(pl.LightningDataModule):
             graphs=self.graphs.get(split),
             graph_kinds=self.graph_kinds,
         )
-        dataset = self.datasets[split]
-        lengths = None
-        if shuffle and self.data_cfg.get("group_by_length"):
-            lengths = [len(ids) for ids in dataset["input_ids"]]
         return make_loader(
-            dataset, batch_size, shuffle, collate, workers, data_seed(self.data_cfg), lengths
+            self.datasets[split],
+            batch_size,
+            shuffle,
+            collate,
+            workers,
+            data_seed(self.data_cfg),
+            bool(self.data_cfg.get("group_by_length")),
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -290,6 +290,7 @@ class E2EDataModule(pl.LightningDataModule):
             collate,
             self.data_cfg.get("num_workers", 0),
             data_seed(self.data_cfg),
+            bool(self.data_cfg.get("group_by_length")),
         )
 
     def _lm_collate(self):

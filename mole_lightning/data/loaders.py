@@ -124,12 +124,12 @@ def make_loader(
     collate: Callable,
     num_workers: int,
     seed: int = 0,
-    lengths: list[int] | None = None,
+    group_by_length: bool = False,
 ) -> DataLoader:
     """A loader with ``num_workers`` persistent, forked worker processes (0: load in the
     main process) and pinned memory when CUDA is available. ``shuffle=True`` gives a
     ``ResumableDataLoader`` whose order comes from ``seed`` and the epoch, length-grouped
-    when ``lengths`` (``[rows]`` token counts) is given. Worker seeds
+    by the rows' ``input_ids`` with ``group_by_length``. Worker seeds
     come from the loader's own generator, so iterating never draws from the global RNG
     (dropout and Gumbel noise continue identically after a resume)."""
     kwargs = dict(
@@ -142,6 +142,7 @@ def make_loader(
         generator=torch.Generator().manual_seed(seed),
     )
     if shuffle:
+        lengths = [len(ids) for ids in dataset["input_ids"]] if group_by_length else None
         sampler = EpochShuffleSampler(dataset, seed, lengths, batch_size)
         return ResumableDataLoader(dataset, sampler=sampler, **kwargs)
     return DataLoader(dataset, shuffle=False, **kwargs)

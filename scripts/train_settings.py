@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -29,6 +28,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from mole_lightning.utils.machine import machine_record  # noqa: E402
 
 # name -> train.py overrides on top of the common ones (the first is the baseline)
 VARIANTS: dict[str, list[str]] = {
@@ -141,8 +143,8 @@ def main() -> None:
         f"batch {args.batch_size}, "
         f"{args.steps} steps x {args.repeats} rounds\n\n"
         f"`python scripts/train_settings.py --task {args.task} --method {args.method} "
-        f"--steps {args.steps} --repeats {args.repeats}` on {platform.processor() or 'cpu'}, "
-        f"{os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}, load average at the end "
+        f"--steps {args.steps} --repeats {args.repeats}` on {machine_record()['summary']}, "
+        f"{time.strftime('%Y-%m-%d')}, load average at the end "
         f"{load[0]:.1f}\n"
     )
     text = f"{header}\n{table(results, args.batch_size)}\n"

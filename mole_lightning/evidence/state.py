@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mole_lightning.analysis.runs import Run, load_run
 from mole_lightning.analysis.table import flatten
+from mole_lightning.train import CONFIG_DIR
 from mole_lightning.utils.run_info import METRICS, RUN_INFO
 
 DONE, NEW, RESUME, RERUN = "done", "new", "resume", "rerun"
@@ -35,12 +36,15 @@ def config_differences(
     ``resolved_config.yaml``, so equal values compare equal.
 
     A key the saved run does not have at all is an option added to the framework since
-    it ran: it is not a difference unless one of ``overrides`` (the protocol's, as
-    ``key=value`` or ``group=option``) sets it or its group, because a new option's
-    default keeps the behaviour the run had (the project's rule for new options)."""
+    it ran: it is not a difference unless one of ``overrides`` (the protocol's
+    ``key=value`` overrides) sets it or a node above it, because a new option's default
+    keeps the behaviour the run had (the project's rule for new options). Choosing a
+    config group's option (``method=lora``: a folder ``conf/method/``) does not set the
+    options added to that option's file since."""
     expected = flatten(yaml.safe_load(OmegaConf.to_yaml(cfg, resolve=True)))
     found = flatten(saved)
-    named = tuple(o.split("=", 1)[0].lstrip("+~") for o in overrides)
+    keys = (o.split("=", 1)[0].lstrip("+~") for o in overrides)
+    named = tuple(k for k in keys if not (Path(CONFIG_DIR) / k).is_dir())
 
     def set_by_protocol(key: str) -> bool:
         return any(key == n or key.startswith(f"{n}.") for n in named)

@@ -30,10 +30,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 METHODS = ["lora", "full", "adapter", "mole", "mole-pruned", "molex", "molex-capacity"]
-# bench rows that are a method with extra overrides
+# bench rows that are a method with extra overrides (the checkpointed rows are not in the
+# default list: pick them with --methods)
 VARIANTS = {
     "mole-pruned": ("mole", []),  # pruned to top-1 per layer after building
     "molex-capacity": ("molex", ["method.dispatch=capacity"]),  # static-shape dispatch
+    "lora-checkpointed": ("lora", ["backbone.activation_checkpointing=true"]),
+    "molex-checkpointed": ("molex", ["backbone.activation_checkpointing=true"]),
 }
 
 
@@ -284,9 +287,10 @@ def main() -> None:
         print(json.dumps(measure(args.worker, args)))
         return
     methods = args.methods.split(",")
-    unknown = [m for m in methods if m not in METHODS]
+    valid = [*METHODS, *(v for v in VARIANTS if v not in METHODS)]
+    unknown = [m for m in methods if m not in valid]
     if unknown:
-        parser.error(f"unknown method(s) {unknown}; valid: {', '.join(METHODS)}")
+        parser.error(f"unknown method(s) {unknown}; valid: {', '.join(valid)}")
     rows = [run_worker(m, args) for m in methods]
     device = next((r["device"] for r in rows if "device" in r), "n/a")
     peak = next((r["peak_kind"] for r in rows if "peak_kind" in r), "")

@@ -60,13 +60,17 @@ TINY_ROBERTA = {
 
 
 def preset_module(task: str, tmp_path) -> tuple[GlueModule, dict]:
-    """The preset's GlueModule on the tiny RoBERTa (head dropout off, no warmup), random
-    LoRA B so every layer's LoRA matters, and its optimizer settings."""
+    """The preset's GlueModule on the tiny RoBERTa (head dropout off, no warmup; the
+    preset's activation checkpointing), random LoRA B so every layer's LoRA matters, and
+    its optimizer settings."""
     cfg = compose([f"experiment=molex_{task}"], tmp_path)
     method = OmegaConf.merge(cfg.method, {"head_dropout": 0.0})
     optim = OmegaConf.merge(cfg.optim, {"warmup_ratio": 0.0})
+    backbone = OmegaConf.create(
+        {**TINY_ROBERTA, "activation_checkpointing": cfg.backbone.activation_checkpointing}
+    )
     torch.manual_seed(0)
-    module = GlueModule(cfg.task, method, OmegaConf.create(TINY_ROBERTA), optim)
+    module = GlueModule(cfg.task, method, backbone, optim)
     with torch.no_grad():
         for name, p in module.named_parameters():
             if "lora_B" in name:

@@ -96,12 +96,35 @@ def check_max_length(max_length: int, cfg: DictConfig, tokenizer) -> None:
         )
 
 
+def enable_activation_checkpointing(model: PreTrainedModel, name: str) -> None:
+    """Makes every transformer layer of ``model`` recompute its activations in the
+    backward pass instead of keeping them (transformers' activation checkpointing,
+    non-reentrant ``torch.utils.checkpoint``: the checkpoint restores the RNG state, so
+    dropout draws the same masks and the gradients equal those without it). Training
+    only: evaluation and ``torch.no_grad`` run the layers as usual.
+
+    Raises:
+        ConfigError: the model class does not support it.
+    """
+    if not model.supports_gradient_checkpointing:
+        raise ConfigError(
+            f"backbone.activation_checkpointing=true: backbone {name!r} "
+            f"({type(model).__name__}) does not support activation checkpointing"
+        )
+    options = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.23
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=options)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=options)
+
+
 def load_backbone(cfg: DictConfig, causal_lm: bool = False) -> PreTrainedModel:
     """Loads the backbone: pre-trained weights, or a random init when ``cfg.random_init``
     holds a config (tiny models for unit tests only). A random init is drawn from
     ``RANDOM_INIT_SEED`` without touching the global RNG, so, like pre-trained weights, it
     is rebuilt identically when a checkpoint (which holds only the trained weights) is
-    loaded.
+    loaded. ``cfg.activation_checkpointing`` (absent: off) turns on
+    ``enable_activation_checkpointing``.
 
     Args:
         cfg: the ``backbone`` config node.
@@ -112,10 +135,13 @@ def load_backbone(cfg: DictConfig, causal_lm: bool = False) -> PreTrainedModel:
         kwargs = OmegaConf.to_container(cfg.random_init, resolve=True)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(RANDOM_INIT_SEED)
-            return auto.from_config(AutoConfig.for_model(**kwargs)).train()
-    source = resolve_source(cfg)
-    try:
-        model = auto.from_pretrained(source)
-    except OSError as err:
-        raise _hub_error(cfg, source, err) from err
+            model = auto.from_config(AutoConfig.for_model(**kwargs))
+    else:
+        source = resolve_source(cfg)
+        try:
+            model = auto.from_pretrained(source)
+        except OSError as err:
+            raise _hub_error(cfg, source, err) from err
+    if cfg.get("activation_checkpointing"):
+        enable_activation_checkpointing(model, cfg.name)
     return model.train()  # from_pretrained returns eval mode; fine-tuning wants dropout on

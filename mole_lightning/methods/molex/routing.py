@@ -26,6 +26,14 @@ Caching: a chosen layer runs without the KV cache, and a call whose cache alread
 earlier tokens is refused (the router must see the whole sequence): generate with
 ``use_cache=False``. ``decode_with_mixed_kv_cache`` decodes the authors' way instead
 (``cached_mix``): cached calls are routed on their new tokens and the cache is mixed.
+
+Activation checkpointing (``backbone.activation_checkpointing``) may run a routed
+layer's hook a second time in the backward pass (transformers before 5.23 checkpoint a
+layer's ``__call__``, hooks included; later ones only its ``forward``). The recomputed
+routing makes the same choice (it depends only on the layer input and the RNG state the
+checkpoint restores), balance-loss terms are kept per routed layer (a recomputation
+replaces its layer's term, it does not add one), and selection counts are only taken in
+eval mode, where nothing is recomputed.
 """
 
 from __future__ import annotations
@@ -123,7 +131,7 @@ class MolexRouting(nn.Module):
         self._layers: tuple[nn.Module, ...] = ()
         self._handles: list[RemovableHandle] = []
         self._padding_mask: torch.Tensor | None = None
-        self._balance_terms: list[torch.Tensor] = []
+        self._balance_terms: dict[int, torch.Tensor] = {}
         self._forced: dict[int, int] = {}
 
     @classmethod
@@ -166,7 +174,7 @@ class MolexRouting(nn.Module):
         summed over routed layers; ``None`` when off or before any training forward."""
         if self.cfg.balance_loss == 0 or not self._balance_terms:
             return None
-        return self.cfg.balance_loss * torch.stack(self._balance_terms).sum()
+        return self.cfg.balance_loss * torch.stack(list(self._balance_terms.values())).sum()
 
     def router(self, t: int) -> nn.Module:
         """The router of routed layer ``t`` (the one shared router with ``shared_router``)."""
@@ -220,7 +228,7 @@ class MolexRouting(nn.Module):
         tensors cannot be deep-copied)."""
         state = self.__dict__.copy()
         state["_padding_mask"] = None
-        state["_balance_terms"] = []
+        state["_balance_terms"] = {}
         return state
 
     def _on_model_call(self, base: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
@@ -228,7 +236,7 @@ class MolexRouting(nn.Module):
             inspect.signature(base.forward).bind(*args, **kwargs).arguments.get("attention_mask")
         )
         if base.training:
-            self._balance_terms = []
+            self._balance_terms = {}
 
     def _on_layer_output(
         self, t: int, layer: nn.Module, args: tuple, kwargs: dict[str, Any], output: Any
@@ -243,9 +251,9 @@ class MolexRouting(nn.Module):
             choices = torch.full((hidden.shape[0], 1), forced, device=hidden.device)
             weights = torch.ones(hidden.shape[0], 1, device=hidden.device)
         elif self.cfg.routing == "sequence":
-            choices, weights = self._route_sequences(self.router(t), hidden, layer.training)
+            choices, weights = self._route_sequences(t, hidden, layer.training)
         else:
-            choices, weights = self._route_batch_vote(self.router(t), hidden, layer.training)
+            choices, weights = self._route_batch_vote(t, hidden, layer.training)
         if not layer.training:
             counts = self.selection_counts[t]
             counts.index_add_(0, choices.flatten(), torch.ones_like(choices.flatten()))
@@ -298,32 +306,33 @@ class MolexRouting(nn.Module):
         return mask != 0
 
     def _route_sequences(
-        self, router: nn.Module, hidden: torch.Tensor, training: bool
+        self, t: int, hidden: torch.Tensor, training: bool
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-sequence top-k. Returns ``choices`` ``[batch, k]`` (layer indices) and
-        ``weights`` ``[batch, k]`` (value ``p~_j``, gradient through ``p_j``)."""
+        """Per-sequence top-k at routed layer ``t``. Returns ``choices`` ``[batch, k]``
+        (layer indices) and ``weights`` ``[batch, k]`` (value ``p~_j``, gradient through
+        ``p_j``)."""
         pooled = pool_sequences(hidden, self._valid_tokens(hidden), self.cfg.pooling)
-        probs = torch.softmax(router(pooled).float(), dim=-1)
+        probs = torch.softmax(self.router(t)(pooled).float(), dim=-1)
         top_p, top_i = probs.topk(self.cfg.top_k, dim=-1)
         renormalised = top_p / top_p.sum(dim=-1, keepdim=True)
         weights = (
             renormalised.detach() * top_p / top_p.detach().clamp(min=torch.finfo(top_p.dtype).tiny)
         )
         if training and self.cfg.balance_loss > 0:
-            self._balance_terms.append(switch_balance_loss(probs, top_i))
+            self._balance_terms[t] = switch_balance_loss(probs, top_i)
         return self.candidates[top_i], weights
 
     def _route_batch_vote(
-        self, router: nn.Module, hidden: torch.Tensor, training: bool
+        self, t: int, hidden: torch.Tensor, training: bool
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The authors' routing: every token (padding too) votes for its top-1 candidate;
-        the most frequent vote (lowest index on ties) serves the whole batch with weight
-        1 and no gradient."""
-        probs = torch.softmax(router(hidden).float(), dim=-1).flatten(0, 1)
+        """The authors' routing at routed layer ``t``: every token (padding too) votes for
+        its top-1 candidate; the most frequent vote (lowest index on ties) serves the
+        whole batch with weight 1 and no gradient."""
+        probs = torch.softmax(self.router(t)(hidden).float(), dim=-1).flatten(0, 1)
         votes = probs.argmax(dim=-1)
         winner = count_indices(votes, probs.shape[-1]).argmax()
         if training and self.cfg.balance_loss > 0:
-            self._balance_terms.append(
+            self._balance_terms[t] = (
                 batch_winner_balance_loss(probs, winner)
                 if self.cfg.balance_loss_type == "batch_winner"
                 else switch_balance_loss(probs, votes.unsqueeze(1))

@@ -19,6 +19,7 @@ from mole_lightning.callbacks.checkpointing import (
     ValidateLastStep,
     build_checkpoint_callbacks,
 )
+from mole_lightning.callbacks.progress import ProgressLog
 from mole_lightning.callbacks.throughput import TrainThroughput
 from mole_lightning.data.datamodule import GlueDataModule
 from mole_lightning.errors import ConfigError, reported_as_exit
@@ -47,8 +48,8 @@ def resolve_ckpt_path(ckpt_path: str | None) -> str | None:
 
 
 def build_callbacks(cfg: DictConfig) -> list[Callback]:
-    """Checkpointing, validation at the last step, LR monitor, optional early stopping,
-    and the method's own callbacks."""
+    """Checkpointing, validation at the last step, LR monitor, progress log lines, optional
+    early stopping, and the method's own callbacks."""
     from mole_lightning.callbacks import method_callbacks
 
     node = cfg.callbacks
@@ -60,6 +61,8 @@ def build_callbacks(cfg: DictConfig) -> list[Callback]:
     ]
     if node.get("lr_monitor") and cfg.get("logger"):
         callbacks.append(LearningRateMonitor(logging_interval="step"))
+    if node.get("progress_log_seconds") is not None:
+        callbacks.append(ProgressLog(node.progress_log_seconds))
     if node.early_stopping.enabled:
         es = node.early_stopping
         callbacks.append(EarlyStopping(monitor=es.monitor, mode=es.mode, patience=es.patience))

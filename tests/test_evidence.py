@@ -53,6 +53,19 @@ def evidence(protocol: Path, out: Path, cache: Path, *extra: str) -> int:
     return main([*args, *extra])
 
 
+def report_args(results: Path, runs_csv: Path, figures: Path) -> list[str]:
+    """``--report`` into ``results`` (Markdown), ``runs_csv`` and ``figures``."""
+    return [
+        "--report",
+        "--results",
+        str(results),
+        "--csv",
+        str(runs_csv),
+        "--figures",
+        str(figures),
+    ]
+
+
 def test_real_protocol_order_and_configs(tmp_path: Path) -> None:
     protocol = load_protocol()
     cells = plan_cells(protocol, "all", tmp_path, "cpu")
@@ -137,16 +150,8 @@ def test_protocol_end_to_end(
     # the report: a marked section of an existing Markdown file, the CSV, idempotent
     results = tmp_path / "results.md"
     results.write_text("# Results\n\nHand-written text.\n")
-    report_args = [
-        "--report",
-        "--results",
-        str(results),
-        "--csv",
-        str(tmp_path / "runs.csv"),
-        "--figures",
-        str(tmp_path / "figures"),
-    ]
-    assert evidence(protocol, out, cache_dir, *report_args) == 0
+    report = report_args(results, tmp_path / "runs.csv", tmp_path / "figures")
+    assert evidence(protocol, out, cache_dir, *report) == 0
     text = results.read_text()
     assert text.startswith("# Results\n\nHand-written text.\n") and text.count(BEGIN) == 1
     section = text.split(BEGIN)[1].split(END)[0]
@@ -162,7 +167,7 @@ def test_protocol_end_to_end(
     assert float(adapter["best_minus_lora"]) == pytest.approx(
         float(adapter["best"]) - float(lora["best"])
     )
-    assert evidence(protocol, out, cache_dir, *report_args) == 0
+    assert evidence(protocol, out, cache_dir, *report) == 0
     assert results.read_text() == text
 
 
@@ -185,21 +190,8 @@ def test_changed_config_reruns_and_failed_cell_is_listed(
     dry = capsys.readouterr().out
     assert dry.count("rerun: config changed since it ran (optim.lr)") == 2
     results = tmp_path / "results.md"
-    assert (
-        evidence(
-            protocol,
-            out,
-            cache_dir,
-            "--report",
-            "--results",
-            str(results),
-            "--csv",
-            str(tmp_path / "runs.csv"),
-            "--figures",
-            str(tmp_path / "fig"),
-        )
-        == 0
-    )
+    report = report_args(results, tmp_path / "runs.csv", tmp_path / "fig")
+    assert evidence(protocol, out, cache_dir, *report) == 0
     section = results.read_text()
     assert "No cell is done yet" in section
     assert "- rte/lora/seed1 (tiny): config changed since it ran (optim.lr)" not in section

@@ -61,3 +61,22 @@ def test_failed_run_is_recorded(glue_dir: Path, tmp_path: Path, cache_dir: Path)
         run(fast_run_overrides(tmp_path / "empty", "rte"), tmp_path, cache_dir)
     info = json.loads((tmp_path / "run_info.json").read_text())
     assert info["status"] == "failed" and "DataFileError" in info["error"]
+
+
+def test_progress_log_lines(
+    glue_dir: Path, cache_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``callbacks.progress_log_seconds=0``: one progress line per training step, with the
+    step count, epoch, elapsed time, time left and the training loss."""
+    overrides = [
+        *fast_run_overrides(glue_dir, "rte", "lora", "tiny-bert"),
+        "callbacks.progress_log_seconds=0",
+    ]
+    with caplog.at_level("INFO", logger="mole_lightning.callbacks.progress"):
+        run(overrides, tmp_path, cache_dir)
+    lines = [r.getMessage() for r in caplog.records if r.name.endswith("callbacks.progress")]
+    assert len(lines) == 3
+    assert lines[0].startswith("train step 1/3 (33.3%) | epoch 1/1 | elapsed 0:")
+    assert lines[2].startswith("train step 3/3 (100.0%) | epoch 1/1 | elapsed 0:")
+    assert "~0:00:00 left | train/loss " in lines[2]
+    assert all(" left | train/loss " in line for line in lines)

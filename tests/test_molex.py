@@ -5,9 +5,11 @@ from __future__ import annotations
 import copy
 import math
 import os
+from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from peft import LoraConfig, get_peft_model
 from transformers import (
     AutoModel,
@@ -493,7 +495,9 @@ def test_layer_index_errors():
     routing = MolexRouting.attach(bert(), MolexConfig(routed_layers=[0]))
     with pytest.raises(ConfigError, match="routed layer"):
         routing.force_choice({1: 0})
-    assert math.isclose(routing.cfg.alpha, 0.5)
+    # the dataclass default is conf/method/molex.yaml's
+    conf = OmegaConf.load(Path(__file__).parent.parent / "conf" / "method" / "molex.yaml")
+    assert math.isclose(routing.cfg.alpha, conf.alpha) and conf.alpha == 0.9
 
 
 def test_deepcopy_after_training_forward_copies_routing_with_the_model():

@@ -33,8 +33,8 @@ class MolexConfig:
     read the same input and share their (LoRA / adapter) weights, no new expert weights.
 
     Attributes:
-        alpha: mix weight ``w`` of the layer's own output (the authors: 0.5 or 0.95);
-            ``1.0`` gives exactly the plain model. With ``learned_alpha`` it is the
+        alpha: mix weight ``w`` of the layer's own output (ours 0.9; the authors: 0.5 or
+            0.95); ``1.0`` gives exactly the plain model. With ``learned_alpha`` it is the
             initial value of the learned weight and must lie strictly inside (0, 1).
         top_k: layers picked per sequence; the renormalised router probabilities of the
             picked layers ``p~_j`` share ``1 - w``. ``"batch_vote"`` needs ``top_k == 1``.
@@ -109,7 +109,7 @@ class MolexConfig:
             ``candidates / top_k`` never drops.
     """
 
-    alpha: float = 0.5
+    alpha: float = 0.9
     top_k: int = 1
     pooling: str = "mean"
     router: str = "linear"

@@ -80,3 +80,15 @@ def test_progress_log_lines(
     assert lines[2].startswith("train step 3/3 (100.0%) | epoch 1/1 | elapsed 0:")
     assert "~0:00:00 left | train/loss " in lines[2]
     assert all(" left | train/loss " in line for line in lines)
+
+
+def test_progress_line_of_an_unbounded_run() -> None:
+    """No max_steps and no max_epochs: ``estimated_stepping_batches`` is inf, so the line
+    shows neither a fraction nor a time left."""
+    from mole_lightning.callbacks.progress import progress_line
+
+    line = progress_line(7, float("inf"), 0, -1, 65.0, 7, 0.5)
+    assert line == "train step 7 | elapsed 0:01:05 | train/loss 0.5000"
+    assert progress_line(5, 20, 1, 4, 10.0, 5, None) == (
+        "train step 5/20 (25.0%) | epoch 2/4 | elapsed 0:00:10 | ~0:00:30 left"
+    )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import math
 import time
 from typing import Any
 
@@ -59,14 +60,41 @@ class ProgressLog(Callback):
         if self.last_line is not None and now - self.last_line < self.every_seconds:
             return
         self.last_line = now
-        step, total = trainer.global_step, trainer.estimated_stepping_batches
-        done = max(step - self.start_step, 1)
-        elapsed = now - self.started
-        parts = [f"train step {step}/{total} ({100 * step / max(total, 1):.1f}%)"]
-        if trainer.max_epochs is not None and trainer.max_epochs > 0:
-            parts.append(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}")
-        parts += [f"elapsed {clock(elapsed)}", f"~{clock((total - step) * elapsed / done)} left"]
         loss = trainer.callback_metrics.get("train/loss")
-        if loss is not None:
-            parts.append(f"train/loss {float(loss):.4f}")
-        log.info(" | ".join(parts))
+        log.info(
+            progress_line(
+                trainer.global_step,
+                trainer.estimated_stepping_batches,
+                trainer.current_epoch,
+                trainer.max_epochs,
+                now - self.started,
+                trainer.global_step - self.start_step,
+                None if loss is None else float(loss),
+            )
+        )
+
+
+def progress_line(
+    step: int,
+    total: float,
+    epoch: int,
+    max_epochs: int | None,
+    elapsed: float,
+    steps_run: int,
+    loss: float | None,
+) -> str:
+    """One progress line. ``total`` (optimizer steps of the run) is ``inf`` for a run with
+    neither ``max_steps`` nor ``max_epochs``: then neither the fraction nor the time left
+    is shown. ``steps_run``: the steps this process made in ``elapsed`` seconds."""
+    if math.isfinite(total):
+        parts = [f"train step {step}/{int(total)} ({100 * step / max(total, 1):.1f}%)"]
+    else:
+        parts = [f"train step {step}"]
+    if max_epochs is not None and max_epochs > 0:
+        parts.append(f"epoch {epoch + 1}/{max_epochs}")
+    parts.append(f"elapsed {clock(elapsed)}")
+    if math.isfinite(total):
+        parts.append(f"~{clock((total - step) * elapsed / max(steps_run, 1))} left")
+    if loss is not None:
+        parts.append(f"train/loss {loss:.4f}")
+    return " | ".join(parts)

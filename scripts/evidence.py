@@ -15,6 +15,7 @@ and the protocol goes on. --report writes the results section of docs/results.md
 from __future__ import annotations
 
 import argparse
+import logging
 import shlex
 import sys
 from pathlib import Path
@@ -35,7 +36,7 @@ from mole_lightning.evidence.report import (  # noqa: E402
     report_markdown,
     runs_csv,
 )
-from mole_lightning.evidence.runner import ProtocolRunner  # noqa: E402
+from mole_lightning.evidence.runner import LOG_FORMAT, ProtocolRunner  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -117,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.dry_run:
             runner.dry_run()
         else:
+            # the cells' log lines (progress every callbacks.progress_log_seconds) on the
+            # console too, as a train.py run shows them; each cell's train.log has them
+            logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
             counts = runner.run()
             return 1 if counts["failed"] else 0
     return 0

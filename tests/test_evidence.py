@@ -106,6 +106,10 @@ def test_protocol_end_to_end(
         assert record["attempts"][0]["machine"]["cpu_count"] >= 1
         throughput = json.loads((cell / "throughput.json").read_text())
         assert throughput["train_samples"] == 2 * 2 * 4 and throughput["train_samples_per_s"] > 0
+        # the cell's own log: the progress lines and Lightning's messages of its run
+        log_text = (cell / "train.log").read_text()
+        assert log_text.count("[mole_lightning.callbacks.progress][INFO] - train step ") >= 1
+        assert "trainable parameters:" in log_text
     stamps = [(c / "metrics.json").stat().st_mtime_ns for c in cells]
 
     # second call: both cells finished with the same config, so nothing runs
@@ -123,6 +127,7 @@ def test_protocol_end_to_end(
     attempts = json.loads((cells[1] / "evidence_cell.json").read_text())["attempts"]
     assert [a["outcome"] for a in attempts] == ["finished", "finished"]
     assert attempts[1]["resumed_from"] == str((cells[1] / "checkpoints" / "last.ckpt").resolve())
+    assert (cells[1] / "train.log").read_text().count("trainable parameters:") == 2  # appended
 
     # the sanity row: the plain loop's result where the report looks for it
     plain_lora_loop(

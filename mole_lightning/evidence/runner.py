@@ -3,12 +3,14 @@ record every attempt, print a progress line per cell, and go on after a failure.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import shutil
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from filelock import FileLock, Timeout
@@ -28,7 +30,38 @@ from mole_lightning.utils.machine import machine_record
 from mole_lightning.utils.run_info import RUN_INFO, write_json
 
 CELL_RECORD = "evidence_cell.json"
+CELL_LOG = "train.log"
 PREVIOUS_DIR = "_previous"
+LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
+
+
+@contextlib.contextmanager
+def cell_log(path: Path) -> Iterator[None]:
+    """Appends every log line of a cell's run (progress lines, Lightning's messages) to
+    ``path``, as ``train.log`` of a ``python train.py`` run under Hydra; a resumed
+    attempt adds to the same file. The root logger is at INFO for the duration (Hydra's
+    level); Lightning's loggers, which keep their own console handler and do not
+    propagate, get the file handler too."""
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.setLevel(logging.INFO)
+    root = logging.getLogger()
+    loggers = [root] + [
+        logging.getLogger(name)
+        for name in ("pytorch_lightning", "lightning_fabric")
+        if not logging.getLogger(name).propagate
+    ]
+    level = root.level
+    root.setLevel(min(level, logging.INFO))
+    for logger in loggers:
+        logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+        root.setLevel(level)
+        handler.close()
 
 
 def read_record(path: Path) -> dict:
@@ -222,7 +255,8 @@ class ProtocolRunner:
         write_json(cell.path / CELL_RECORD, record)
         begin = time.monotonic()
         try:
-            self.train_fn(compose_cell(cell, ckpt))
+            with cell_log(cell.path / CELL_LOG):
+                self.train_fn(compose_cell(cell, ckpt))
             attempt["outcome"] = "finished"
         except KeyboardInterrupt:
             attempt["outcome"] = "interrupted"

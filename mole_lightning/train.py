@@ -239,9 +239,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metrics["global_step"] = trainer.global_step
         metrics.update(parameter_counts(model))
     except BaseException as err:
-        log.error("run failed: %s: %s", type(err).__name__, err)
+        # Ctrl-C and SIGTERM (Lightning raises SystemExit for both) interrupt a run
+        status = "failed" if isinstance(err, Exception) else "interrupted"
+        log.error("run %s: %s: %s", status, type(err).__name__, err)
         if writes_run_files:
-            finish_run(output_dir, info, "failed", error=f"{type(err).__name__}: {err}")
+            finish_run(output_dir, info, status, error=f"{type(err).__name__}: {err}")
         raise
     if writes_run_files:
         finish_run(output_dir, info, "finished", metrics)

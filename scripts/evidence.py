@@ -8,7 +8,9 @@
 Each cell (task, method, seed) is one train() run in <out>/<task>/<method>/seed<seed>.
 Running again skips every cell that finished with the protocol's config, resumes a
 killed or failed one from its last.ckpt, and runs the rest; a failed cell is recorded
-and the protocol goes on. --report writes the results section of docs/results.md
+and the protocol goes on. Ctrl-C or SIGTERM (kill <pid>) records the running attempt as
+interrupted and stops (exit status 130); the same command continues from its last
+checkpoint. --report writes the results section of docs/results.md
 (between its evidence markers), a CSV of every run and the figures.
 """
 
@@ -37,6 +39,8 @@ from mole_lightning.evidence.report import (  # noqa: E402
     runs_csv,
 )
 from mole_lightning.evidence.runner import LOG_FORMAT, ProtocolRunner  # noqa: E402
+
+INTERRUPTED_EXIT_CODE = 130  # the shell's status for a Ctrl-C
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -121,7 +125,14 @@ def main(argv: list[str] | None = None) -> int:
             # the cells' log lines (progress every callbacks.progress_log_seconds) on the
             # console too, as a train.py run shows them; each cell's train.log has them
             logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
-            counts = runner.run()
+            try:
+                counts = runner.run()
+            except KeyboardInterrupt:
+                print(
+                    f"[evidence] interrupted; to continue: {runner.protocol_command}",
+                    file=sys.stderr,
+                )
+                return INTERRUPTED_EXIT_CODE
             return 1 if counts["failed"] else 0
     return 0
 

@@ -129,14 +129,16 @@ def test_failed_and_unfinished_runs_are_listed_with_directory_and_error(runs_dir
     broken.mkdir()
     (broken / "run_info.json").write_text("{not json")
     write_run(runs_dir, "rte_full_1", "rte", "full", 1, status="finished")  # no metrics.json
+    write_run(runs_dir, "rte_mole_1", "rte", "mole", 1, status="interrupted")
     table = build_table(find_runs(runs_dir))
     reasons = {run.path.name: reason for run, reason in table.excluded}
     assert reasons["rte_adapter_2"] == "failed: RuntimeError: CUDA out of memory"
     assert reasons["mrpc_adapter_1"].startswith("unfinished: status running")
     assert reasons["corrupt"].startswith("unreadable run_info.json")
     assert reasons["rte_full_1"] == "finished but no metrics.json"
+    assert reasons["rte_mole_1"] == "interrupted (Ctrl-C or SIGTERM) at ?"
     text = table.to_markdown(root=runs_dir)
-    assert "Runs not in the table (4):" in text
+    assert "Runs not in the table (5):" in text
     assert "- `rte_adapter_2`: failed: RuntimeError: CUDA out of memory" in text
     assert "full" not in table.rows
 

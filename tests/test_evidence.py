@@ -6,17 +6,24 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from filelock import FileLock
 from omegaconf import OmegaConf
 
 from mole_lightning.evidence.protocol import compose_cell, load_protocol, plan_cells
 from mole_lightning.evidence.report import BEGIN, END, replace_section
+from mole_lightning.evidence.runner import ProtocolRunner
 from mole_lightning.evidence.state import config_differences
-from scripts.evidence import main
+from scripts.evidence import INTERRUPTED_EXIT_CODE, main
 from scripts.plain_lora_loop import main as plain_lora_loop
 
 TINY = [
@@ -31,11 +38,13 @@ TINY = [
 ]
 
 
-def write_protocol(path: Path, glue_dir: Path, methods: list[str], task: str = "rte") -> Path:
+def write_protocol(
+    path: Path, glue_dir: Path, methods: list[str], task: str = "rte", epochs: int = 2
+) -> Path:
     """A two-cell protocol in the format of conf/evidence.yaml."""
     protocol = {
         "common": ["backbone=minilm", f"data.dir={glue_dir}", "logger=csv"],
-        "tasks": {task: ["trainer.max_epochs=2"]},
+        "tasks": {task: [f"trainer.max_epochs={epochs}"]},
         "methods": {"lora": ["optim.lr=5.0e-4"], "adapter": ["optim.lr=1.0e-3"]},
         "seeds": [1],
         "stages": {"tiny": {"tasks": [task], "methods": methods}},
@@ -46,11 +55,15 @@ def write_protocol(path: Path, glue_dir: Path, methods: list[str], task: str = "
     return path
 
 
-def evidence(protocol: Path, out: Path, cache: Path, *extra: str) -> int:
+def evidence_args(protocol: Path, out: Path, cache: Path, *extra: str) -> list[str]:
     args = ["--protocol", str(protocol), "--out", str(out), "--trainer", "cpu"]
     for override in [*TINY, f"paths.cache_dir={cache}"]:
         args += ["--override", override]
-    return main([*args, *extra])
+    return [*args, *extra]
+
+
+def evidence(protocol: Path, out: Path, cache: Path, *extra: str) -> int:
+    return main(evidence_args(protocol, out, cache, *extra))
 
 
 def report_args(results: Path, runs_csv: Path, figures: Path) -> list[str]:
@@ -329,3 +342,70 @@ def test_second_runner_on_the_same_folder_is_refused(
     assert stopped.value.code == 2
     assert f"another scripts/evidence.py is running on {out}" in capsys.readouterr().err
     assert not (out / "rte").exists()
+
+
+def test_sigterm_during_training_stops_the_protocol_and_the_cell_resumes(
+    glue_dir: Path, cache_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """``kill <pid>`` of a running protocol (a real process, real training): Lightning
+    ends the fit at the next step, the attempt is recorded as interrupted, the next cell
+    never starts, and the same command would resume the cell from its last.ckpt."""
+    protocol = write_protocol(tmp_path / "tiny.yaml", glue_dir, ["lora", "adapter"], epochs=40)
+    out = tmp_path / "evidence"
+    # last.ckpt after every step, so a checkpoint exists soon after training starts
+    args = evidence_args(
+        protocol, out, cache_dir, "--override", "callbacks.model_checkpoint.every_n_train_steps=1"
+    )
+    script = Path(__file__).resolve().parent.parent / "scripts" / "evidence.py"
+    run = subprocess.Popen(
+        [sys.executable, str(script), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    cell = out / "rte" / "lora" / "seed1"
+    deadline = time.monotonic() + 240
+    while not (cell / "checkpoints" / "last.ckpt").is_file():
+        assert run.poll() is None, run.communicate()
+        assert time.monotonic() < deadline, "no last.ckpt within 240 s"
+        time.sleep(0.2)
+    run.send_signal(signal.SIGTERM)
+    stdout, stderr = (text.decode() for text in run.communicate(timeout=120))
+    assert run.returncode == INTERRUPTED_EXIT_CODE, stderr
+    assert "rte/lora/seed1: interrupted in " in stdout
+    assert "[evidence] interrupted; to continue: python scripts/evidence.py" in stderr
+    attempts = json.loads((cell / "evidence_cell.json").read_text())["attempts"]
+    assert [a["outcome"] for a in attempts] == ["interrupted"]
+    info = json.loads((cell / "run_info.json").read_text())
+    assert info["status"] == "interrupted" and "SIGTERMException" in info["error"]
+    last = torch.load(cell / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert 1 <= last["global_step"] < 40 * 2  # stopped early, at a step boundary
+    assert not (out / "rte" / "adapter").exists()  # the protocol stopped
+    assert main([*args, "--dry-run"]) == 0
+    dry = capsys.readouterr().out
+    assert "rte/lora/seed1 (tiny): resume: interrupted at " in dry
+    assert "; resuming from checkpoints/last.ckpt" in dry
+
+
+def test_sigterm_outside_training_stops_the_protocol(tmp_path: Path) -> None:
+    """SIGTERM while a cell is not inside a Trainer call (its data being prepared):
+    the runner raises KeyboardInterrupt at once, records the attempt as interrupted,
+    starts no further cell, and puts the previous SIGTERM handler back."""
+    protocol = load_protocol()
+    cells = plan_cells(protocol, "cola_rte", tmp_path, "cpu")[:2]
+    started = []
+
+    def preparing_data(cfg) -> None:
+        started.append(cfg.task.name)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)  # a long preparation the signal cuts short
+        raise AssertionError("not interrupted")
+
+    runner = ProtocolRunner(cells, tmp_path, protocol.may_differ, "cmd", preparing_data)
+    handler = signal.getsignal(signal.SIGTERM)
+    begin = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        runner.run()
+    assert time.monotonic() - begin < 20
+    assert started == ["cola"]
+    record = json.loads((cells[0].path / "evidence_cell.json").read_text())
+    assert [a["outcome"] for a in record["attempts"]] == ["interrupted"]
+    assert not cells[1].path.exists()
+    assert signal.getsignal(signal.SIGTERM) is handler

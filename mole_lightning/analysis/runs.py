@@ -96,6 +96,8 @@ class Run:
         if self.status == "running":
             started = self.info.get("started", "?")
             return f"unfinished: status running since {started} (still running, or killed)"
+        if self.status == "interrupted":
+            return f"interrupted (Ctrl-C or SIGTERM) at {self.info.get('ended', '?')}"
         if self.status != "finished":
             return f"unknown status {self.status!r}"
         if self.metrics is None:

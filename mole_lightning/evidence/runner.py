@@ -1,5 +1,6 @@
 """Running the protocol's cells one after another: skip the done, resume the killed,
-record every attempt, print a progress line per cell, and go on after a failure."""
+record every attempt, print a progress line per cell, go on after a failure, and stop
+on Ctrl-C or SIGTERM."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import contextlib
 import json
 import logging
 import shutil
+import signal
 import statistics
 import sys
 import time
@@ -33,6 +35,36 @@ CELL_RECORD = "evidence_cell.json"
 CELL_LOG = "train.log"
 PREVIOUS_DIR = "_previous"
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
+
+
+class StopSignal:
+    """SIGTERM handler while the protocol runs: SIGTERM (``kill <pid>``, a scheduler
+    ending the job) stops the protocol as Ctrl-C does, and the running attempt is
+    recorded as interrupted.
+
+    Inside a Trainer call, Lightning's own SIGTERM handler is in charge and calls this
+    one after itself: Lightning ends the call at the next step with ``SIGTERMException``,
+    so the checkpoints on disk stay whole. Elsewhere (data preparation, between cells)
+    this handler raises ``KeyboardInterrupt`` at once. ``received`` stays set, so an
+    attempt that ends in another error after the signal (a DataLoader worker that
+    ``pkill -f`` killed first) still counts as interrupted."""
+
+    def __init__(self) -> None:
+        self.received = False
+
+    def __call__(self, signum: int, frame) -> None:
+        self.received = True
+        if signal.getsignal(signal.SIGTERM) is self:  # not inside a Trainer call
+            raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        """This handler for SIGTERM inside the block, the previous one after it."""
+        previous = signal.signal(signal.SIGTERM, self)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager
@@ -154,6 +186,7 @@ class ProtocolRunner:
     ) -> None:
         self.cells, self.out, self.may_differ = cells, out, may_differ
         self.protocol_command, self.train_fn, self.log = protocol_command, train_fn, log
+        self.stop_signal = StopSignal()
 
     def states(self) -> list[CellState]:
         """Each cell's state against the protocol's config (nothing runs)."""
@@ -174,9 +207,12 @@ class ProtocolRunner:
 
     def run(self) -> dict[str, int]:
         """Runs every cell that is not done; returns counts of ``done`` (skipped),
-        ``finished`` and ``failed`` cells. Ctrl-C records the attempt and stops.
+        ``finished`` and ``failed`` cells.
 
         Raises:
+            KeyboardInterrupt: Ctrl-C or SIGTERM; the running attempt is recorded as
+                ``interrupted`` (its last checkpoint stays, so the same command resumes
+                it) and no further cell starts.
             ConfigError: another runner holds ``<out>/.protocol.lock`` (two runners would
                 train the same cell into one folder); the lock is the operating
                 system's, so a killed runner leaves none behind.
@@ -191,7 +227,8 @@ class ProtocolRunner:
                 f"{lock.lock_file}); wait for it to end or stop it, then run this again"
             ) from None
         try:
-            return self._run_cells()
+            with self.stop_signal.installed():
+                return self._run_cells()
         finally:
             lock.release()
 
@@ -216,14 +253,15 @@ class ProtocolRunner:
                 f"{prefix}: {state.kind} ({state.reason}) | elapsed "
                 f"{format_duration(time.monotonic() - started)} | {estimate}"
             )
-            ok = self.run_cell(cell, state)
+            try:
+                ok = self.run_cell(cell, state)
+            finally:
+                last = read_record(cell.path)["attempts"][-1]
+                self.log(
+                    f"{prefix}: {last['outcome']} in {format_duration(last['wall_s'])}"
+                    + (f": {last['error']}" if last.get("error") else "")
+                )
             counts["finished" if ok else "failed"] += 1
-            record = read_record(cell.path)
-            last = record["attempts"][-1]
-            self.log(
-                f"{prefix}: {last['outcome']} in {format_duration(last['wall_s'])}"
-                + (f": {last['error']}" if last.get("error") else "")
-            )
         self.log(
             f"[evidence] {counts['done']} done earlier, {counts['finished']} finished, "
             f"{counts['failed']} failed, in {format_duration(time.monotonic() - started)}"
@@ -231,7 +269,12 @@ class ProtocolRunner:
         return counts
 
     def run_cell(self, cell: ProtocolCell, state: CellState) -> bool:
-        """One attempt at a cell; returns whether it finished."""
+        """One attempt at a cell; returns whether it finished.
+
+        Raises:
+            KeyboardInterrupt: the attempt was interrupted (Ctrl-C, SIGTERM; Lightning
+                turns both into ``SystemExit`` inside ``fit``).
+        """
         ckpt = last_checkpoint(cell.path) if state.kind == RESUME else None
         if state.kind == RERUN and cell.path.exists():
             moved = move_aside(cell, self.out)
@@ -258,10 +301,11 @@ class ProtocolRunner:
             with cell_log(cell.path / CELL_LOG):
                 self.train_fn(compose_cell(cell, ckpt))
             attempt["outcome"] = "finished"
-        except KeyboardInterrupt:
-            attempt["outcome"] = "interrupted"
-            raise
-        except Exception as err:  # a failed cell is recorded and the protocol goes on
+        except BaseException as err:
+            if self.stop_signal.received or not isinstance(err, Exception):
+                attempt["outcome"] = "interrupted"
+                raise KeyboardInterrupt(str(err)) from err
+            # a failed cell is recorded and the protocol goes on
             attempt["outcome"] = "failed"
             attempt["error"] = f"{type(err).__name__}: {err}"
             print(f"error in {cell.name}: {attempt['error']}", file=sys.stderr)

@@ -9,6 +9,7 @@ is an exception raised at the start of a step, after the previous step's checkpo
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -54,6 +55,18 @@ def run_overrides(glue_dir: Path, method: str, *extra: str) -> list[str]:
         "callbacks.model_checkpoint.every_n_train_steps=1",
         *extra,
     ]
+
+
+def logged_rows(run: Path) -> list[dict[str, float]]:
+    """The CSV logger's rows: ``{column: value}`` without the empty cells and without
+    MoLE's gate weights (at the pruning step a resumed run logs only the kept experts'
+    weights, an uninterrupted run every expert's)."""
+    with (run / "csv" / "metrics.csv").open(newline="") as f:
+        rows = [
+            {k: float(v) for k, v in row.items() if v and not k.startswith("mole/gate/")}
+            for row in csv.DictReader(f)
+        ]
+    return [row for row in rows if set(row) != {"step"}]
 
 
 def last_state(run: Path) -> dict[str, torch.Tensor]:
@@ -107,6 +120,11 @@ def test_kill_and_resume_ends_as_the_uninterrupted_run(
     assert ours.keys() == theirs.keys()
     for name in ours:
         assert torch.allclose(ours[name], theirs[name], atol=1e-6), name
+    # metrics.csv holds the whole run: the rows logged before the kill, then the rest
+    ours_rows, theirs_rows = logged_rows(run), logged_rows(straight_dir)
+    assert [sorted(row) for row in ours_rows] == [sorted(row) for row in theirs_rows]
+    for mine, reference in zip(ours_rows, theirs_rows, strict=True):
+        assert mine == pytest.approx(reference, abs=1e-6)
     info = json.loads((run / "run_info.json").read_text())
     assert info["status"] == "finished" and info["resumes"][0]["previous_status"] == "failed"
     saved = json.loads((run / "metrics.json").read_text())

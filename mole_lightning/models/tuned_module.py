@@ -89,8 +89,9 @@ class TunedModule(pl.LightningModule):
             f"trainable parameters: {counts['params/trainable']:,} of {counts['params/total']:,} "
             f"({100 * counts['params/trainable'] / counts['params/total']:.3f}%) — method {self.encoder.method}"
         )
-        for logger in self.loggers:
-            logger.log_metrics(counts, step=0)
+        if self.trainer.global_step == 0:  # a resumed run logged them in its first attempt
+            for logger in self.loggers:
+                logger.log_metrics(counts, step=0)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         trained = {n for n, p in self.named_parameters() if p.requires_grad}

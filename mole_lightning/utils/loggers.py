@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 import netrc
 import os
 from pathlib import Path
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 
@@ -30,8 +32,43 @@ def wandb_mode(requested: str | None) -> str:
     return "online" if logged_in else "offline"
 
 
-def build_loggers(cfg: DictConfig, output_dir: Path) -> list[Logger]:
-    """One Lightning logger per entry of ``cfg.logger`` (``wandb``, ``csv``)."""
+def checkpoint_step(path: str | Path) -> int:
+    """The ``global_step`` saved in a Lightning checkpoint (read without its tensors)."""
+    return int(torch.load(path, map_location="cpu", weights_only=False, mmap=True)["global_step"])
+
+
+def rows_before(metrics_csv: Path, step: int) -> list[dict[str, str]]:
+    """The rows of a CSVLogger ``metrics.csv`` logged before ``step`` (its ``step``
+    column below it), as ``{column: value as written}`` without the empty cells."""
+    with metrics_csv.open(newline="") as f:
+        rows = [{k: v for k, v in row.items() if v} for row in csv.DictReader(f)]
+    return [row for row in rows if int(row["step"]) < step]
+
+
+def csv_logger(output_dir: Path, name: str, resume_from: str | None) -> CSVLogger:
+    """A CSVLogger writing ``<output_dir>/<name>/metrics.csv``. Lightning deletes an
+    existing ``metrics.csv`` when a run starts; a run resumed in its own folder
+    (``resume_from``: its checkpoint) keeps the rows its earlier attempts logged before
+    the checkpoint's step, so the file holds the whole run (the steps after the
+    checkpoint are trained again and logged again)."""
+    logger = CSVLogger(save_dir=str(output_dir), name=name, version="")
+    metrics_csv = Path(logger.log_dir) / "metrics.csv"
+    if resume_from is None or not metrics_csv.is_file():
+        return logger
+    kept = rows_before(metrics_csv, checkpoint_step(resume_from))
+    writer = logger.experiment  # created now: Lightning deletes the old file here
+    for row in kept:
+        writer.log_metrics(row, int(row.pop("step")))
+    writer.save()
+    return logger
+
+
+def build_loggers(
+    cfg: DictConfig, output_dir: Path, resume_from: str | None = None
+) -> list[Logger]:
+    """One Lightning logger per entry of ``cfg.logger`` (``wandb``, ``csv``);
+    ``resume_from``: the checkpoint the run resumes from (``csv`` keeps the rows logged
+    before it)."""
     loggers: list[Logger] = []
     for name, node in (cfg.get("logger") or {}).items():
         if name == "wandb":
@@ -48,9 +85,7 @@ def build_loggers(cfg: DictConfig, output_dir: Path) -> list[Logger]:
                 )
             )
         elif name == "csv":
-            loggers.append(
-                CSVLogger(save_dir=str(output_dir), name=node.get("name", "csv"), version="")
-            )
+            loggers.append(csv_logger(output_dir, node.get("name", "csv"), resume_from))
         else:
             raise ConfigError(
                 f"unknown logger {name!r}; valid loggers: wandb, csv (or logger=none)"

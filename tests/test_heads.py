@@ -1,4 +1,4 @@
-"""The sentence head: first-token or masked-mean pooling, written out by hand."""
+"""The sentence head: first-token, masked-mean or pooler pooling, written out by hand."""
 
 from __future__ import annotations
 
@@ -33,5 +33,64 @@ def test_first_and_mean_pooling() -> None:
 
 
 def test_unknown_pooling_is_refused() -> None:
-    with pytest.raises(ConfigError, match="method.head_pooling='cls'.*valid: first, mean"):
+    with pytest.raises(ConfigError, match="method.head_pooling='cls'.*valid: first, mean, pooler"):
         ClassificationHead(8, 2, pooling="cls")
+
+
+def test_pooler_head_is_the_backbones_pooler_then_a_linear_layer() -> None:
+    """``head_pooling=pooler``, as transformers' BertForSequenceClassification under
+    peft: the checkpoint's pooler (dense + tanh on the first token), frozen, then a new
+    linear classifier; the only trainable head weights are the classifier's."""
+    from transformers import BertConfig, BertModel
+
+    from mole_lightning.methods.encoder import TunedEncoder
+    from mole_lightning.models.heads import find_pooler
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=50,
+        hidden_size=8,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=16,
+    )
+    encoder = TunedEncoder(BertModel(config), "lora")
+    pooler = find_pooler(encoder.backbone)
+    model = ClassificationHead(8, 3, dropout=0.0, pooling="pooler", pooler=pooler).eval()
+    hidden = torch.randn(2, 5, 8, generator=torch.Generator().manual_seed(1))
+    pooled = torch.tanh(hidden[:, 0] @ pooler.dense.weight.T + pooler.dense.bias)
+    expected = pooled @ model.out.weight.T + model.out.bias
+    assert torch.allclose(model(hidden, None), expected, atol=1e-6)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"out.weight", "out.bias"}
+    assert model.dense is None
+
+
+def test_pooler_head_without_a_pooler_is_refused() -> None:
+    with pytest.raises(
+        ConfigError, match="method.head_pooling=pooler: this backbone has no pooler"
+    ):
+        ClassificationHead(8, 2, pooling="pooler", pooler=None)
+
+
+def test_pooler_head_in_a_real_run(glue_dir, cache_dir, tmp_path) -> None:
+    """``method.head_pooling=pooler`` trains end to end (real Trainer, real RTE rows):
+    the trainable weights are LoRA's and the classifier's, the dense layer of the
+    default head is gone, and the pooler is the backbone's, unchanged by training."""
+    from mole_lightning.train import build_module, train
+    from tests.conftest import compose, fast_run_overrides
+
+    base = fast_run_overrides(glue_dir, "rte", "lora", "tiny-bert")
+    first = train(compose(base, tmp_path / "first", cache_dir))
+    cfg = compose([*base, "method.head_pooling=pooler"], tmp_path / "pooler", cache_dir)
+    pooled = train(cfg)
+    hidden = 32  # conf/backbone/tiny-bert.yaml
+    assert pooled["params/trainable"] == first["params/trainable"] - (hidden * hidden + hidden)
+    module = build_module(cfg)  # tiny-bert's init has a fixed seed: the weights before training
+    saved = torch.load(tmp_path / "pooler" / "checkpoints" / "last.ckpt", weights_only=False)
+    weights = saved["state_dict"]
+    assert {"head.out.weight", "head.out.bias"} <= set(weights)
+    assert module.head.dense is None
+    assert module.head.pooler is module.encoder.backbone.pooler  # the backbone's, not a copy
+    for name, before in module.head.pooler.state_dict().items():
+        assert torch.equal(weights[f"head.pooler.{name}"], before), name  # frozen

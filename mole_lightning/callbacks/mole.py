@@ -344,7 +344,7 @@ def adapter_equivalent(pl_module: pl.LightningModule, bottleneck: int) -> int:
         p.numel()
         for p in BottleneckAdapter(hidden, AdapterConfig(bottleneck=bottleneck)).parameters()
     )
-    head = sum(p.numel() for p in pl_module.head.parameters())
+    head = sum(p.numel() for p in pl_module.head.parameters() if p.requires_grad)
     return per_layer * len(mole_part(pl_module).layers) + head
 
 

@@ -24,7 +24,7 @@ class TunedEncoder(nn.Module):
         super().__init__()
         for name, p in backbone.named_parameters():
             if name.startswith("pooler.") or ".pooler." in name:
-                p.requires_grad_(False)  # the heads read hidden states, never the pooler
+                p.requires_grad_(False)  # head_pooling=pooler reads it frozen
         self.backbone = backbone
         self.method = method
         self.parts = nn.ModuleDict(parts or {})

@@ -11,7 +11,7 @@ from mole_lightning.data.glue import get_task
 from mole_lightning.methods import build_encoder
 from mole_lightning.metrics.glue import glue_metrics
 from mole_lightning.models.backbone import load_backbone
-from mole_lightning.models.heads import ClassificationHead
+from mole_lightning.models.heads import ClassificationHead, find_pooler
 from mole_lightning.models.tuned_module import TunedModule
 
 
@@ -54,6 +54,7 @@ class GlueModule(TunedModule):
             method.get("head_dropout", 0.1),
             method.get("head_init_std"),
             method.get("head_pooling", "first"),
+            find_pooler(self.encoder.backbone),
         ).to(device)
 
     @property

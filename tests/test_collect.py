@@ -169,6 +169,26 @@ def test_mixed_learning_rates_are_flagged_and_split_with_by(tmp_path: Path) -> N
     assert "| CoLA (mcc) |" in split.to_markdown()
 
 
+def test_options_added_since_a_run_and_the_data_seed_are_not_differences(tmp_path: Path) -> None:
+    """A run from before an option existed lacks its key; ``data.seed`` follows the
+    seed: neither splits a cell. Two values of the new option among newer runs do."""
+    import yaml
+
+    for name, seed, extra in (("old", 1, {}), ("new", 2, {"head_pooling": "first"})):
+        run = write_run(tmp_path, name, "cola", "lora", seed, 0.5)
+        config = yaml.safe_load((run / "resolved_config.yaml").read_text())
+        config["method"].update(extra)
+        config["data"] = {"seed": seed}
+        (run / "resolved_config.yaml").write_text(yaml.safe_dump(config))
+    assert not build_table(find_runs(tmp_path)).warnings
+    run = write_run(tmp_path, "newer", "cola", "lora", 3, 0.5)
+    config = yaml.safe_load((run / "resolved_config.yaml").read_text())
+    config["method"]["head_pooling"] = "mean"
+    (run / "resolved_config.yaml").write_text(yaml.safe_dump(config))
+    (warning,) = build_table(find_runs(tmp_path)).warnings
+    assert "runs differ in method.head_pooling" in warning
+
+
 def test_csv_mirrors_the_table(runs_dir: Path) -> None:
     rows = list(csv.DictReader(io.StringIO(build_table(find_runs(runs_dir)).to_csv())))
     lora = next(r for r in rows if r["method"] == "lora")

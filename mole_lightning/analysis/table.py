@@ -32,6 +32,7 @@ METHOD_ORDER = ("full", "lora", "adapter", "mole", "molex")
 # config keys that legitimately differ between the seeds of one cell
 SEED_VARYING = (
     "seed",
+    "data.seed",  # ${seed} by default
     "paths.",
     "logger.",
     "hydra.",
@@ -250,7 +251,9 @@ def flatten(node: dict, prefix: str = "") -> dict[str, object]:
 
 def differing_keys(runs: list[Run]) -> list[str]:
     """Config keys whose values differ between ``runs``, beyond those seeds may vary
-    (``SEED_VARYING``) and paths inside the run's own output directory."""
+    (``SEED_VARYING``) and paths inside the run's own output directory. A key only some
+    runs have is an option added to the framework since the others ran, whose default
+    keeps their behaviour: it counts only when the runs that have it differ."""
     flats = []
     for run in runs:
         flat = flatten(run.config or {})
@@ -258,7 +261,9 @@ def differing_keys(runs: list[Run]) -> list[str]:
         flats.append({k: v for k, v in flat.items() if not (own and str(own) in v)})
     keys = set().union(*flats)
     return sorted(
-        k for k in keys if not k.startswith(SEED_VARYING) and len({f.get(k) for f in flats}) > 1
+        k
+        for k in keys
+        if not k.startswith(SEED_VARYING) and len({f[k] for f in flats if k in f}) > 1
     )
 
 

@@ -172,8 +172,6 @@ def test_mixed_learning_rates_are_flagged_and_split_with_by(tmp_path: Path) -> N
 def test_options_added_since_a_run_and_the_data_seed_are_not_differences(tmp_path: Path) -> None:
     """A run from before an option existed lacks its key; ``data.seed`` follows the
     seed: neither splits a cell. Two values of the new option among newer runs do."""
-    import yaml
-
     for name, seed, extra in (("old", 1, {}), ("new", 2, {"head_pooling": "first"})):
         run = write_run(tmp_path, name, "cola", "lora", seed, 0.5)
         config = yaml.safe_load((run / "resolved_config.yaml").read_text())

@@ -223,7 +223,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
             model.encoder.compile_backbone(cfg.trainer.compile)
         callbacks = build_callbacks(cfg)
         ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"))
-        trainer = build_trainer(cfg, callbacks, build_loggers(cfg, output_dir, ckpt_path))
+        trainer = build_trainer(
+            cfg, callbacks, build_loggers(cfg, output_dir, ckpt_path, info.get("wandb_id"))
+        )
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
         validate_last_step(trainer, model, datamodule, cfg)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}

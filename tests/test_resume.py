@@ -180,3 +180,28 @@ def test_cli_resume_writes_into_the_run_folder(
     )
     assert refused.returncode == 2
     assert "data.batch_size: saved 8, given 4" in refused.stderr
+
+
+def test_resumed_run_continues_its_wandb_run(
+    glue_dir: Path, cache_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """W&B offline (no server here): the killed attempt and the resumed one log into
+    one W&B run, whose id ``run_info.json`` keeps."""
+    import wandb
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    overrides = [*run_overrides(glue_dir, "lora"), "logger=wandb"]
+    run = tmp_path / "killed"
+    real = train_module.build_callbacks
+    with monkeypatch.context() as patch:
+        patch.setattr(train_module, "build_callbacks", lambda cfg: [*real(cfg), KillAt(4)])
+        with pytest.raises(Killed):
+            train(compose(overrides, run, cache_dir))
+    wandb.finish(exit_code=1)  # what the killed process's exit does
+    resume = [f"ckpt_path={run}"]
+    train(resume_config(compose(resume, cache=cache_dir), resume))
+    wandb.finish()
+    wandb_id = json.loads((run / "run_info.json").read_text())["wandb_id"]
+    attempts = sorted(p.name for p in (run / "wandb").glob("offline-run-*"))
+    assert len(attempts) == 2 and all(name.endswith(f"-{wandb_id}") for name in attempts)

@@ -64,11 +64,19 @@ def csv_logger(output_dir: Path, name: str, resume_from: str | None) -> CSVLogge
 
 
 def build_loggers(
-    cfg: DictConfig, output_dir: Path, resume_from: str | None = None
+    cfg: DictConfig,
+    output_dir: Path,
+    resume_from: str | None = None,
+    wandb_id: str | None = None,
 ) -> list[Logger]:
-    """One Lightning logger per entry of ``cfg.logger`` (``wandb``, ``csv``);
-    ``resume_from``: the checkpoint the run resumes from (``csv`` keeps the rows logged
-    before it)."""
+    """One Lightning logger per entry of ``cfg.logger`` (``wandb``, ``csv``).
+
+    Args:
+        resume_from: the checkpoint the run resumes from (``csv`` keeps the rows logged
+            before it).
+        wandb_id: the run's W&B id (``run_info.json``): a resumed run continues the same
+            W&B run instead of starting a second one.
+    """
     loggers: list[Logger] = []
     for name, node in (cfg.get("logger") or {}).items():
         if name == "wandb":
@@ -82,6 +90,7 @@ def build_loggers(
                     save_dir=str(output_dir),
                     log_model=node.get("log_model", False),
                     config=OmegaConf.to_container(cfg, resolve=True),
+                    id=wandb_id,  # Lightning passes resume="allow"
                 )
             )
         elif name == "csv":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 import subprocess
 import time
 from pathlib import Path
@@ -43,12 +44,18 @@ def write_json(path: Path, payload: dict) -> None:
     tmp.replace(path)
 
 
+def new_wandb_id() -> str:
+    """A W&B run id (8 characters from ``[0-9a-f]``, valid in W&B's id alphabet)."""
+    return secrets.token_hex(4)
+
+
 def start_run(cfg: DictConfig, output_dir: Path) -> dict:
     """Saves the resolved config and a ``run_info.json`` with status ``running``, the git
     commit, the environment (key package versions, whether the lock is in use) and the
     machine (CPU, cores, torch threads, GPU).
 
-    A run resumed in its own folder keeps its ``run_info.json`` fields and appends
+    A run resumed in its own folder keeps its ``run_info.json`` fields (its
+    ``wandb_id`` too, so W&B continues the same run) and appends
     ``{"at", "previous_status"}`` to its ``resumes`` list.
     """
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -62,6 +69,7 @@ def start_run(cfg: DictConfig, output_dir: Path) -> dict:
         info.update(status="running", resumes=[*old.get("resumes", []), resume])
         info.update(package_version=mole_lightning.__version__, git_commit=git_commit())
         info.update(environment=environment_record(), machine=machine_record())
+        info.setdefault("wandb_id", new_wandb_id())  # a run from before the field
     else:
         info = {
             "status": "running",
@@ -74,6 +82,7 @@ def start_run(cfg: DictConfig, output_dir: Path) -> dict:
             "environment": environment_record(),
             "machine": machine_record(),
             "started": now,
+            "wandb_id": new_wandb_id(),
         }
     write_json(previous, info)
     return info
@@ -82,7 +91,8 @@ def start_run(cfg: DictConfig, output_dir: Path) -> dict:
 def finish_run(
     output_dir: Path, info: dict, status: str, metrics: dict | None = None, error: str | None = None
 ) -> None:
-    """Records the run's end (``finished`` or ``failed``) and its final metrics."""
+    """Records the run's end (``finished``, ``failed`` or ``interrupted``) and its final
+    metrics."""
     info = {**info, "status": status, "ended": time.strftime("%Y-%m-%dT%H:%M:%S")}
     if error:
         info["error"] = error

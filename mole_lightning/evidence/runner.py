@@ -256,11 +256,11 @@ class ProtocolRunner:
             try:
                 ok = self.run_cell(cell, state)
             finally:
-                last = read_record(cell.path)["attempts"][-1]
-                self.log(
-                    f"{prefix}: {last['outcome']} in {format_duration(last['wall_s'])}"
-                    + (f": {last['error']}" if last.get("error") else "")
-                )
+                for last in read_record(cell.path).get("attempts", [])[-1:]:
+                    self.log(
+                        f"{prefix}: {last['outcome']} in {format_duration(last['wall_s'])}"
+                        + (f": {last['error']}" if last.get("error") else "")
+                    )
             counts["finished" if ok else "failed"] += 1
         self.log(
             f"[evidence] {counts['done']} done earlier, {counts['finished']} finished, "

@@ -279,7 +279,8 @@ def print_metrics(metrics: dict[str, float], monitor: str) -> None:
 
 def route_lightning_logs() -> None:
     """Sends Lightning's log lines (ours go through ``rank_zero_info`` too) to the root
-    logger, whose handlers Hydra set up: the console and the run's ``train.log``.
+    logger, whose handlers the command line set up: the console and the run's
+    ``train.log`` (Hydra's for ``train.py``; ``scripts/evidence.py``'s, one per cell).
 
     Lightning gives its loggers their own console handler and stops propagation when it
     is imported before logging is configured, which kept them out of ``train.log``.

@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         protocol = load_protocol(args.protocol)
         stage = ALL_STAGES if args.report else args.stage
         cells = plan_cells(protocol, stage, args.out, args.trainer, args.override)
-        from mole_lightning.train import train
+        from mole_lightning.train import route_lightning_logs, train
 
         runner = ProtocolRunner(cells, args.out, protocol.may_differ, command(args, stage), train)
         if args.report:
@@ -125,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             # the cells' log lines (progress every callbacks.progress_log_seconds) on the
             # console too, as a train.py run shows them; each cell's train.log has them
             logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+            route_lightning_logs()
             try:
                 counts = runner.run()
             except KeyboardInterrupt:

@@ -71,27 +71,20 @@ class StopSignal:
 def cell_log(path: Path) -> Iterator[None]:
     """Appends every log line of a cell's run (progress lines, Lightning's messages) to
     ``path``, as ``train.log`` of a ``python train.py`` run under Hydra; a resumed
-    attempt adds to the same file. The root logger is at INFO for the duration (Hydra's
-    level); Lightning's loggers, which keep their own console handler and do not
-    propagate, get the file handler too."""
+    attempt adds to the same file. The handler is the root logger's, at INFO for the
+    duration (Hydra's level); Lightning's lines reach it once the command line has
+    routed them there (``route_lightning_logs``, as ``train.py`` does)."""
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     handler.setLevel(logging.INFO)
     root = logging.getLogger()
-    loggers = [root] + [
-        logging.getLogger(name)
-        for name in ("pytorch_lightning", "lightning_fabric")
-        if not logging.getLogger(name).propagate
-    ]
     level = root.level
     root.setLevel(min(level, logging.INFO))
-    for logger in loggers:
-        logger.addHandler(handler)
+    root.addHandler(handler)
     try:
         yield
     finally:
-        for logger in loggers:
-            logger.removeHandler(handler)
+        root.removeHandler(handler)
         root.setLevel(level)
         handler.close()
 

@@ -380,7 +380,7 @@ def test_sigterm_during_training_stops_the_protocol_and_the_cell_resumes(
     assert not (out / "rte" / "adapter").exists()  # the protocol stopped
     assert main([*args, "--dry-run"]) == 0
     dry = capsys.readouterr().out
-    assert "rte/lora/seed1 (tiny): resume: interrupted at " in dry
+    assert "rte/lora/seed1 (tiny): resume: interrupted (Ctrl-C or SIGTERM) at " in dry
     assert "; resuming from checkpoints/last.ckpt" in dry
 
 

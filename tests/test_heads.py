@@ -76,7 +76,10 @@ def test_pooler_head_without_a_pooler_is_refused() -> None:
 def test_pooler_head_in_a_real_run(glue_dir, cache_dir, tmp_path) -> None:
     """``method.head_pooling=pooler`` trains end to end (real Trainer, real RTE rows):
     the trainable weights are LoRA's and the classifier's, the dense layer of the
-    default head is gone, and the pooler is the backbone's, unchanged by training."""
+    default head is gone, and the pooler is the backbone's. The checkpoint leaves the
+    frozen pooler out, as it leaves out the rest of the backbone; reloading it rebuilds
+    the pooler from the source and puts the trained classifier on it."""
+    from mole_lightning.models.glue_module import GlueModule
     from mole_lightning.train import build_module, train
     from tests.conftest import compose, fast_run_overrides
 
@@ -92,5 +95,10 @@ def test_pooler_head_in_a_real_run(glue_dir, cache_dir, tmp_path) -> None:
     assert {"head.out.weight", "head.out.bias"} <= set(weights)
     assert module.head.dense is None
     assert module.head.pooler is module.encoder.backbone.pooler  # the backbone's, not a copy
-    for name, before in module.head.pooler.state_dict().items():
-        assert torch.equal(weights[f"head.pooler.{name}"], before), name  # frozen
+    assert not any(k.startswith(("head.pooler.", "encoder.backbone.pooler.")) for k in weights)
+    reloaded = GlueModule.load_from_checkpoint(tmp_path / "pooler" / "checkpoints" / "last.ckpt")
+    assert reloaded.head.pooler is reloaded.encoder.backbone.pooler
+    for name, before in module.head.pooler.state_dict().items():  # rebuilt from the source
+        assert torch.equal(reloaded.head.pooler.state_dict()[name], before), name
+    for name in ("weight", "bias"):  # the trained classifier, from the checkpoint
+        assert torch.equal(getattr(reloaded.head.out, name), weights[f"head.out.{name}"])

@@ -87,10 +87,9 @@ class Run:
         value = self.metrics.get(key)
         return None if value is None else float(value)
 
-    def problem(self, which: str) -> str | None:
-        """Why this run gives no table value (``None`` when it gives one)."""
-        if self.read_errors:
-            return "; ".join(self.read_errors)
+    def unfinished_reason(self) -> str:
+        """How a run that did not finish ended: failed (with its error), interrupted,
+        still running or killed, or an unknown status."""
         if self.status == "failed":
             return f"failed: {self.info.get('error', 'no error recorded')}"
         if self.status == "running":
@@ -98,8 +97,14 @@ class Run:
             return f"unfinished: status running since {started} (still running, or killed)"
         if self.status == "interrupted":
             return f"interrupted (Ctrl-C or SIGTERM) at {self.info.get('ended', '?')}"
+        return f"unknown status {self.status!r}"
+
+    def problem(self, which: str) -> str | None:
+        """Why this run gives no table value (``None`` when it gives one)."""
+        if self.read_errors:
+            return "; ".join(self.read_errors)
         if self.status != "finished":
-            return f"unknown status {self.status!r}"
+            return self.unfinished_reason()
         if self.metrics is None:
             return f"finished but no {METRICS}"
         if self.config is None:

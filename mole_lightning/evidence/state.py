@@ -83,12 +83,7 @@ def cell_state(
         if run.metrics is None:
             return CellState(RERUN, f"finished without {METRICS}", run)
         return CellState(DONE, "finished with this config", run)
-    if run.status == "failed":
-        what = f"failed: {run.info.get('error', 'no error recorded')}"
-    elif run.status == "interrupted":
-        what = f"interrupted at {run.info.get('ended', '?')}"
-    else:
-        what = f"unfinished ({run.status} since {run.info.get('started', '?')})"
+    what = run.unfinished_reason()
     if last_checkpoint(path) is not None:
         return CellState(RESUME, f"{what}; resuming from checkpoints/last.ckpt", run)
     return CellState(RERUN, f"{what}; no checkpoint to resume from", run)

@@ -18,8 +18,9 @@ class TunedModule(pl.LightningModule):
 
     Checkpoints hold only what trains (method parameters, the task head, frozen method
     buffers and the method's structure, e.g. the experts MoLE kept after pruning) plus the
-    config; loading one rebuilds the pre-trained backbone from its source and puts the
-    trained weights on it.
+    config; frozen backbone weights are left out, also where another module holds them
+    (``method.head_pooling=pooler`` puts the backbone's pooler in the head). Loading one
+    rebuilds the pre-trained backbone from its source and puts the trained weights on it.
 
     Args:
         task, method, backbone, optim: the config nodes of the run (saved as hparams).
@@ -95,10 +96,12 @@ class TunedModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         trained = {n for n, p in self.named_parameters() if p.requires_grad}
+        backbone = {t.data_ptr() for t in self.encoder.backbone.state_dict().values() if t.numel()}
         checkpoint["state_dict"] = {
             k: v
             for k, v in checkpoint["state_dict"].items()
-            if k in trained or not k.startswith("encoder.backbone.")
+            if k in trained
+            or not (k.startswith("encoder.backbone.") or (v.numel() and v.data_ptr() in backbone))
         }
         checkpoint["lr_schedule"] = dict(self.lr_schedule)
         checkpoint["method_structure"] = {

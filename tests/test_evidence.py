@@ -291,6 +291,29 @@ def test_mole_structures_and_molex_heatmaps_across_seeds(tmp_path: Path) -> None
     assert average_tables(tables).values.tolist() == [[0.5, 0.5], [0.25, 0.75]]
 
 
+def test_learning_curve_table_lines_up_validations_by_epoch(tmp_path: Path) -> None:
+    """A cell whose csv/metrics.csv lost its first epoch (resumed before the CSV logger
+    kept earlier rows) counts in epochs 2 and 3 only, not shifted into epochs 1 and 2;
+    the best checkpoint's re-validation at the final step is left out; the gap is named."""
+    from mole_lightning.evidence.report import curve_lines
+
+    rows = {
+        1: "0,9,0.50\n1,19,0.60\n2,29,0.70\n2,30,0.70\n",  # the last: re-validation
+        2: "1,19,0.80\n2,29,0.90\n2,30,0.90\n",  # epoch 0 lost
+    }
+    results = []
+    for seed, lines in rows.items():
+        result = done_cell(tmp_path, "rte", "lora", seed, {})
+        result.run.config = {"task": {"monitor": "val/acc"}}
+        result.run.metrics = {"global_step": 30}
+        (result.cell.path / "csv").mkdir()
+        (result.cell.path / "csv" / "metrics.csv").write_text("epoch,step,val/acc\n" + lines)
+        results.append(result)
+    lines = curve_lines(results)
+    assert "| RTE | lora | 2 | 50.0 | 70.0 | 80.0 |" in lines
+    assert "rte/lora/seed2 (epochs 1)" in lines[0]
+
+
 def test_time_left_from_finished_cells(tmp_path: Path) -> None:
     from mole_lightning.evidence.protocol import ProtocolCell
     from mole_lightning.evidence.runner import estimate_left, format_duration

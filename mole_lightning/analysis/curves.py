@@ -41,6 +41,30 @@ def training_points(run: Run, points: list[tuple[int, float]]) -> list[tuple[int
     return points if final is None else [(step, v) for step, v in points if step < final]
 
 
+def validations_by_epoch(run: Run) -> dict[int, float]:
+    """``epoch (0-based) -> the monitored dev metric`` of each validation during fitting,
+    from the ``epoch`` column of ``csv/metrics.csv`` (empty without the file). Keyed by
+    epoch, a run whose file lost its earlier epochs (resumed before the CSV logger kept
+    them) lines up with the others instead of shifting."""
+    path = metrics_csv_path(run)
+    if not path.is_file() or run.monitor is None:
+        return {}
+    final = (run.metrics or {}).get("global_step")
+    found = {}
+    with path.open(newline="") as f:
+        for line_no, row in enumerate(csv.DictReader(f), start=2):
+            value = row.get(run.monitor)
+            if value in ("", None):
+                continue
+            try:
+                step, epoch = int(float(row["step"])), int(float(row["epoch"]))
+            except (KeyError, TypeError, ValueError) as err:
+                raise ValueError(f"{path}:{line_no}: no integer 'step' and 'epoch' ({err})") from err
+            if final is None or step < final:
+                found[epoch] = float(value)
+    return found
+
+
 def curve_label(run: Run) -> str:
     status = "" if run.status == "finished" else f" ({run.status})"
     return f"{run.method} seed {run.seed}{status}"

@@ -21,10 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from mole_lightning.analysis.curves import (
-    metrics_csv_path,
     plot_learning_curves,
-    read_metrics_csv,
-    training_points,
+    validations_by_epoch,
 )
 from mole_lightning.analysis.heatmaps import (
     ExpertTable,
@@ -166,39 +164,43 @@ def run_lines(results: list[CellResult]) -> list[str]:
     return lines
 
 
-def validation_series(run: Run) -> list[float]:
-    """The monitored dev metric at each validation during fitting (the best
-    checkpoint's re-validation after fitting left out)."""
-    path = metrics_csv_path(run)
-    if not path.is_file() or run.monitor is None:
-        return []
-    points = read_metrics_csv(path).get(run.monitor, [])
-    return [v for _, v in training_points(run, points)]
+def epoch_cells(values: dict[int, float], epochs: int) -> list[str]:
+    """``values`` (epoch → metric) as ``epochs`` table cells, ``–`` where one is missing."""
+    return [pct(values[e]) if e in values else "–" for e in range(epochs)]
 
 
 def curve_lines(results: list[CellResult]) -> list[str]:
     """The monitored dev metric at each validation (each epoch end), mean over seeds."""
-    series: dict[tuple[str, str], list[list[float]]] = defaultdict(list)
+    series: dict[tuple[str, str], list[dict[int, float]]] = defaultdict(list)
+    gaps = []
     for r in results:
         if r.done:
-            values = validation_series(r.run)
+            values = validations_by_epoch(r.run)
             if values:
                 series[r.cell.task, r.cell.method].append(values)
+                missing = [e + 1 for e in range(max(values)) if e not in values]
+                if missing:
+                    gaps.append(f"{r.cell.name} (epochs {', '.join(map(str, missing))})")
     if not series:
         return ["No done cell has a csv/metrics.csv with dev scores yet."]
-    width = max(len(v) for runs in series.values() for v in runs)
+    width = max(max(v) + 1 for runs in series.values() for v in runs)
+    note = (
+        f" Validations missing from a cell's csv/metrics.csv (resumed before its CSV logger "
+        f"kept the earlier attempt's rows) are left out of that epoch's mean: {'; '.join(gaps)}."
+        if gaps
+        else ""
+    )
     lines = [
-        "Dev metric (×100) at each validation (one per epoch), mean over the done seeds. A "
-        "resumed cell (more than one attempt in the table below) keeps only its last "
-        "attempt's validations: its CSV logger starts metrics.csv again.",
+        "Dev metric (×100) at each validation (one per epoch), mean over the done seeds."
+        + note,
         "",
         "| task | method | seeds | " + " | ".join(str(i) for i in range(1, width + 1)) + " |",
         "|---|---|---:|" + "---:|" * width,
     ]
     for (task, method), runs in sorted(series.items(), key=lambda kv: task_order(kv[0][0])):
         means = []
-        for i in range(width):
-            at = [v[i] for v in runs if len(v) > i]
+        for epoch in range(width):
+            at = [v[epoch] for v in runs if epoch in v]
             means.append(pct(statistics.fmean(at)) if at else "")
         lines.append(f"| {task_label(task)} | {method} | {len(runs)} | " + " | ".join(means) + " |")
     return lines
@@ -228,7 +230,10 @@ def sanity_lines(results: list[CellResult], out: Path) -> list[str]:
         task, seed, monitor = plain["task"], int(plain["settings"]["seed"]), plain["monitor"]
         curve = ", ".join(pct(e["dev"][monitor]) for e in plain["epochs"])
         cell = lora.get((task, seed))
-        ours = ", ".join(pct(v) for v in validation_series(cell.run)) if cell else "no done cell"
+        ours = "no done cell"
+        if cell:
+            values = validations_by_epoch(cell.run)
+            ours = ", ".join(epoch_cells(values, max(values, default=-1) + 1))
         lines.append(f"| {task_label(task)} | {seed} | {monitor} | {curve} | {ours} |")
     return lines
 

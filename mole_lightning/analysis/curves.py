@@ -59,7 +59,9 @@ def validations_by_epoch(run: Run) -> dict[int, float]:
             try:
                 step, epoch = int(float(row["step"])), int(float(row["epoch"]))
             except (KeyError, TypeError, ValueError) as err:
-                raise ValueError(f"{path}:{line_no}: no integer 'step' and 'epoch' ({err})") from err
+                raise ValueError(
+                    f"{path}:{line_no}: no integer 'step' and 'epoch' ({err})"
+                ) from err
             if final is None or step < final:
                 found[epoch] = float(value)
     return found

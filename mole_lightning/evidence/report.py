@@ -191,8 +191,7 @@ def curve_lines(results: list[CellResult]) -> list[str]:
         else ""
     )
     lines = [
-        "Dev metric (×100) at each validation (one per epoch), mean over the done seeds."
-        + note,
+        "Dev metric (×100) at each validation (one per epoch), mean over the done seeds." + note,
         "",
         "| task | method | seeds | " + " | ".join(str(i) for i in range(1, width + 1)) + " |",
         "|---|---|---:|" + "---:|" * width,

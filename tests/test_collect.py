@@ -15,7 +15,12 @@ import pytest
 import yaml
 
 from mole_lightning.analysis import build_table, find_runs, load_run
-from mole_lightning.analysis.curves import plot_learning_curves, read_metrics_csv, training_points
+from mole_lightning.analysis.curves import (
+    MetricPoint,
+    plot_learning_curves,
+    read_metrics_csv,
+    training_points,
+)
 from mole_lightning.analysis.heatmaps import average_tables, plot_expert_heatmaps, read_expert_table
 from tests.conftest import REPO
 
@@ -240,16 +245,18 @@ def test_read_metrics_csv_skips_empty_cells(tmp_path: Path) -> None:
         "epoch,params/trainable,step,train/loss,val/acc\n,3170,0,,\n0,,4,0.69,\n0,,9,0.61,\n0,,9,,0.55\n"
     )
     series = read_metrics_csv(path)
-    assert series["train/loss"] == [(4, 0.69), (9, 0.61)]
-    assert series["val/acc"] == [(9, 0.55)]
+    assert series["train/loss"] == [(4, 0, 0.69), (9, 0, 0.61)]
+    assert series["val/acc"] == [(9, 0, 0.55)]
+    assert series["params/trainable"] == [(0, None, 3170)]
     assert "epoch" not in series
 
 
 def test_curves_leave_out_the_best_checkpoint_revalidation(tmp_path: Path) -> None:
     run = load_run(write_run(tmp_path, "r", "rte", "lora", 1, 0.8))  # global_step 10
-    assert training_points(run, [(4, 0.5), (9, 0.6), (10, 0.6)]) == [(4, 0.5), (9, 0.6)]
+    points = [MetricPoint(4, 0, 0.5), MetricPoint(9, 1, 0.6), MetricPoint(10, 1, 0.6)]
+    assert training_points(run, points) == points[:2]
     unfinished = load_run(write_run(tmp_path, "u", "rte", "lora", 1, status="running"))
-    assert training_points(unfinished, [(4, 0.5)]) == [(4, 0.5)]
+    assert training_points(unfinished, points[:1]) == points[:1]
 
 
 def test_learning_curves_one_png_per_task(runs_dir: Path, tmp_path: Path) -> None:

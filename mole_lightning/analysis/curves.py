@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from collections import defaultdict
 from pathlib import Path
+from typing import NamedTuple
 
 from mole_lightning.analysis.runs import Run
 from mole_lightning.analysis.table import row_order, task_label, task_order
@@ -17,53 +18,55 @@ def metrics_csv_path(run: Run) -> Path:
     return run.path / str(run.config_value("logger.csv.name") or "csv") / "metrics.csv"
 
 
-def read_metrics_csv(path: Path) -> dict[str, list[tuple[int, float]]]:
-    """``metric -> [(step, value), ...]`` in file order; empty cells are skipped
+class MetricPoint(NamedTuple):
+    """One logged value of one metric: the global step, the 0-based epoch (``None`` on
+    rows logged outside an epoch, such as the parameter counts at step 0), the value."""
+
+    step: int
+    epoch: int | None
+    value: float
+
+
+def read_metrics_csv(path: Path) -> dict[str, list[MetricPoint]]:
+    """``metric -> [MetricPoint, ...]`` in file order; empty cells are skipped
     (Lightning writes one row per logging call, with only that call's metrics filled)."""
-    series: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    series: dict[str, list[MetricPoint]] = defaultdict(list)
     with path.open(newline="") as f:
         for line_no, row in enumerate(csv.DictReader(f), start=2):
             try:
                 step = int(float(row["step"]))
+                epoch = None if row.get("epoch") in ("", None) else int(float(row["epoch"]))
             except (KeyError, TypeError, ValueError) as err:
-                raise ValueError(f"{path}:{line_no}: no integer 'step' column ({err})") from err
+                raise ValueError(
+                    f"{path}:{line_no}: no integer 'step' (or a non-integer 'epoch') ({err})"
+                ) from err
             for key, value in row.items():
                 if key not in ("step", "epoch") and value not in ("", None):
-                    series[key].append((step, float(value)))
+                    series[key].append(MetricPoint(step, epoch, float(value)))
     return dict(series)
 
 
-def training_points(run: Run, points: list[tuple[int, float]]) -> list[tuple[int, float]]:
+def training_points(run: Run, points: list[MetricPoint]) -> list[MetricPoint]:
     """Drops what ``train()`` logs after fitting: the re-validation of the best checkpoint
     is logged at the final ``global_step``, while validations during fitting are logged
     at earlier steps; left in, it would draw a jump back to the best score."""
     final = (run.metrics or {}).get("global_step")
-    return points if final is None else [(step, v) for step, v in points if step < final]
+    return points if final is None else [p for p in points if p.step < final]
 
 
 def validations_by_epoch(run: Run) -> dict[int, float]:
-    """``epoch (0-based) -> the monitored dev metric`` of each validation during fitting,
-    from the ``epoch`` column of ``csv/metrics.csv`` (empty without the file). Keyed by
-    epoch, a run whose file lost its earlier epochs (resumed before the CSV logger kept
-    them) lines up with the others instead of shifting."""
+    """``epoch (0-based) -> the monitored dev metric`` of each validation during fitting
+    (empty without ``csv/metrics.csv``). Keyed by epoch, a run whose file lost its earlier
+    epochs (resumed before the CSV logger kept them) lines up with the others instead of
+    shifting."""
     path = metrics_csv_path(run)
     if not path.is_file() or run.monitor is None:
         return {}
-    final = (run.metrics or {}).get("global_step")
     found = {}
-    with path.open(newline="") as f:
-        for line_no, row in enumerate(csv.DictReader(f), start=2):
-            value = row.get(run.monitor)
-            if value in ("", None):
-                continue
-            try:
-                step, epoch = int(float(row["step"])), int(float(row["epoch"]))
-            except (KeyError, TypeError, ValueError) as err:
-                raise ValueError(
-                    f"{path}:{line_no}: no integer 'step' and 'epoch' ({err})"
-                ) from err
-            if final is None or step < final:
-                found[epoch] = float(value)
+    for point in training_points(run, read_metrics_csv(path).get(run.monitor, [])):
+        if point.epoch is None:
+            raise ValueError(f"{path}: {run.monitor} at step {point.step} has no epoch")
+        found[point.epoch] = point.value
     return found
 
 
@@ -105,7 +108,8 @@ def plot_learning_curves(runs: list[Run], out_dir: Path) -> tuple[list[Path], li
             for i, (run, series) in enumerate(members):
                 points = training_points(run, series.get(key, []))
                 if points:
-                    steps, values = zip(*points, strict=True)
+                    steps = [p.step for p in points]
+                    values = [p.value for p in points]
                     marker = "o" if key != TRAIN_LOSS else None
                     panel.plot(
                         steps,

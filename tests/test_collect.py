@@ -20,6 +20,7 @@ from mole_lightning.analysis.curves import (
     plot_learning_curves,
     read_metrics_csv,
     training_points,
+    validations_by_epoch,
 )
 from mole_lightning.analysis.heatmaps import average_tables, plot_expert_heatmaps, read_expert_table
 from tests.conftest import REPO
@@ -249,6 +250,19 @@ def test_read_metrics_csv_skips_empty_cells(tmp_path: Path) -> None:
     assert series["val/acc"] == [(9, 0, 0.55)]
     assert series["params/trainable"] == [(0, None, 3170)]
     assert "epoch" not in series
+
+
+def test_malformed_metrics_csv_names_the_file_and_row(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.csv"
+    path.write_text("epoch,step,val/acc\n0,4,0.5\nfirst,9,0.6\n")
+    with pytest.raises(ValueError, match=r"metrics\.csv:3: 'step' must be an integer"):
+        read_metrics_csv(path)
+    run = load_run(write_run(tmp_path, "r", "rte", "lora", 1, 0.8))
+    (run.path / "csv").mkdir()
+    (run.path / "csv" / "metrics.csv").write_text("epoch,step,val/acc\n0,4,0.5\n,9,0.6\n")
+    run.config = {"task": {"monitor": "val/acc"}}
+    with pytest.raises(ValueError, match="val/acc at step 9 has no epoch"):
+        validations_by_epoch(run)
 
 
 def test_curves_leave_out_the_best_checkpoint_revalidation(tmp_path: Path) -> None:

@@ -38,7 +38,7 @@ def read_metrics_csv(path: Path) -> dict[str, list[MetricPoint]]:
                 epoch = None if row.get("epoch") in ("", None) else int(float(row["epoch"]))
             except (KeyError, TypeError, ValueError) as err:
                 raise ValueError(
-                    f"{path}:{line_no}: no integer 'step' (or a non-integer 'epoch') ({err})"
+                    f"{path}:{line_no}: 'step' must be an integer and 'epoch' an integer or empty ({err})"
                 ) from err
             for key, value in row.items():
                 if key not in ("step", "epoch") and value not in ("", None):

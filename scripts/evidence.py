@@ -1,7 +1,7 @@
 """Run, continue and report the evidence protocol (conf/evidence.yaml).
 
     python scripts/evidence.py [--stage cola_rte|mrpc_stsb|full|all] [--trainer cpu|gpu]
-        [--out logs/evidence] [--override KEY=VALUE ...] [--dry-run]
+        [--out docs/evidence/runs] [--override KEY=VALUE ...] [--dry-run]
     python scripts/evidence.py --report [--results docs/results.md] [--csv docs/evidence_runs.csv]
         [--figures docs/evidence]
 
@@ -50,7 +50,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--stage", default=ALL_STAGES, help="a stage of the protocol file, or all (default)"
     )
     parser.add_argument("--trainer", choices=TRAINERS, default="cpu", help="trainer=cpu or gpu")
-    parser.add_argument("--out", type=Path, default=Path("logs/evidence"), help="protocol folder")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("docs/evidence/runs"),
+        help="protocol folder; its run folders' small records are tracked by git (docs/evidence/.gitignore)",
+    )
     parser.add_argument(
         "--override",
         action="append",

@@ -126,3 +126,32 @@ def test_restrict_keeps_the_chosen_logits():
     gate.restrict([1, 3])
     assert torch.equal(gate.logits.detach(), torch.tensor([0.2, 0.4]))
     assert gate.logits.requires_grad
+
+
+def test_per_batch_sampling_shares_one_draw_and_none_is_the_tempered_softmax():
+    logits = torch.tensor([0.4, -0.2, 0.1, 0.0])
+    per_batch = make_gate(temperature=0.5).train()
+    per_batch.sampling = "per_batch"
+    noiseless = ExpertGate(4, 0.5, False, "softmax", sampling="none").train()
+    per_example = make_gate(temperature=0.5).train()
+    for gate in (per_batch, noiseless, per_example):
+        with torch.no_grad():
+            gate.logits.copy_(logits)
+    torch.manual_seed(3)
+    shared = per_batch(8)
+    assert torch.equal(shared, shared[:1].expand(8, -1))
+    assert not torch.allclose(shared[0], torch.softmax(logits / 0.5, -1))
+    torch.testing.assert_close(noiseless(8), torch.softmax(logits / 0.5, -1).expand(8, -1))
+    drawn = per_example(8)
+    assert not torch.allclose(drawn[0], drawn[1])
+    with pytest.raises(ValueError, match="per_example, per_batch, none"):
+        ExpertGate(4, 1.0, False, "softmax", sampling="per_token")
+
+
+def test_gate_settings_are_checked():
+    with pytest.raises(Exception, match="gate_lr=0"):
+        MoleConfig(gate_lr=0.0)
+    with pytest.raises(Exception, match="gate_weight_decay=-0.1"):
+        MoleConfig(gate_weight_decay=-0.1)
+    with pytest.raises(Exception, match="gate_sampling"):
+        MoleConfig(gate_sampling="per_token")

@@ -123,7 +123,11 @@ def test_cli_run_logs_temperature_and_resumes_without_pruning_twice(
         assert value == pytest.approx(
             annealed_temperature(int(step), 1.0, 0.1, 2, "exponential"), rel=1e-5
         )
-    assert {"mole/gate/layer0/mlp", "val/acc"} <= set(log.columns)
+    assert {"mole/gate/layer0/mlp", "mole/gate_logit/layer0/mlp", "val/acc"} <= set(log.columns)
+    entropy = log.dropna(subset=["mole/importance_entropy/layer0"])
+    assert len(entropy) >= 1 and entropy["step"].max() <= 1  # gates are gone after the prune
+    assert entropy["mole/importance_entropy/layer0"].between(0, math.log(4) + 1e-6).all()
+    assert log.dropna(subset=["mole/gate/layer0/mlp"])["step"].max() <= 1
     pruned = json.loads((first / "mole_structure.json").read_text())
     assert pruned["pruned_at_step"] == 2
 
@@ -172,3 +176,45 @@ def test_best_checkpoint_from_before_pruning_is_not_reloaded(
         "best-4.ckpt",
         "last.ckpt",
     ]
+
+
+def gate_groups(optimizer: torch.optim.Optimizer, model: GlueModule) -> list[dict]:
+    """The optimizer's groups that hold a gate logit."""
+    logits = {id(p) for n, p in model.named_parameters() if n.endswith("gate.logits")}
+    return [g for g in optimizer.param_groups if any(id(p) in logits for p in g["params"])]
+
+
+def test_gate_lr_puts_the_gate_logits_in_their_own_group(
+    glue_dir: Path, cache_dir: Path, tmp_path: Path
+) -> None:
+    """``method.gate_lr`` / ``gate_weight_decay``: one AdamW group of exactly the gate
+    logits, also after a top-2 prune replaced them; without them the logits train in the
+    run's decayed group."""
+    extra = ("logger=none", "method.prune.top_k=2", "optim.lr=1e-3", "optim.weight_decay=0.01")
+    cfg = compose(
+        mole_overrides(
+            glue_dir, "tiny-bert", 4, 2, *extra, "method.gate_lr=0.05", "method.gate_weight_decay=0"
+        ),
+        tmp_path / "own",
+        cache_dir,
+    )
+    model = build_module(cfg)
+    trainer = build_trainer(cfg, build_callbacks(cfg), [])
+    trainer.fit(model, datamodule=build_datamodule(cfg, model))
+    assert (
+        model.encoder.parts["mole"].structure[0]
+        and len(model.encoder.parts["mole"].structure[0]) == 2
+    )
+    (group,) = gate_groups(trainer.optimizers[0], model)
+    logits = [p for n, p in model.named_parameters() if n.endswith("gate.logits")]
+    assert len(logits) == len(model.encoder.parts["mole"].layers)
+    assert {id(p) for p in group["params"]} == {id(p) for p in logits}
+    assert group["initial_lr"] == 0.05 and group["weight_decay"] == 0.0
+
+    cfg = compose(mole_overrides(glue_dir, "tiny-bert", 1, 2, *extra), tmp_path / "run", cache_dir)
+    model = build_module(cfg)
+    trainer = build_trainer(cfg, build_callbacks(cfg), [])
+    trainer.fit(model, datamodule=build_datamodule(cfg, model))
+    (group,) = gate_groups(trainer.optimizers[0], model)
+    assert group["initial_lr"] == 1e-3 and group["weight_decay"] == 0.01
+    assert len(group["params"]) > len(model.encoder.parts["mole"].layers)  # shared with experts

@@ -58,15 +58,9 @@ def run_overrides(glue_dir: Path, method: str, *extra: str) -> list[str]:
 
 
 def logged_rows(run: Path) -> list[dict[str, float]]:
-    """The CSV logger's rows: ``{column: value}`` without the empty cells and without
-    MoLE's gate weights (the row of the pruning step differs: an uninterrupted run's
-    also holds the pruned experts, whose values Lightning carries from earlier steps;
-    a resumed run has no earlier step in its process)."""
+    """The CSV logger's rows: ``{column: value}`` without the empty cells."""
     with (run / "csv" / "metrics.csv").open(newline="") as f:
-        rows = [
-            {k: float(v) for k, v in row.items() if v and not k.startswith("mole/gate/")}
-            for row in csv.DictReader(f)
-        ]
+        rows = [{k: float(v) for k, v in row.items() if v} for row in csv.DictReader(f)]
     return [row for row in rows if set(row) != {"step"}]
 
 

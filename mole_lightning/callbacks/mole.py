@@ -386,9 +386,17 @@ def export_importance(trainer: pl.Trainer, mole, stem: str) -> dict:
 
 
 class ExpertImportanceExport(Callback):
-    """Logs every gate's mean mixture weights while training (``mole/gate/<layer>/<expert>``)
-    and, at the end of fitting, writes ``mole_importance.{json,csv,png}`` (pruned experts
-    blank) into the run directory and logs it to W&B."""
+    """Logs every gate while training, every ``trainer.log_every_n_steps`` steps, and, at
+    the end of fitting, writes ``mole_importance.{json,csv,png}`` (pruned experts blank)
+    into the run directory and logs it to W&B.
+
+    Logged at the step of the batch that just trained (the step of its ``train/loss``),
+    per layer that still has a gate (nothing once pruning left one expert):
+    ``mole/gate/layer<i>/<expert>`` (mean mixture weight over the batch's examples),
+    ``mole/gate_logit/layer<i>/<expert>`` (the logit) and
+    ``mole/importance_entropy/layer<i>`` (entropy of ``softmax(logits)`` in nats:
+    ``log(experts)`` while the gate is undecided, towards 0 as it decides).
+    """
 
     def on_train_batch_end(
         self,
@@ -401,13 +409,24 @@ class ExpertImportanceExport(Callback):
         if trainer.global_step % max(trainer.log_every_n_steps, 1) != 0:
             return
         mole = mole_part(pl_module)
-        weights = mole.gate_weights_mean()
-        for i, row in enumerate(weights.tolist()):
-            for name, w in zip(mole.expert_names, row, strict=True):
-                if not math.isnan(w):
-                    pl_module.log(
-                        f"mole/gate/layer{i}/{name}", w, on_step=True, on_epoch=False, batch_size=1
-                    )
+        values: dict[str, float] = {}
+        tables = (("gate", mole.gate_weights_mean()), ("gate_logit", mole.gate_logits()))
+        for i, (layer, entropy) in enumerate(
+            zip(mole.layers, mole.importance_entropy().tolist(), strict=True)
+        ):
+            if layer.gate is None:
+                continue
+            values[f"mole/importance_entropy/layer{i}"] = entropy
+            for kind, table in tables:
+                for name, value in zip(mole.expert_names, table[i].tolist(), strict=True):
+                    if not math.isnan(value):
+                        values[f"mole/{kind}/layer{i}/{name}"] = value
+        # straight to the loggers: a key given to pl_module.log once is logged again at
+        # every later step with its last value (Lightning's step cache), so a pruned gate
+        # would go on showing its last weights
+        if values:
+            for logger in trainer.loggers:
+                logger.log_metrics(values, step=trainer.global_step - 1)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero:

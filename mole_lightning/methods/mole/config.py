@@ -19,6 +19,7 @@ _CHOICES = {
     "graph_expert": ("projected", "direct"),
     "wordless_tokens": ("zero", "identity"),
     "message_weights": ("relation", "label"),
+    "gate_sampling": ("per_example", "per_batch", "none"),
 }
 
 
@@ -43,6 +44,13 @@ class MoleConfig:
         eval_mode: evaluation mixture: ``"softmax"`` of the gate logits, or ``"argmax"``
             (the authors; only the chosen expert runs).
         init_temperature: Gumbel-Softmax temperature at the start (a callback anneals it).
+        gate_sampling: the training mixture: ``"per_example"`` (the paper: every example
+            draws its own Gumbel-Softmax sample), ``"per_batch"`` (one draw shared by the
+            batch) or ``"none"`` (no noise: ``softmax(logits / temperature)``).
+        gate_lr: the gate logits' learning rate, in their own AdamW group (``None``: the
+            run's ``optim.lr``).
+        gate_weight_decay: the gate logits' weight decay (``None``: the run's
+            ``optim.weight_decay``; 0 keeps the logits from being pulled to uniform).
         rgcn_impl: ``"dense"`` (padded adjacency, one batched matmul; faster, see
             ``benchmarks/rgcn.md``) or ``"pyg"`` (sparse scatter message passing).
         graph_expert: ``"projected"`` (ours: down-project to ``bottleneck``, RGCN layers
@@ -74,6 +82,9 @@ class MoleConfig:
     hard: bool = False
     eval_mode: str = "softmax"
     init_temperature: float = 1.0
+    gate_sampling: str = "per_example"
+    gate_lr: float | None = None
+    gate_weight_decay: float | None = None
     rgcn_impl: str = "dense"
     graph_expert: str = "projected"
     wordless_tokens: str = "zero"
@@ -100,6 +111,10 @@ class MoleConfig:
                 "mole.zero_init_up=true with mole.graph_expert=direct: the direct expert ends "
                 "in a ReLU, so a zero last layer would never train; set mole.zero_init_up=false"
             )
+        for name in ("gate_lr", "gate_weight_decay"):
+            value = getattr(self, name)
+            if value is not None and (value < 0 or (name == "gate_lr" and value == 0)):
+                raise ConfigError(f"mole.{name}={value} must be positive (null: the run's)")
         if self.init_temperature <= 0:
             raise ConfigError(f"mole.init_temperature={self.init_temperature} must be positive")
 

@@ -24,6 +24,7 @@ from mole_lightning.methods.mole.config import GRAPH_EXPERTS, MoleConfig
 from mole_lightning.methods.mole.context import MoleContext
 from mole_lightning.methods.mole.experts import build_expert
 from mole_lightning.methods.mole.gate import ExpertGate
+from mole_lightning.models.optim import GroupSettings
 
 
 class MoleLayer(nn.Module):
@@ -124,7 +125,9 @@ class MoleAdapters(nn.Module):
             experts = {name: build_expert(name, hidden, cfg, context) for name in names}
             gate = None
             if len(names) > 1:
-                gate = ExpertGate(len(names), cfg.init_temperature, cfg.hard, cfg.eval_mode)
+                gate = ExpertGate(
+                    len(names), cfg.init_temperature, cfg.hard, cfg.eval_mode, cfg.gate_sampling
+                )
             return MoleLayer(experts, gate)
 
         if structure is not None:
@@ -197,6 +200,39 @@ class MoleAdapters(nn.Module):
     def structure(self) -> list[list[str]]:
         """Expert names present in every layer (``cfg.experts`` order)."""
         return [list(layer.experts) for layer in self.layers]
+
+    def gate_logits(self) -> torch.Tensor:
+        """``[layers, experts]`` every gate's logits (CPU); NaN for pruned experts and for
+        layers without a gate (one expert left)."""
+        rows = []
+        for layer in self.layers:
+            if layer.gate is None:
+                rows.append(torch.full((len(layer.experts),), float("nan")))
+            else:
+                rows.append(layer.gate.logits.detach().float().cpu())
+        return self._table(rows)
+
+    def importance_entropy(self) -> torch.Tensor:
+        """``[layers]`` entropy (nats) of each gate's importance ``softmax(logits)``:
+        ``log(experts)`` for a uniform gate, 0 for a decided one; NaN without a gate."""
+        entropies = []
+        for layer in self.layers:
+            if layer.gate is None:
+                entropies.append(float("nan"))
+            else:
+                p = layer.gate.importance().detach().float()
+                entropies.append(float(-(p * p.clamp_min(1e-30).log()).sum()))
+        return torch.tensor(entropies)
+
+    def optimizer_group(self) -> GroupSettings | None:
+        """The gate logits with ``cfg.gate_lr`` / ``cfg.gate_weight_decay`` (their own
+        AdamW group), or ``None`` when both follow the run's."""
+        if self.cfg.gate_lr is None and self.cfg.gate_weight_decay is None:
+            return None
+        logits = tuple(layer.gate.logits for layer in self.layers if layer.gate is not None)
+        return (
+            GroupSettings(logits, self.cfg.gate_lr, self.cfg.gate_weight_decay) if logits else None
+        )
 
     def importance(self) -> torch.Tensor:
         """``[layers, experts]`` softmax of each gate's logits (CPU); NaN for pruned experts,

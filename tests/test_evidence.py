@@ -23,8 +23,11 @@ from mole_lightning.evidence.protocol import compose_cell, load_protocol, plan_c
 from mole_lightning.evidence.report import BEGIN, END, replace_section
 from mole_lightning.evidence.runner import ProtocolRunner
 from mole_lightning.evidence.state import config_differences
+from mole_lightning.train import CONFIG_DIR
 from scripts.evidence import INTERRUPTED_EXIT_CODE, main
 from scripts.plain_lora_loop import main as plain_lora_loop
+
+CONF = Path(CONFIG_DIR)
 
 TINY = [
     "data.batch_size=4",
@@ -99,6 +102,28 @@ def test_real_protocol_order_and_configs(tmp_path: Path) -> None:
         assert cfg.paths.output_dir == str(by_method[method].path.resolve())
     assert compose_cell(by_method["mole"]).parser.name == "spacy"
     assert compose_cell(by_method["mole"]).method.prune.after_steps == 200
+
+
+def test_lr_grid_and_structure_ablation_protocols_compose(tmp_path: Path) -> None:
+    """Every cell of the side protocols composes to the method and settings its name says."""
+    grid = plan_cells(load_protocol(CONF / "evidence_lr_grid.yaml"), "all", tmp_path, "cpu")
+    assert len(grid) == 4 * 3 * 2 and {c.seed for c in grid} == {0}
+    for cell in grid:
+        cfg = compose_cell(cell)
+        method, lr = cell.method.split("@")
+        assert cfg.method.name == method and cfg.optim.lr == float(lr), cell.name
+        assert cfg.trainer.max_epochs == {"cola": 5, "mrpc": 4}[cell.task]
+    ablation = load_protocol(CONF / "evidence_mole_structures.yaml")
+    cells = plan_cells(ablation, "all", tmp_path, "cpu")
+    assert len(cells) == 2 * 5 * 3
+    for cell in cells[:5]:
+        cfg = compose_cell(cell)
+        assert cfg.method.name == "mole" and cfg.optim.lr == 1e-3
+        if cell.method == "mole":
+            assert cfg.method.structure is None and cfg.method.prune.enabled
+        else:
+            kind = cell.method.removeprefix("mole_")
+            assert list(cfg.method.structure) == [[kind]] * 6 and not cfg.method.prune.enabled
 
 
 def test_protocol_end_to_end(

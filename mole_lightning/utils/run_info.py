@@ -37,11 +37,18 @@ def git_commit(cwd: Path | None = None) -> str | None:
         return None
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    """Writes ``text`` through a temporary file beside ``path`` (a reader never sees
+    half a file); creates the parent folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 def write_json(path: Path, payload: dict) -> None:
     """Writes JSON atomically (a reader never sees half a file)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=float))
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(payload, indent=2, default=float))
 
 
 def new_wandb_id() -> str:

@@ -20,11 +20,9 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from mole_lightning.analysis import build_table, find_runs_or_exit  # noqa: E402
-from mole_lightning.analysis.runs import METRIC_CHOICES  # noqa: E402
-from mole_lightning.evaluation.collect import suite_table  # noqa: E402
+from mole_lightning.analysis import build_table, find_runs_or_exit
+from mole_lightning.analysis.runs import METRIC_CHOICES
+from mole_lightning.evaluation.collect import suite_table
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

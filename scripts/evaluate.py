@@ -9,12 +9,7 @@ eval_<suite>.csv (perturb also eval_perturb.png) into the run directory; see REA
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from mole_lightning.evaluation.cli import main  # noqa: E402
+from mole_lightning.evaluation.cli import main
 
 if __name__ == "__main__":
     main()

@@ -22,23 +22,21 @@ import shlex
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from mole_lightning.errors import reported_as_exit  # noqa: E402
-from mole_lightning.evidence.protocol import (  # noqa: E402
+from mole_lightning.errors import reported_as_exit
+from mole_lightning.evidence.protocol import (
     ALL_STAGES,
     DEFAULT_PROTOCOL,
     TRAINERS,
     load_protocol,
     plan_cells,
 )
-from mole_lightning.evidence.report import (  # noqa: E402
+from mole_lightning.evidence.report import (
     gather,
     replace_section,
     report_markdown,
     runs_csv,
 )
-from mole_lightning.evidence.runner import LOG_FORMAT, ProtocolRunner  # noqa: E402
+from mole_lightning.evidence.runner import LOG_FORMAT, ProtocolRunner
 
 INTERRUPTED_EXIT_CODE = 130  # the shell's status for a Ctrl-C
 

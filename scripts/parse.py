@@ -7,32 +7,33 @@ Takes the same Hydra overrides as train.py. A second run finds the cache and say
 
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from mole_lightning.data.glue import get_task, read_glue_split  # noqa: E402
-from mole_lightning.graphs import GRAPH_KINDS, GraphStore  # noqa: E402
-from mole_lightning.train import CONFIG_DIR  # noqa: E402
+from mole_lightning.data.datamodule import graph_keys, graph_store, graph_texts
+from mole_lightning.data.glue import get_task, read_glue_split
+from mole_lightning.graphs import GRAPH_KINDS
+from mole_lightning.train import CONFIG_DIR
 
 
 def parse_task(cfg: DictConfig) -> list[dict]:
-    """Parses (or finds in the cache) every split and text column of ``cfg.task``."""
+    """Parses (or finds in the cache) every split and text column of ``cfg.task``.
+
+    The cache files, keys and texts are the ``GlueDataModule``'s own (``graph_store``,
+    ``graph_keys``, ``graph_texts``), so a training run with the same overrides finds
+    them and parses nothing.
+    """
     spec = get_task(cfg.task.name)
-    store = GraphStore(cfg.parser, Path(cfg.paths.cache_dir) / "graphs", list(GRAPH_KINDS))
+    store = graph_store(cfg.parser, cfg.paths.cache_dir, list(GRAPH_KINDS))
     rows = []
     for split in ["train", *spec.dev_splits]:
         examples = read_glue_split(
             spec, split, cfg.data.get("dir"), cfg.data.get("skip_malformed", False)
         )
-        for column in ["a", "b"] if spec.is_pair else ["a"]:
-            texts = [e.text_a if column == "a" else e.text_b for e in examples]
-            key = f"glue-{spec.name}-{split}-text_{column}"
+        for key in graph_keys(spec, split):
+            texts = graph_texts(examples, key)
             start = time.perf_counter()
             parsed = store.prepare(key, texts)
             graphs = store.load(key, texts)
@@ -40,7 +41,7 @@ def parse_task(cfg: DictConfig) -> list[dict]:
             rows.append(
                 {
                     "split": split,
-                    "column": f"text_{column}",
+                    "column": key.rsplit("-", 1)[-1],
                     "sentences": len(texts),
                     "words": sum(g.num_words for g in graphs),
                     "edges": {k: sum(len(g.edges[k][1]) for g in graphs) for k in GRAPH_KINDS},

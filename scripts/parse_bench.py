@@ -14,27 +14,27 @@ import csv
 import time
 from pathlib import Path
 
+from mole_lightning.data.glue import GLUE_TASKS, get_task
 from mole_lightning.graphs import GRAPH_KINDS, GraphStore
 from mole_lightning.parsing import build_parser
 
-# task -> (folder, first-text column, has a header row)
-TASKS = {
-    "cola": ("CoLA", 3, False),
-    "sst2": ("SST-2", 0, True),
-    "mrpc": ("MRPC", 3, True),
-    "rte": ("RTE", 1, True),
-    "stsb": ("STS-B", 7, True),
-}
-
 
 def read_texts(data_dir: Path, task: str, split: str, limit: int | None) -> list[str]:
-    folder, column, header = TASKS[task]
-    path = data_dir / folder / f"{split}.tsv"
+    """The first text column of ``<data_dir>/<task folder>/<split>.tsv`` as written (not
+    stripped), the column given by the task's spec (``mole_lightning.data.glue``)."""
+    spec = get_task(task)
+    path = data_dir / spec.folder / f"{split}.tsv"
     with open(path, encoding="utf-8-sig", newline="") as f:
         rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
-    rows = rows[1:] if header else rows
+    column = spec.text_columns[0]
+    if spec.has_header:
+        header, rows = rows[0], rows[1:]
+        if column not in header:
+            raise ValueError(f"{path}:1: header lacks column {column!r}; found {header}")
+        column = header.index(column)
     texts = []
-    for number, row in enumerate(rows[:limit] if limit else rows, start=2 if header else 1):
+    first_line = 2 if spec.has_header else 1
+    for number, row in enumerate(rows[:limit] if limit else rows, start=first_line):
         if len(row) <= column:
             raise ValueError(f"{path}: row {number} has {len(row)} columns, no column {column}")
         texts.append(row[column])
@@ -63,7 +63,7 @@ class TimedParser:
 def main() -> None:
     args = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     args.add_argument("--data-dir", type=Path, default=Path("../shared/data/glue_data"))
-    args.add_argument("--task", choices=sorted(TASKS), default="sst2")
+    args.add_argument("--task", choices=sorted(GLUE_TASKS), default="sst2")
     args.add_argument("--split", default="train")
     args.add_argument("--limit", type=int, default=None, help="first N rows (default: all)")
     args.add_argument("--cache-dir", type=Path, required=True)

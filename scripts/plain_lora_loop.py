@@ -22,16 +22,13 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from mole_lightning.utils.machine import machine_record  # noqa: E402
+from mole_lightning.utils.machine import machine_record
 
 # task -> (folder, header rows, text columns, label column, label map; None = regression)
 TASKS = {

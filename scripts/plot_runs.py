@@ -17,11 +17,9 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from mole_lightning.analysis import find_runs_or_exit  # noqa: E402
-from mole_lightning.analysis.curves import plot_learning_curves  # noqa: E402
-from mole_lightning.analysis.heatmaps import plot_expert_heatmaps  # noqa: E402
+from mole_lightning.analysis import find_runs_or_exit
+from mole_lightning.analysis.curves import plot_learning_curves
+from mole_lightning.analysis.heatmaps import plot_expert_heatmaps
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,12 +11,7 @@ into the run directory (logs/probe/<backbone> for the pre-trained backbone); see
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from mole_lightning.probing.cli import main  # noqa: E402
+from mole_lightning.probing.cli import main
 
 if __name__ == "__main__":
     main()

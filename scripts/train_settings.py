@@ -27,10 +27,9 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from mole_lightning.utils.machine import machine_record
 
-from mole_lightning.utils.machine import machine_record  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 # name -> train.py overrides on top of the common ones (the first is the baseline)
 VARIANTS: dict[str, list[str]] = {

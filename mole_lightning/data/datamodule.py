@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from mole_lightning.data.collate import collate_glue
-from mole_lightning.data.glue import GlueTaskSpec, get_task, read_glue_split
+from mole_lightning.data.glue import GlueExample, GlueTaskSpec, get_task, read_glue_split
 from mole_lightning.data.loaders import data_seed, make_loader
 from mole_lightning.data.tokenized_cache import (
     file_fingerprint,
@@ -19,6 +19,29 @@ from mole_lightning.data.tokenized_cache import (
 )
 from mole_lightning.graphs import GraphStore
 from mole_lightning.models.backbone import check_max_length, load_tokenizer
+
+
+def graph_store(
+    parser_cfg: DictConfig | None, cache_dir: str | Path, kinds: list[str], **kwargs
+) -> GraphStore:
+    """The graph cache under a run's ``paths.cache_dir`` (its ``graphs`` folder).
+
+    ``scripts/parse.py`` warms the cache through this and ``graph_keys``, so it writes
+    exactly the files that ``GlueDataModule`` later loads.
+    """
+    return GraphStore(parser_cfg, Path(cache_dir) / "graphs", kinds, **kwargs)
+
+
+def graph_keys(spec: GlueTaskSpec, split: str) -> list[str]:
+    """The graph cache key of each text column of a GLUE split (``text_a``, then
+    ``text_b`` for pair tasks); ``graph_texts`` gives each key's texts."""
+    columns = ["a", "b"] if spec.is_pair else ["a"]
+    return [f"glue-{spec.name}-{split}-text_{c}" for c in columns]
+
+
+def graph_texts(examples: list[GlueExample], key: str) -> list[str]:
+    """The texts parsed under ``key``: the examples' ``text_a`` or ``text_b`` column."""
+    return [e.text_a if key.endswith("text_a") else e.text_b for e in examples]
 
 
 class GlueDataModule(pl.LightningDataModule):
@@ -85,14 +108,13 @@ class GlueDataModule(pl.LightningDataModule):
         )
 
     def _graph_store(self) -> GraphStore:
-        return GraphStore(self.parser_cfg, self.cache_dir / "graphs", self.graph_kinds)
+        return graph_store(self.parser_cfg, self.cache_dir, self.graph_kinds)
 
     def _graph_keys(self, split: str) -> list[str]:
-        columns = ["a", "b"] if self.spec.is_pair else ["a"]
-        return [f"glue-{self.spec.name}-{split}-text_{c}" for c in columns]
+        return graph_keys(self.spec, split)
 
     def _texts(self, examples, key: str) -> list[str]:
-        return [e.text_a if key.endswith("text_a") else e.text_b for e in examples]
+        return graph_texts(examples, key)
 
     def prepare_data(self) -> None:
         with_offsets = self.graph_kinds is not None

@@ -1,0 +1,91 @@
+"""`scripts/parse.py` warms exactly the graph cache that a graph method's GlueDataModule reads.
+
+The script and the data module share ``graph_store``, ``graph_keys`` and ``graph_texts``
+(``mole_lightning.data.datamodule``); if the script's files, keys or texts drifted from the
+data module's, the data module below would have to parse (and fails here instead).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mole_lightning.graphs.store as store_module
+from mole_lightning.data.datamodule import GlueDataModule, graph_keys
+from mole_lightning.data.glue import get_task
+from mole_lightning.graphs import GRAPH_KINDS
+from scripts.parse import parse_task
+from tests.conftest import REPO, compose
+
+ENV = {
+    **os.environ,
+    "HF_HUB_OFFLINE": "1",
+    "WANDB_MODE": "offline",
+    "TOKENIZERS_PARALLELISM": "false",
+    "OMP_NUM_THREADS": "1",
+}
+ROWS = 6
+
+
+def small_rte(glue_dir: Path, root: Path) -> Path:
+    """A glue_data folder holding the header and first ``ROWS`` rows of RTE train and dev."""
+    folder = root / "RTE"
+    folder.mkdir(parents=True)
+    for name in ("train.tsv", "dev.tsv"):
+        with open(glue_dir / "RTE" / name, encoding="utf-8", newline="") as f:
+            lines = [next(f) for _ in range(ROWS + 1)]
+        (folder / name).write_text("".join(lines), encoding="utf-8", newline="")
+    return root
+
+
+def test_parse_script_warms_the_datamodules_graph_cache(glue_dir, tmp_path, monkeypatch):
+    data = small_rte(glue_dir, tmp_path / "glue_data")
+    cache = tmp_path / "cache"
+    overrides = ["task=rte", "parser=spacy", f"data.dir={data}", f"paths.cache_dir={cache}"]
+
+    # the real command line, run from another folder than the repository
+    run = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "parse.py"), *overrides]
+        + [f"hydra.run.dir={tmp_path / 'hydra'}"],
+        cwd=tmp_path,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "parsed and cached" in run.stdout, run.stdout
+    spec = get_task("rte")
+    keys = [k for split in ["train", *spec.dev_splits] for k in graph_keys(spec, split)]
+    files = sorted((cache / "graphs").glob("*.npz"))
+    assert sorted(f.name.split(".")[0] for f in files) == sorted(keys)
+    stamps = {f: f.stat().st_mtime_ns for f in files}
+
+    def no_parsing(cfg):
+        raise AssertionError("the graph cache scripts/parse.py wrote was not found")
+
+    monkeypatch.setattr(store_module, "build_parser", no_parsing)
+    cfg = compose([*overrides, "method=mole", "backbone=minilm"])
+    kinds = [k for k in cfg.method.experts if k in GRAPH_KINDS]
+    assert kinds
+    datamodule = GlueDataModule(
+        cfg.task.name,
+        cfg.data,
+        cfg.backbone,
+        cfg.paths.cache_dir,
+        parser=cfg.get("parser"),
+        graph_kinds=kinds,
+    )
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    for split in datamodule.splits:
+        assert [len(graphs) for graphs in datamodule.graphs[split]] == [ROWS, ROWS]
+    assert sorted((cache / "graphs").glob("*.npz")) == files
+    assert {f: f.stat().st_mtime_ns for f in files} == stamps
+
+    # a second run of the script finds every file in the cache too
+    rows = parse_task(cfg)
+    assert [r["source"] for r in rows] == ["cache"] * len(keys)
+    assert sorted(r["file"] for r in rows) == files

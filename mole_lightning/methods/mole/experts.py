@@ -22,7 +22,7 @@ class GraphExpert(nn.Module):
     grow ~3x per layer (and more as the RGCN weights train), the up-projection's updates
     are amplified as much, and at lr 1e-3 an early layer's expert outgrew the residual
     stream (output norm 34-41 against 13-15) and erased the sentence from the first
-    token (docs/results.md, "MoLE: why it did not learn").
+    token (docs/notes/2026-11-evidence-notebook.md, "MoLE: why it did not learn").
 
     ``graph_expert="direct"`` (the authors' latest code): pool subwords to words → ReLU →
     RGCN layers ``hidden → bottleneck → … → hidden``, each followed by ReLU and dropout →

@@ -7,9 +7,11 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from pytorch_lightning.callbacks import Callback
+from transformers import AutoModel, BertConfig
 
 from mole_lightning.callbacks.mole import PruneExperts, RetrainPhase
 from mole_lightning.errors import ConfigError
@@ -24,10 +26,10 @@ GRAPH = ("semantic", "syntactic", "sequential")
 
 
 def reference_graph_layers(logits: list[list[float]], graph_layers: int) -> list[list[str]]:
-    """The latest code's rule from its description: per layer the most probable graph
-    expert (softmax of the logits; ties to the earlier expert); graph experts in the
-    ``graph_layers`` layers where that probability is highest (ties to the earlier layer),
-    the MLP expert everywhere else."""
+    """``prune.rule=graph_layers_softmax`` from its description: per layer the most
+    probable graph expert (softmax of the logits; ties to the earlier expert); graph experts
+    in the ``graph_layers`` layers where that probability is highest (ties to the earlier
+    layer), the MLP expert everywhere else."""
     best = []
     for row in logits:
         probs = [math.exp(v) / sum(math.exp(u) for u in row) for v in row]
@@ -40,8 +42,35 @@ def reference_graph_layers(logits: list[list[float]], graph_layers: int) -> list
     return [[best[i][1]] if i in order else ["mlp"] for i in range(len(best))]
 
 
+def authors_graph_layers(logits: list[list[float]], graph_layers: int) -> list[list[str]]:
+    """The authors' rule (``prune.rule=graph_layers``) in numpy, from its description: a
+    float32 softmax of ``logits / 0.001`` per layer; a layer's score is its best graph
+    expert's value (``np.argmax``: the first on ties), the layers' scores go through
+    numpy's stable ascending argsort and the LAST ``graph_layers`` layers keep their graph
+    expert, the others the MLP expert."""
+    table = np.asarray(logits, dtype=np.float32) / np.float32(0.001)
+    exp = np.exp(table - table.max(axis=1, keepdims=True))
+    probs = (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
+    graph = [EXPERTS.index(n) for n in GRAPH]
+    best = probs[:, graph].argmax(axis=1)
+    scores = probs[:, graph][np.arange(len(logits)), best]
+    order = np.argsort(scores, kind="stable")
+    kept = set(order[len(logits) - graph_layers :].tolist()) if graph_layers else set()
+    return [[GRAPH[best[i]]] if i in kept else ["mlp"] for i in range(len(logits))]
+
+
 def adapters_with_logits(logits: list[list[float]]) -> MoleAdapters:
-    backbone = tiny_backbone("bert")
+    if len(logits) == 2:
+        backbone = tiny_backbone("bert")
+    else:
+        config = BertConfig(
+            vocab_size=100,
+            hidden_size=16,
+            num_hidden_layers=len(logits),
+            num_attention_heads=2,
+            intermediate_size=20,
+        )
+        backbone = AutoModel.from_config(config).eval()
     adapters = MoleAdapters.attach(backbone, MoleConfig(experts=EXPERTS, bottleneck=4))
     with torch.no_grad():
         for layer, row in zip(adapters.layers, logits, strict=True):
@@ -58,10 +87,67 @@ def adapters_with_logits(logits: list[list[float]]) -> MoleAdapters:
     ],
 )
 @pytest.mark.parametrize("graph_layers", [0, 1, 2])
-def test_graph_layers_rule_picks_the_reference_structure(logits, graph_layers) -> None:
+def test_graph_layers_softmax_rule_picks_the_reference_structure(logits, graph_layers) -> None:
     adapters = adapters_with_logits(logits)
     expected = reference_graph_layers(logits, graph_layers)
+    assert (
+        adapters.prune_to_graph_layers(graph_layers, ranking="softmax")
+        == expected
+        == adapters.structure
+    )
+
+
+AUTHORS_TABLES = {
+    # graph experts win layers 0, 1 and 3 by far: all three saturate at 1.0, the later
+    # layers keep them (the softmax ranking keeps layer 0, the surest)
+    "saturated winners": [
+        [3.0, 0.0, 0.0, 0.0],
+        [0.0, 0.5, 0.0, 0.0],
+        [0.0, 0.0, 0.0, 2.0],
+        [0.0, 0.0, 0.3, 0.0],
+    ],
+    # one graph winner; the MLP wins the others by so much that every graph expert
+    # underflows to 0: ties at 0 go to the later layer and to its first graph expert
+    "underflow ties": [
+        [0.0, 0.0, 0.0, 1.0],
+        [0.0, 0.2, 0.0, 0.0],
+        [0.0, 0.0, 0.0, 1.0],
+        [0.0, 0.0, 0.0, 1.0],
+        [0.0, 0.1, 0.0, 1.0],
+    ],
+    # near-ties inside a layer keep a score below 1 (0.5 for an exact graph-graph tie,
+    # ~0.58 for a 0.001 margin over two rivals), so a saturated layer outranks them;
+    # exact ties within a layer go to the earlier graph expert
+    "unsaturated": [
+        [0.0, 0.001, 0.0, -1.0],
+        [0.4, 0.4, 0.0, 0.0],
+        [0.0, 0.0, 1.0, 0.0],
+        [0.2, 0.0, 0.0, 0.0],
+    ],
+    "all tied": [[0.0, 0.0, 0.0, 0.0]] * 4,
+    # ~N(0, 0.05^2) logits, the issue's small-logit regime
+    "random": np.random.default_rng(3).normal(0, 0.05, (6, 4)).round(4).tolist(),
+}
+
+
+@pytest.mark.parametrize("name", list(AUTHORS_TABLES))
+@pytest.mark.parametrize("graph_layers", [0, 1, 2, 3])
+def test_graph_layers_rule_is_the_authors_ranking(name, graph_layers) -> None:
+    logits = AUTHORS_TABLES[name]
+    adapters = adapters_with_logits(logits)
+    expected = authors_graph_layers(logits, graph_layers)
     assert adapters.prune_to_graph_layers(graph_layers) == expected == adapters.structure
+
+
+def test_the_two_rankings_differ_where_the_issue_says() -> None:
+    """Saturated winners: the authors keep the later layers, the softmax rule the surest."""
+    logits = AUTHORS_TABLES["saturated winners"]
+    authors = adapters_with_logits(logits).prune_to_graph_layers(2, ranking="authors")
+    softmax = adapters_with_logits(logits).prune_to_graph_layers(2, ranking="softmax")
+    assert authors == [["mlp"], ["syntactic"], ["mlp"], ["sequential"]]
+    assert softmax == [["semantic"], ["syntactic"], ["mlp"], ["mlp"]]
+    underflow = adapters_with_logits(AUTHORS_TABLES["underflow ties"]).prune_to_graph_layers(2)
+    assert underflow == [["mlp"], ["syntactic"], ["mlp"], ["mlp"], ["semantic"]]
 
 
 def test_per_layer_rule_is_the_papers_top1() -> None:
@@ -76,6 +162,8 @@ def test_graph_layers_rule_needs_mlp_and_graph_experts() -> None:
         adapters.prune_to_graph_layers(1)
     with pytest.raises(ConfigError, match=r"graph_layers=3 must be in \[0, 2\]"):
         adapters.prune_to_graph_layers(3)
+    with pytest.raises(ConfigError, match="ranking 'best'"):
+        adapters.prune_to_graph_layers(1, ranking="best")
 
 
 class StepRecorder(Callback):

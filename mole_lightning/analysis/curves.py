@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import json
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -70,17 +72,44 @@ def validations_by_epoch(run: Run) -> dict[int, float]:
     return found
 
 
-def curve_label(run: Run) -> str:
-    status = "" if run.status == "finished" else f" ({run.status})"
-    return f"{run.method} seed {run.seed}{status}"
+def curve_labeller(by: tuple[str, ...] = ()) -> Callable[[Run], str]:
+    """Labels a run's curve: method, each ``by`` key's resolved value, seed, and its
+    status when unfinished (``lora optim.lr=0.0001 seed 42``)."""
+
+    def label(run: Run) -> str:
+        keys = "".join(f" {key}={run.config_value(key)}" for key in by)
+        status = "" if run.status == "finished" else f" ({run.status})"
+        return f"{run.method}{keys} seed {run.seed}{status}"
+
+    return label
 
 
-def plot_learning_curves(runs: list[Run], out_dir: Path) -> tuple[list[Path], list[str]]:
-    """One PNG per task, ``curves_<task>.png``: ``train/loss`` and the task's monitored
-    dev metric against the step, one line per run (colour = method, style = seed).
+LOSS_SMOOTHING = 0.9
+"""Weight of the past in the training-loss curves' exponential moving average."""
+
+
+def ema(values: list[float], smoothing: float = LOSS_SMOOTHING) -> list[float]:
+    """Exponential moving average, bias-corrected as TensorBoard's smoothing:
+    ``m_t = s * m_{t-1} + (1 - s) * x_t``, shown as ``m_t / (1 - s**t)``."""
+    out, mean = [], 0.0
+    for t, value in enumerate(values, start=1):
+        mean = smoothing * mean + (1 - smoothing) * value
+        out.append(mean / (1 - smoothing**t))
+    return out
+
+
+def plot_learning_curves(
+    runs: list[Run], out_dir: Path, label: Callable[[Run], str] | None = None
+) -> tuple[list[Path], list[str]]:
+    """One PNG per task, ``curves_<task>.png``: ``train/loss`` (its EMA with smoothing
+    ``LOSS_SMOOTHING``, the raw per-step values faint behind) and the task's monitored dev
+    metric against the step, one line per run (colour = method, style = seed). ``label``
+    names each run's line (default: method and seed). The PNG's metadata (key
+    ``mole_lightning``) holds the title of each panel, the smoothing and the line labels.
 
     Returns the written files and notes on runs without curves.
     """
+    label = label or curve_labeller()
     import matplotlib
 
     matplotlib.use("Agg")
@@ -110,15 +139,18 @@ def plot_learning_curves(runs: list[Run], out_dir: Path) -> tuple[list[Path], li
                 if points:
                     steps = [p.step for p in points]
                     values = [p.value for p in points]
-                    marker = "o" if key != TRAIN_LOSS else None
+                    colour, style = colours[str(run.method)], styles[i % len(styles)]
+                    if key == TRAIN_LOSS:
+                        panel.plot(steps, values, "-", color=colour, alpha=0.15, linewidth=0.6)
+                        values = ema(values)
                     panel.plot(
                         steps,
                         values,
-                        styles[i % len(styles)],
-                        marker=marker,
+                        style,
+                        marker="o" if key != TRAIN_LOSS else None,
                         markersize=3,
-                        color=colours[str(run.method)],
-                        label=curve_label(run),
+                        color=colour,
+                        label=label(run),
                     )
                     drawn += 1
             if not drawn:
@@ -133,12 +165,17 @@ def plot_learning_curves(runs: list[Run], out_dir: Path) -> tuple[list[Path], li
             panel.set_xlabel("step")
             panel.set_ylabel(key)
             panel.grid(alpha=0.3)
-        axes[0].set_title(f"{task_label(task)}: training loss")
+        axes[0].set_title(f"{task_label(task)}: training loss (EMA {LOSS_SMOOTHING}; raw faint)")
         axes[1].set_title(f"{task_label(task)}: dev {monitor}")
         axes[1].legend(fontsize=7, loc="best")
         fig.tight_layout()
         path = out_dir / f"curves_{task}.png"
-        fig.savefig(path, dpi=110)
+        info = {
+            "titles": [ax.get_title() for ax in axes],
+            "loss_smoothing": LOSS_SMOOTHING,
+            "labels": [label(run) for run, _ in members],
+        }
+        fig.savefig(path, dpi=110, metadata={"mole_lightning": json.dumps(info)})
         plt.close(fig)
         written.append(path)
     return written, notes

@@ -16,13 +16,13 @@ from __future__ import annotations
 import json
 import warnings
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from mole_lightning.analysis.runs import Run
 from mole_lightning.analysis.table import task_label, task_order
+from mole_lightning.reporting import HeatmapPanel, draw_heatmap
 
 # file -> (figure title, row axis, column axis)
 EXPERT_FILES = {
@@ -31,15 +31,6 @@ EXPERT_FILES = {
     "mole_structure.json": ("MoLE expert survival frequency over seeds", "layer", "expert"),
     "molex_selection.json": ("MoLEx layer selection frequency", "routed layer", "chosen layer"),
 }
-
-
-@dataclass
-class ExpertTable:
-    """A labelled table: ``values`` ``[len(rows), len(columns)]``, NaN = blank cell."""
-
-    rows: list[str]
-    columns: list[str]
-    values: np.ndarray
 
 
 def as_array(rows: list, path: Path) -> np.ndarray:
@@ -51,7 +42,7 @@ def as_array(rows: list, path: Path) -> np.ndarray:
         raise ValueError(f"{path}: table values are not a list of numeric rows ({err})") from err
 
 
-def selection_frequencies(counts: np.ndarray, routed_layers: list[int]) -> ExpertTable:
+def selection_frequencies(counts: np.ndarray, routed_layers: list[int]) -> HeatmapPanel:
     """Row-normalised MoLEx counts; ``counts`` is ``[routed, T]`` or ``[T, T]``."""
     num_layers = counts.shape[1]
     if counts.shape[0] != len(routed_layers):
@@ -59,24 +50,24 @@ def selection_frequencies(counts: np.ndarray, routed_layers: list[int]) -> Exper
     totals = counts.sum(axis=1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
         freq = np.where(totals > 0, counts / totals, np.nan)
-    return ExpertTable(
+    return HeatmapPanel(
         rows=[f"layer {i}" for i in routed_layers],
         columns=[f"layer {j}" for j in range(num_layers)],
         values=freq,
     )
 
 
-def survival_table(structure: list[list[str]], experts: list[str]) -> ExpertTable:
+def survival_table(structure: list[list[str]], experts: list[str]) -> HeatmapPanel:
     """``[layers, experts]``: 1 where the layer kept the expert after pruning, else 0 (the
     mean over seeds is each expert's survival frequency)."""
-    return ExpertTable(
+    return HeatmapPanel(
         rows=[f"layer {i}" for i in range(len(structure))],
         columns=list(experts),
         values=np.array([[float(e in kept) for e in experts] for kept in structure]),
     )
 
 
-def read_run_table(run: Run, filename: str) -> ExpertTable:
+def read_run_table(run: Run, filename: str) -> HeatmapPanel:
     """The table of one run's expert file; ``mole_structure.json`` becomes its survival
     table over the run's ``method.experts``."""
     path = run.path / filename
@@ -87,7 +78,7 @@ def read_run_table(run: Run, filename: str) -> ExpertTable:
     return survival_table(structure, experts)
 
 
-def read_expert_table(path: Path) -> ExpertTable:
+def read_expert_table(path: Path) -> HeatmapPanel:
     """Reads either layout (see the module docstring).
 
     Raises:
@@ -101,13 +92,13 @@ def read_expert_table(path: Path) -> ExpertTable:
     if not isinstance(payload, dict):
         raise ValueError(f"{path}: expected a JSON object")
     if "values" in payload:
-        table = ExpertTable(
+        table = HeatmapPanel(
             [str(r) for r in payload["rows"]],
             [str(c) for c in payload["columns"]],
             as_array(payload["values"], path),
         )
     elif "importance" in payload:
-        table = ExpertTable(
+        table = HeatmapPanel(
             [f"layer {i}" for i in payload["layers"]],
             [str(e) for e in payload["experts"]],
             as_array(payload["importance"], path),
@@ -129,7 +120,7 @@ def read_expert_table(path: Path) -> ExpertTable:
     return table
 
 
-def average_tables(tables: list[ExpertTable]) -> ExpertTable:
+def average_tables(tables: list[HeatmapPanel]) -> HeatmapPanel:
     """Cell-wise mean over runs (seeds), ignoring blank cells; all must share labels."""
     first = tables[0]
     for t in tables[1:]:
@@ -138,57 +129,12 @@ def average_tables(tables: list[ExpertTable]) -> ExpertTable:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-blank cells stay NaN
         values = np.nanmean(np.stack([t.values for t in tables]), axis=0)
-    return ExpertTable(first.rows, first.columns, values)
+    return HeatmapPanel(first.rows, first.columns, values)
 
 
-def plot_side_by_side(
-    tables: dict[str, ExpertTable], title: str, path: Path, axis_names: tuple[str, str] = ("", "")
+def write_panels(
+    panels: dict[str, tuple[HeatmapPanel, list[Path]]], title: str, path: Path
 ) -> None:
-    """One heatmap panel per task (title = task label), one shared 0–1 colour scale."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = len(tables)
-    widest = max(len(t.columns) for t in tables.values())
-    tallest = max(len(t.rows) for t in tables.values())
-    fig, axes = plt.subplots(
-        1,
-        n,
-        figsize=(1.5 + n * (0.6 * widest + 1.2), 1.6 + 0.45 * tallest),
-        squeeze=False,
-        layout="constrained",
-    )
-    image = None
-    for ax, (label, table) in zip(axes[0], tables.items(), strict=True):
-        image = ax.imshow(
-            np.ma.masked_invalid(table.values), cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto"
-        )
-        ax.set_xticks(range(len(table.columns)), table.columns, rotation=45, ha="right", fontsize=7)
-        ax.set_yticks(range(len(table.rows)), table.rows, fontsize=7)
-        ax.set_title(label)
-        ax.set_ylabel(axis_names[0])
-        ax.set_xlabel(axis_names[1])
-        if table.values.size <= 144:
-            for (i, j), v in np.ndenumerate(table.values):
-                if not np.isnan(v):
-                    ax.text(
-                        j,
-                        i,
-                        f"{v:.2f}",
-                        ha="center",
-                        va="center",
-                        fontsize=6,
-                        color="black" if v > 0.6 else "white",
-                    )
-    fig.suptitle(title)
-    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def write_panels(panels: dict[str, tuple[ExpertTable, list[Path]]], title: str, path: Path) -> None:
     """Writes the plotted means as JSON: ``{"title", "panels": {task label: {"rows",
     "columns", "values" [rows, columns] (null = blank), "runs": [run directories]}}}``."""
     payload = {
@@ -221,7 +167,7 @@ def plot_expert_heatmaps(runs: list[Run], out_dir: Path) -> tuple[list[Path], li
     out_dir.mkdir(parents=True, exist_ok=True)
     written, notes = [], []
     for filename, (title, *axis_names) in EXPERT_FILES.items():
-        groups: dict[str, dict[str, list[tuple[ExpertTable, Path]]]] = defaultdict(
+        groups: dict[str, dict[str, list[tuple[HeatmapPanel, Path]]]] = defaultdict(
             lambda: defaultdict(list)
         )
         for run in runs:
@@ -248,7 +194,7 @@ def plot_expert_heatmaps(runs: list[Run], out_dir: Path) -> tuple[list[Path], li
                 path = out_dir / f"{Path(filename).stem}_{backbone}.png"
                 full_title = f"{title} — {backbone}"
                 means = {label: mean for label, (mean, _) in panels.items()}
-                plot_side_by_side(means, full_title, path, tuple(axis_names))
+                draw_heatmap(path, means, full_title, tuple(axis_names))
                 write_panels(panels, full_title, path.with_suffix(".json"))
                 written.append(path)
     return written, notes

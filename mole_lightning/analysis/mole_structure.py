@@ -3,7 +3,7 @@
 The MoLE paper says (a) graph experts are preferred in upper layers and the MLP adapter
 in lower ones; its open question (c) is whether pruning keeps the same experts across
 seeds. Both are compared here with random pruning under the same rule (``per_layer``
-top-k, or ``graph_layers``):
+top-k, or ``graph_layers`` / ``graph_layers_softmax``):
 
 - ``graph_by_layer``: per layer, how many runs kept a graph expert, against the random
   rate (exact binomial test), and the upper half of the layers against the lower half
@@ -41,7 +41,8 @@ SIMULATIONS = 10000
 
 @dataclass(frozen=True)
 class PruneRule:
-    """How a run pruned: ``rule`` (``per_layer`` or ``graph_layers``), ``top_k``,
+    """How a run pruned: ``rule`` (``per_layer``, ``graph_layers`` or
+    ``graph_layers_softmax``), ``top_k``,
     ``graph_layers`` and the experts every layer started with."""
 
     rule: str
@@ -55,14 +56,14 @@ class PruneRule:
 
     def random_graph_rate(self, num_layers: int) -> float:
         """Probability that random pruning keeps a graph expert in a given layer."""
-        if self.rule == "graph_layers":
+        if self.rule.startswith("graph_layers"):
             return min(self.graph_layers, num_layers) / num_layers
         plain = len(self.experts) - len(self.graph_experts)
         return 1.0 - math.comb(plain, self.top_k) / math.comb(len(self.experts), self.top_k)
 
     def random_structure(self, num_layers: int, rng: np.random.Generator) -> list[frozenset]:
         """A structure drawn by random pruning under this rule: kept experts per layer."""
-        if self.rule == "graph_layers":
+        if self.rule.startswith("graph_layers"):
             chosen = set(rng.choice(num_layers, size=self.graph_layers, replace=False).tolist())
             return [
                 frozenset([self.graph_experts[rng.integers(len(self.graph_experts))]])

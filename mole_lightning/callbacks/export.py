@@ -10,6 +10,8 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
+from mole_lightning.reporting import HeatmapPanel, draw_heatmap
+
 
 def export_table(
     out_dir: Path,
@@ -18,9 +20,12 @@ def export_table(
     rows: list[str],
     columns: list[str],
     title: str,
+    axis_names: tuple[str, str],
     extra: dict | None = None,
 ) -> dict[str, Path]:
-    """Saves ``table`` ``[len(rows), len(columns)]`` as ``<stem>.json``, ``.csv`` and ``.png``.
+    """Saves ``table`` ``[len(rows), len(columns)]`` as ``<stem>.json``, ``.csv`` and ``.png``
+    (a heatmap on the fixed 0–1 scale, axes named by ``axis_names``: row axis, column
+    axis).
 
     NaN cells (e.g. pruned experts) are written as ``null`` / empty and drawn blank.
     Returns the written paths by suffix.
@@ -39,35 +44,9 @@ def export_table(
         writer.writerow(["", *columns])
         for name, row in zip(rows, values, strict=True):
             writer.writerow([name, *("" if v is None else f"{v:.6g}" for v in row)])
-    draw_heatmap(paths["png"], table, rows, columns, title)
+    panel = HeatmapPanel(rows, columns, table.float().numpy())
+    draw_heatmap(paths["png"], {"": panel}, title, axis_names, decimals=3)
     return paths
-
-
-def draw_heatmap(
-    path: Path, table: torch.Tensor, rows: list[str], columns: list[str], title: str
-) -> None:
-    """A labelled heatmap with the value in each cell (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    data = table.float().numpy()
-    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(columns), 1.0 + 0.5 * len(rows)))
-    image = ax.imshow(data, cmap="viridis", aspect="auto")
-    ax.set_xticks(range(len(columns)), columns, rotation=30, ha="right")
-    ax.set_yticks(range(len(rows)), rows)
-    ax.set_title(title)
-    for i in range(len(rows)):
-        for j in range(len(columns)):
-            if not math.isnan(data[i, j]):
-                ax.text(
-                    j, i, f"{data[i, j]:.3f}", ha="center", va="center", color="white", fontsize=8
-                )
-    fig.colorbar(image, ax=ax)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def log_table_to_wandb(trainer: pl.Trainer, key: str, paths: dict[str, Path]) -> None:

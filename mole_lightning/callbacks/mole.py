@@ -71,7 +71,7 @@ class TemperatureAnnealing(Callback):
         pl_module.log("mole/temperature", temperature, on_step=True, on_epoch=False, batch_size=1)
 
 
-PRUNE_RULES = ("per_layer", "graph_layers")
+PRUNE_RULES = ("per_layer", "graph_layers", "graph_layers_softmax")
 
 
 @dataclass(frozen=True)
@@ -109,9 +109,12 @@ class PruneExperts(Callback):
         reset_lr_schedule: start a fresh warmup/decay schedule over the remaining steps
             (else the original schedule continues); a ``phase`` always starts a fresh one.
         rule: ``per_layer`` (the ``top_k`` most important experts of every layer, the
-            paper's text) or ``graph_layers`` (a graph expert in the ``graph_layers`` most
-            confident layers, the MLP expert elsewhere: the authors' latest code).
-        graph_layers: layers that keep a graph expert under ``rule="graph_layers"``.
+            paper's text), ``graph_layers`` (a graph expert in ``graph_layers`` layers, the
+            MLP expert elsewhere, layers ranked as the authors' latest code ranks them:
+            saturated scores, ties to the later layer) or ``graph_layers_softmax`` (the
+            same from the unsaturated importances, ties to the earlier layer; see
+            ``MoleAdapters.prune_to_graph_layers``).
+        graph_layers: layers that keep a graph expert under the ``graph_layers`` rules.
         phase: the retrain phase's own epochs, batch size and warmup; ``None``: the run
             goes on as configured. With a phase the rest of the pruning epoch is skipped,
             the training data is reloaded at the phase's batch size, and the run ends after
@@ -207,7 +210,9 @@ class PruneExperts(Callback):
             paths = export_importance(trainer, mole, "mole_importance_at_prune")
             log_table_to_wandb(trainer, "mole/importance_at_prune", paths)
         if self.rule == "graph_layers":
-            structure = mole.prune_to_graph_layers(self.graph_layers)
+            structure = mole.prune_to_graph_layers(self.graph_layers, ranking="authors")
+        elif self.rule == "graph_layers_softmax":
+            structure = mole.prune_to_graph_layers(self.graph_layers, ranking="softmax")
         else:
             structure = mole.prune(self.top_k)
         if self.retrain == "scratch":
@@ -243,7 +248,7 @@ class PruneExperts(Callback):
         kept = (
             f"top-{self.top_k} per layer"
             if self.rule == "per_layer"
-            else f"graph experts in {self.graph_layers} layers, mlp elsewhere"
+            else f"graph experts in {self.graph_layers} layers ({self.rule}), mlp elsewhere"
         )
         rank_zero_info(
             f"MoLE pruned at step {self.pruned_at} (epoch {trainer.current_epoch}) to {kept}: "
@@ -381,6 +386,7 @@ def export_importance(trainer: pl.Trainer, mole, stem: str) -> dict:
         rows,
         mole.expert_names,
         title=f"MoLE expert importance (step {trainer.global_step})",
+        axis_names=("layer", "expert"),
         extra={"step": trainer.global_step, "structure": mole.structure},
     )
 

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.trainer.states import TrainerFn
 
 from mole_lightning.callbacks.export import export_table, log_table_to_wandb, run_dir
+
+
+def shown_model(trainer: pl.Trainer) -> str:
+    """Which model a validation ran: ``checkpoint <file> (step <k>)`` when a checkpoint
+    was loaded to validate it (the best one, re-validated at the end), else ``step <k>``
+    of the training run."""
+    if trainer.state.fn == TrainerFn.VALIDATING and trainer.ckpt_path:
+        return f"checkpoint {Path(trainer.ckpt_path).name} (step {trainer.global_step})"
+    return f"step {trainer.global_step}"
 
 
 class LayerSelectionExport(Callback):
@@ -40,15 +52,18 @@ class LayerSelectionExport(Callback):
             totals > 0, counts / totals.clamp(min=1), torch.full_like(counts, float("nan"))
         )
         names = [f"layer {i}" for i in range(counts.shape[0])]
+        shown = shown_model(trainer)
         paths = export_table(
             run_dir(trainer),
             "molex_selection",
             frequencies,
             names,
             names,
-            title=f"MoLEx layer selection frequency (step {trainer.global_step})",
+            title=f"MoLEx layer selection frequency on the dev set ({shown})",
+            axis_names=("routed layer", "chosen layer"),
             extra={
                 "step": trainer.global_step,
+                "model": shown,
                 "counts": counts.long().tolist(),
                 "routed_layers": routing.routed_layers,
                 "dropped_routes": dropped.long().tolist(),

@@ -24,18 +24,14 @@ from mole_lightning.analysis.curves import (
     plot_learning_curves,
     validations_by_epoch,
 )
-from mole_lightning.analysis.heatmaps import (
-    ExpertTable,
-    average_tables,
-    plot_side_by_side,
-    read_expert_table,
-)
+from mole_lightning.analysis.heatmaps import average_tables, read_expert_table
 from mole_lightning.analysis.runs import Run
 from mole_lightning.analysis.table import build_table, human_count, task_label, task_order
 from mole_lightning.callbacks.throughput import THROUGHPUT_FILE
 from mole_lightning.evidence.protocol import ProtocolCell
 from mole_lightning.evidence.runner import format_duration, read_record, wall_seconds
 from mole_lightning.evidence.state import DONE, NEW, CellState
+from mole_lightning.reporting import HeatmapPanel, draw_heatmap
 
 BEGIN = "<!-- evidence:begin (scripts/evidence.py --report writes this section; edits inside are overwritten) -->"
 END = "<!-- evidence:end -->"
@@ -247,7 +243,7 @@ def mole_structures(results: list[CellResult]) -> dict[str, dict[int, list[list[
     return dict(found)
 
 
-def structure_table(by_seed: dict[int, list[list[str]]], experts: list[str]) -> ExpertTable:
+def structure_table(by_seed: dict[int, list[list[str]]], experts: list[str]) -> HeatmapPanel:
     """Layer × expert: the fraction of seeds in which the expert survived pruning."""
     layers = max(len(s) for s in by_seed.values())
     values = np.zeros((layers, len(experts)))
@@ -255,7 +251,7 @@ def structure_table(by_seed: dict[int, list[list[str]]], experts: list[str]) -> 
         for layer, kept in enumerate(structure):
             for name in kept:
                 values[layer, experts.index(name)] += 1
-    return ExpertTable([f"layer {i}" for i in range(layers)], experts, values / len(by_seed))
+    return HeatmapPanel([f"layer {i}" for i in range(layers)], experts, values / len(by_seed))
 
 
 def mole_lines(results: list[CellResult], figures: Path, link: Path) -> list[str]:
@@ -271,10 +267,10 @@ def mole_lines(results: list[CellResult], figures: Path, link: Path) -> list[str
         experts = sorted({e for s in by_seed.values() for kept in s for e in kept})
         path = figures / f"mole_structure_{task}.png"
         figures.mkdir(parents=True, exist_ok=True)
-        plot_side_by_side(
+        draw_heatmap(
+            path,
             {f"{task_label(task)} (n={len(seeds)} seeds)": structure_table(by_seed, experts)},
             "MoLE: fraction of seeds keeping each expert",
-            path,
             ("layer", "expert"),
         )
         lines += [
@@ -293,7 +289,7 @@ def mole_lines(results: list[CellResult], figures: Path, link: Path) -> list[str
 
 def molex_lines(results: list[CellResult], figures: Path, link: Path) -> list[str]:
     """One selection heatmap per task, the mean over its done seeds."""
-    by_task: dict[str, list[ExpertTable]] = defaultdict(list)
+    by_task: dict[str, list[HeatmapPanel]] = defaultdict(list)
     for r in results:
         path = r.cell.path / "molex_selection.json"
         if r.done and r.cell.method == "molex" and path.is_file():
@@ -308,10 +304,10 @@ def molex_lines(results: list[CellResult], figures: Path, link: Path) -> list[st
     for task in sorted(by_task, key=task_order):
         path = figures / f"molex_selection_{task}.png"
         figures.mkdir(parents=True, exist_ok=True)
-        plot_side_by_side(
-            {f"{task_label(task)} (n={len(by_task[task])} seeds)": average_tables(by_task[task])},
-            "MoLEx layer selection frequency",
+        draw_heatmap(
             path,
+            {f"{task_label(task)} (n={len(by_task[task])} seeds)": average_tables(by_task[task])},
+            "MoLEx layer selection frequency (the best checkpoint's dev pass)",
             ("routed layer", "chosen layer"),
         )
         lines.append(f"- {task_label(task)}: [{path.name}]({relative_link(path, link)})")

@@ -17,12 +17,15 @@ class AdapterConfig:
         dropout: dropout on the adapter's output.
         scaling: factor on the adapter's output (the MoLE authors use 4.0).
         layer_norm: apply a LayerNorm to the input first (MoLE authors' MLP expert).
+        zero_down_bias: the down-projection's bias starts at zero (the MoLE authors' MLP
+            expert); ``False``: PyTorch's default ``nn.Linear`` init.
     """
 
     bottleneck: int = 64
     dropout: float = 0.1
     scaling: float = 1.0
     layer_norm: bool = False
+    zero_down_bias: bool = False
 
 
 class BottleneckAdapter(nn.Module):
@@ -41,6 +44,8 @@ class BottleneckAdapter(nn.Module):
         self.scaling = cfg.scaling
         nn.init.zeros_(self.up.weight)
         nn.init.zeros_(self.up.bias)
+        if cfg.zero_down_bias:
+            nn.init.zeros_(self.down.bias)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         h = self.up(torch.relu(self.down(self.norm(hidden_states))))

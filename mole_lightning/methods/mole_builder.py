@@ -28,6 +28,8 @@ MOLE_CONFIG_KEYS = (
     "message_weights",
     "later_convs_single_relation",
     "zero_init_up",
+    "rgcn_init",
+    "mlp_zero_down_bias",
 )
 
 

@@ -29,6 +29,8 @@ MOLEX_CONFIG_KEYS = (
     "shared_router",
     "router_lr",
     "router_weight_decay",
+    "router_decay_biases",
+    "cosine_embedding_init_std",
     "rerun_own_layer_when_chosen",
     "decode_with_mixed_kv_cache",
 )

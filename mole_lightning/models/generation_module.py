@@ -24,17 +24,34 @@ CAUSAL_LM_METHODS = {"full", "lora", "molex"}
 
 @dataclass
 class GenerationSettings:
-    """Beam-search settings of ``transformers``' ``generate`` (the ``task`` node's keys)."""
+    """Beam-search settings of ``transformers``' ``generate`` (the ``task`` node's keys).
+
+    Attributes:
+        eos_token_ids: tokens that end a text (``None``: the tokenizer's EOS; the MoLEx
+            authors' E2E decoding: 50256 and 628, GPT-2's ``"\n\n"``).
+        first_step_pad_to: MoLEx batch-vote decoding as the authors run it: the routing
+            of the first decoding step is voted over the prompt right-padded to this
+            many tokens with ``first_step_pad_id`` (their first call runs the padded
+            prompt, so padding votes; causal attention keeps the prompt's states
+            otherwise the same); ``None``: the prompt alone votes.
+        first_step_pad_id: the padding token of that vote (the authors: 0).
+    """
 
     num_beams: int = 10
     max_new_tokens: int = 64
     length_penalty: float = 0.8
     no_repeat_ngram_size: int = 4
     repetition_penalty: float = 1.0
+    eos_token_ids: list[int] | None = None
+    first_step_pad_to: int | None = None
+    first_step_pad_id: int = 0
 
     @classmethod
     def from_task(cls, task: DictConfig) -> GenerationSettings:
-        return cls(**{f.name: task[f.name] for f in fields(cls) if f.name in task})
+        settings = cls(**{f.name: task[f.name] for f in fields(cls) if f.name in task})
+        if settings.eos_token_ids is not None:
+            settings.eos_token_ids = [int(i) for i in settings.eos_token_ids]
+        return settings
 
 
 def check_method(method: DictConfig, backbone: DictConfig) -> None:
@@ -98,6 +115,15 @@ class GenerationModule(TunedModule):
         )
         self.tokenizer = load_tokenizer(cfgs["backbone"])
         self.generation = GenerationSettings.from_task(cfgs["task"])
+        method = cfgs["method"]
+        if self.generation.first_step_pad_to is not None and (
+            method.name != "molex" or method.get("routing") != "batch_vote"
+        ):
+            raise ConfigError(
+                "task.first_step_pad_to (padding votes in the first decoding step) needs "
+                f"method=molex with method.routing=batch_vote; got method={method.name} "
+                f"routing={method.get('routing')}"
+            )
         self.label_smoothing = float(cfgs["task"].get("label_smoothing", 0.0))
         self._generated: list[tuple[int, str, list[str]]] = []
 
@@ -151,6 +177,11 @@ class GenerationModule(TunedModule):
         """
         routing = self.encoder.parts["molex"] if "molex" in self.encoder.parts else None
         counts = routing.selection_counts.clone() if routing is not None else None
+        if routing is not None and self.generation.first_step_pad_to is not None:
+            routing.force_choice_on_next_call(
+                self.padded_first_step_choices(input_ids, attention_mask)
+            )
+        eos = self.generation.eos_token_ids or self.tokenizer.eos_token_id
         output = self.encoder.backbone.generate(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -159,7 +190,7 @@ class GenerationModule(TunedModule):
             # decodes the authors' way (mixed KV cache)
             use_cache=routing is None or routing.cfg.decode_with_mixed_kv_cache,
             pad_token_id=self.tokenizer.pad_token_id,
-            eos_token_id=self.tokenizer.eos_token_id,
+            eos_token_id=eos,
             num_beams=self.generation.num_beams,
             max_new_tokens=self.generation.max_new_tokens,
             length_penalty=self.generation.length_penalty,
@@ -172,6 +203,25 @@ class GenerationModule(TunedModule):
             output[:, input_ids.shape[1] :], skip_special_tokens=True
         )
         return [" ".join(text.split()) for text in texts]
+
+    @torch.no_grad()
+    def padded_first_step_choices(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> dict[int, int]:
+        """The batch-vote choice of every routed layer when the prompts run right-padded
+        to ``first_step_pad_to`` tokens of ``first_step_pad_id`` (unmasked: the authors'
+        first decoding call, where padding votes). Their first call then continues on
+        the prompt positions, which causal attention keeps independent of the padding
+        given these choices: ``generate_ids`` forces them on its first model call."""
+        routing = self.encoder.parts["molex"]
+        pad = max(self.generation.first_step_pad_to - input_ids.shape[1], 0)
+        ids = F.pad(input_ids, (0, pad), value=self.generation.first_step_pad_id)
+        mask = F.pad(attention_mask, (0, pad), value=1)
+        before = routing.selection_counts.clone()
+        self.encoder.backbone.base_model(input_ids=ids, attention_mask=mask, use_cache=False)
+        chosen = routing.selection_counts - before
+        routing.selection_counts.copy_(before)
+        return {t: int(chosen[t].argmax()) for t in routing.routed_layers}
 
     def generate_texts(self, mrs: list[str], e2e_format: str = "prompt") -> list[str]:
         """Generates one text per meaning representation (``"name[The Vaults], eatType[pub]"``)

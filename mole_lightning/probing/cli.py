@@ -9,12 +9,16 @@ from pathlib import Path
 import hydra
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from mole_lightning.data.glue import get_task, read_glue_split
 from mole_lightning.errors import ConfigError, reported_as_exit
-from mole_lightning.evaluation.checkpoint import load_module, resolve_checkpoint
+from mole_lightning.evaluation.checkpoint import (
+    check_checkpoint,
+    load_module,
+    resolve_checkpoint,
+)
 from mole_lightning.graphs import SentenceGraphs
 from mole_lightning.methods.encoder import TunedEncoder
 from mole_lightning.models.backbone import load_backbone, load_tokenizer
@@ -34,6 +38,7 @@ from mole_lightning.probing.properties import (
     spacy_probe_sentences,
 )
 from mole_lightning.probing.report import format_table, layer_names, plot_heatmap, write_table
+from mole_lightning.utils.run_info import RESOLVED_CONFIG
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
@@ -62,6 +67,9 @@ def load_probed_model(ckpt_path: str | None, backbone: DictConfig) -> ProbedMode
             None,
         )
     ckpt, run_dir = resolve_checkpoint(ckpt_path)
+    config_path = run_dir / RESOLVED_CONFIG
+    run_cfg = OmegaConf.load(config_path) if config_path.is_file() else None
+    check_checkpoint(ckpt, run_cfg, config_path)
     module = load_module(ckpt)
     name = f"{module.hparams.task['name']} {module.encoder.method} ({run_dir.name})"
     return ProbedModel(
@@ -149,11 +157,21 @@ def probe(cfg: DictConfig) -> dict[str, dict]:
         "test_size": cfg.test_size,
         "examples": counts,
     }
+    test_items = {
+        p: len(probe_split(data.labels[p], cfg.test_size, cfg.seed)[1])
+        for p in cfg.properties
+        if p in data.labels
+    }
+    meta["test_items"] = test_items
     tables = {"probe": probe_table(cfg, model, data, device)}
     stem = out_dir / f"probe_{cfg.dataset}"
     paths = write_table(stem, tables["probe"], meta)
     plot_heatmap(
-        tables["probe"], f"probe accuracy: {model.name}, {cfg.dataset}", stem.with_suffix(".png")
+        tables["probe"],
+        f"probe accuracy: {model.name}, {cfg.dataset}",
+        stem.with_suffix(".png"),
+        test_items,
+        cfg.min_test_items,
     )
     print(format_table(tables["probe"]))
     if cfg.compare_ckpt is not None:
@@ -167,6 +185,8 @@ def probe(cfg: DictConfig) -> dict[str, dict]:
             diff,
             f"probe accuracy: {model.name} minus {other.name}",
             diff_stem.with_suffix(".png"),
+            test_items,
+            cfg.min_test_items,
             diverging=True,
         )
         print(f"\ndifference ({model.name} minus {other.name}):\n{format_table(diff)}")

@@ -6,13 +6,10 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from mole_lightning.utils.run_info import write_json  # noqa: E402
+from mole_lightning.reporting import HeatmapPanel, draw_heatmap
+from mole_lightning.utils.run_info import write_json
 
 
 def layer_names(num_layers: int) -> list[str]:
@@ -34,35 +31,29 @@ def write_table(stem: Path, table: dict, meta: dict) -> list[Path]:
     return paths
 
 
-def plot_heatmap(table: dict, title: str, path: Path, diverging: bool = False) -> None:
-    """Rows (layers, then ``majority``) × properties, each cell annotated."""
+def plot_heatmap(
+    table: dict,
+    title: str,
+    path: Path,
+    test_items: dict[str, int],
+    min_items: int,
+    diverging: bool = False,
+) -> None:
+    """Rows (layers, then ``majority``) × properties, each cell annotated with its value
+    and the property's number of test items; properties with fewer than ``min_items``
+    are greyed out (a difference on few items is mostly noise)."""
     rows = list(table)
     properties = list(table[rows[0]])
     values = np.array([[table[r][p] for p in properties] for r in rows])
-    fig, ax = plt.subplots(figsize=(1.3 * len(properties) + 2, 0.45 * len(rows) + 1.5))
-    if diverging:
-        bound = max(float(np.abs(values).max()), 1e-6)
-        image = ax.imshow(values, cmap="RdBu", vmin=-bound, vmax=bound, aspect="auto")
-    else:
-        image = ax.imshow(values, cmap="viridis", vmin=0, vmax=1, aspect="auto")
-    for i in range(len(rows)):
-        for j in range(len(properties)):
-            ax.text(
-                j,
-                i,
-                f"{values[i, j]:+.2f}" if diverging else f"{values[i, j]:.2f}",
-                ha="center",
-                va="center",
-                fontsize=7,
-                color="black" if diverging else "white",
-            )
-    ax.set_xticks(range(len(properties)), properties, rotation=30, ha="right")
-    ax.set_yticks(range(len(rows)), rows)
-    ax.set_title(title, fontsize=9)
-    fig.colorbar(image, ax=ax, fraction=0.04)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    counts = np.array([[test_items.get(p, 0) for p in properties] for _ in rows])
+    draw_heatmap(
+        path,
+        {"": HeatmapPanel(rows, properties, values, counts)},
+        title,
+        ("layer", "property"),
+        scale="diverging" if diverging else (0.0, 1.0),
+        min_count=min_items,
+    )
 
 
 def format_table(table: dict) -> str:

@@ -20,6 +20,7 @@ _CHOICES = {
     "wordless_tokens": ("zero", "identity"),
     "message_weights": ("relation", "label"),
     "gate_sampling": ("per_example", "per_batch", "none"),
+    "rgcn_init": ("glorot", "dgl"),
 }
 
 
@@ -69,6 +70,12 @@ class MoleConfig:
             is a no-op (ours; the MLP expert's always does, as the authors'). Only for
             ``graph_expert="projected"``: the direct expert ends in a ReLU, and a zero
             last layer would never get a gradient.
+        rgcn_init: ``"glorot"`` (ours: relation and self weights Glorot-uniform, times
+            the ReLU gain in the direct expert) or ``"dgl"`` (the authors' DGL
+            ``RelGraphConv``: relation weights ``U(+-1/sqrt(in))``, self weight Glorot
+            with the ReLU gain, zero bias); see ``RelationalGraphConv``.
+        mlp_zero_down_bias: the MLP expert's down-projection bias starts at zero (the
+            authors); ``False``: PyTorch's default ``nn.Linear`` bias init.
     """
 
     experts: list[str] = field(default_factory=lambda: list(EXPERTS))
@@ -91,6 +98,8 @@ class MoleConfig:
     message_weights: str = "relation"
     later_convs_single_relation: bool = False
     zero_init_up: bool = True
+    rgcn_init: str = "glorot"
+    mlp_zero_down_bias: bool = False
 
     def __post_init__(self) -> None:
         self.experts = list(self.experts)
@@ -125,4 +134,5 @@ class MoleConfig:
             dropout=self.dropout,
             scaling=self.mlp_scaling,
             layer_norm=self.mlp_layer_norm,
+            zero_down_bias=self.mlp_zero_down_bias,
         )

@@ -55,7 +55,7 @@ class GraphExpert(nn.Module):
                 nn.init.zeros_(self.up.weight)
                 nn.init.zeros_(self.up.bias)
         self.convs = nn.ModuleList(
-            RelationalGraphConv(widths[i], widths[i + 1], cfg.num_relations, gain)
+            RelationalGraphConv(widths[i], widths[i + 1], cfg.num_relations, gain, cfg.rgcn_init)
             for i in range(cfg.rgcn_layers)
         )
 

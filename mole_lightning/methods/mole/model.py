@@ -26,6 +26,10 @@ from mole_lightning.methods.mole.experts import build_expert
 from mole_lightning.methods.mole.gate import ExpertGate
 from mole_lightning.models.optim import GroupSettings
 
+AUTHORS_RANKING_TEMPERATURE = 1e-3
+"""The authors' softmax temperature when ranking layers for ``prune.rule=graph_layers``."""
+GRAPH_LAYER_RANKINGS = ("authors", "softmax")
+
 
 class MoleLayer(nn.Module):
     """The experts of one layer and their gate: ``[batch, seq, hidden] -> [batch, seq, hidden]``.
@@ -268,17 +272,33 @@ class MoleAdapters(nn.Module):
             layer.keep([names[i] for i in order[:top_k].tolist()])
         return self.structure
 
-    def prune_to_graph_layers(self, graph_layers: int) -> list[list[str]]:
-        """Keeps a graph expert in only the ``graph_layers`` layers whose most important
-        graph expert scores highest, and the MLP expert in every other layer (the authors'
-        latest code). In a chosen layer the kept graph expert is its most important one.
-        Ties go to the earlier expert (``cfg.experts`` order) and the earlier layer.
-        Returns the kept ``structure``.
+    def prune_to_graph_layers(self, graph_layers: int, ranking: str = "authors") -> list[list[str]]:
+        """Keeps a graph expert in only ``graph_layers`` layers and the MLP expert in every
+        other layer (the authors' latest code). Returns the kept ``structure``.
+
+        ``ranking="authors"`` (``prune.rule=graph_layers``): the authors' ranking. Each
+        layer's scores are a float32 ``softmax(logits / 0.001)`` over its experts, which
+        saturates (the winner of a layer scores 1.0 unless a rival is within ~0.02, the
+        others underflow towards 0); a layer's score is its best graph expert's, and that
+        expert is the one it keeps (the first in ``cfg.experts`` order on ties, e.g. when
+        every graph expert underflowed to 0). The layers are sorted by score with a stable
+        ascending sort and the last ``graph_layers`` are kept: ties, common after the
+        saturation, go to the LATER layer.
+
+        ``ranking="softmax"`` (``prune.rule=graph_layers_softmax``, this project's rule
+        before the authors' ranking was reproduced): the same choice from the unsaturated
+        importance ``softmax(logits)``, ties to the earlier expert and the EARLIER layer:
+        it ranks layers by how confident their gates are, which the saturated scores
+        cannot (they mostly say only whether a graph expert won the layer).
 
         Raises:
-            ConfigError: ``graph_layers`` is outside ``[0, layers]``, or a layer lacks the
-                MLP expert or every graph expert.
+            ConfigError: ``graph_layers`` is outside ``[0, layers]``, a layer lacks the
+                MLP expert or every graph expert, or ``ranking`` is unknown.
         """
+        if ranking not in GRAPH_LAYER_RANKINGS:
+            raise ConfigError(
+                f"MoLE graph-layer ranking {ranking!r}; valid: {', '.join(GRAPH_LAYER_RANKINGS)}"
+            )
         if not 0 <= graph_layers <= len(self.layers):
             raise ConfigError(
                 f"MoLE prune.graph_layers={graph_layers} must be in [0, {len(self.layers)}]"
@@ -286,17 +306,26 @@ class MoleAdapters(nn.Module):
         best: list[tuple[float, str]] = []
         for index, layer in enumerate(self.layers):
             names = list(layer.experts)
-            graph = [(i, n) for i, n in enumerate(names) if n in GRAPH_EXPERTS]
-            if "mlp" not in names or not graph:
+            graph = [i for i, n in enumerate(names) if n in GRAPH_EXPERTS]
+            if "mlp" not in names or not graph or layer.gate is None:
                 raise ConfigError(
                     f"MoLE prune.rule=graph_layers needs the mlp expert and a graph expert in "
                     f"every layer; layer {index} holds {names}"
                 )
-            importance = layer.importance()
-            i, name = max(graph, key=lambda item: (float(importance[item[0]]), -item[0]))
-            best.append((float(importance[i]), name))
-        ranked = sorted(range(len(best)), key=lambda index: (-best[index][0], index))
-        chosen = set(ranked[:graph_layers])
+            if ranking == "authors":
+                logits = layer.gate.logits.detach().to("cpu", torch.float32)
+                scores = torch.softmax(logits / AUTHORS_RANKING_TEMPERATURE, dim=-1)
+            else:
+                scores = layer.importance()
+            graph_scores = scores[graph]
+            i = int(graph_scores.argmax())  # the first of equal maxima
+            best.append((float(graph_scores[i]), names[graph[i]]))
+        if ranking == "authors":
+            ascending = sorted(range(len(best)), key=lambda index: (best[index][0], index))
+            chosen = set(ascending[len(best) - graph_layers :])
+        else:
+            descending = sorted(range(len(best)), key=lambda index: (-best[index][0], index))
+            chosen = set(descending[:graph_layers])
         for index, layer in enumerate(self.layers):
             layer.keep([best[index][1]] if index in chosen else ["mlp"])
         return self.structure

@@ -154,21 +154,43 @@ GRAPH_IMPLS: dict[str, type[DenseRelationalGraph] | type[SparseRelationalGraph]]
 }
 
 
+RGCN_INITS = ("glorot", "dgl")
+
+
 class RelationalGraphConv(nn.Module):
     """One RGCN layer ``[batch, W, in] -> [batch, W, out]`` on a prepared graph.
 
-    Parameters are named and initialised as in ``torch_geometric.nn.RGCNConv`` (Glorot
-    ``weight [R, in, out]`` and ``root [in, out]`` times ``gain``, zero ``bias [out]``;
-    DGL's ``RelGraphConv``, the MoLE authors', uses the ReLU gain ``sqrt(2)``).
+    Parameters are named as in ``torch_geometric.nn.RGCNConv``: ``weight [R, in, out]``,
+    ``root [in, out]``, zero ``bias [out]``. ``init``:
+
+    - ``"glorot"``: both weights ``U(+-gain * sqrt(6 / (in + out)))`` (RGCNConv's Glorot
+      init times ``gain``);
+    - ``"dgl"``: DGL's ``RelGraphConv`` (DGL >= 0.8, the MoLE authors'): the relation
+      weights as ``TypedLinear`` draws them, ``U(+-1 / sqrt(in))``, the self-loop weight
+      ``xavier_uniform_`` with ``calculate_gain("relu")`` (``U(+-sqrt(2) * sqrt(6 / (in +
+      out)))``), zero bias; ``gain`` is unused. Drawn in that order (relations, then
+      self loop), so a seeded DGL-style draw gives the same tensors.
     """
 
     def __init__(
-        self, in_features: int, out_features: int, num_relations: int, gain: float = 1.0
+        self,
+        in_features: int,
+        out_features: int,
+        num_relations: int,
+        gain: float = 1.0,
+        init: str = "glorot",
     ) -> None:
         super().__init__()
+        if init not in RGCN_INITS:
+            raise ValueError(f"RGCN init {init!r}; valid: {', '.join(RGCN_INITS)}")
         self.weight = nn.Parameter(torch.empty(num_relations, in_features, out_features))
         self.root = nn.Parameter(torch.empty(in_features, out_features))
         self.bias = nn.Parameter(torch.zeros(out_features))
+        if init == "dgl":
+            bound = 1.0 / math.sqrt(in_features)
+            nn.init.uniform_(self.weight, -bound, bound)
+            nn.init.xavier_uniform_(self.root, gain=nn.init.calculate_gain("relu"))
+            return
         bound = gain * math.sqrt(6.0 / (in_features + out_features))
         nn.init.uniform_(self.weight, -bound, bound)
         nn.init.uniform_(self.root, -bound, bound)

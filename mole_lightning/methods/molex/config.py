@@ -81,7 +81,13 @@ class MolexConfig:
         router_lr: learning rate of the routers' and mix weights' own optimizer group
             (``None``: the run's ``optim.lr``). It follows the run's warmup and decay.
         router_weight_decay: weight decay of that group (``None``: ``optim.weight_decay``);
-            router biases get none, like every bias.
+            router biases get none, like every bias, unless ``router_decay_biases``.
+        router_decay_biases: the router biases decay at ``router_weight_decay`` too (the
+            authors' router group decays every parameter in it); ``False`` (ours): biases
+            never decay.
+        cosine_embedding_init_std: std of the normal init of the cosine router's
+            candidate embeddings (``None``: ``router_init_std``; the authors, from
+            tutel's ``CosineTopKGate``: 0.01).
         rerun_own_layer_when_chosen: when layer ``t`` picks itself in training, run it a
             second time (a fresh dropout mask) for the chosen share, as the authors'
             code does; ``False`` reuses ``u_t(z_t)`` (identical without dropout).
@@ -128,6 +134,8 @@ class MolexConfig:
     shared_router: bool = False
     router_lr: float | None = None
     router_weight_decay: float | None = None
+    router_decay_biases: bool = False
+    cosine_embedding_init_std: float | None = None
     rerun_own_layer_when_chosen: bool = False
     decode_with_mixed_kv_cache: bool = False
 
@@ -176,9 +184,11 @@ class MolexConfig:
             self.router_proj_dim < 1
             or self.router_init_std <= 0
             or self.cosine_init_temperature <= 0
+            or (self.cosine_embedding_init_std is not None and self.cosine_embedding_init_std <= 0)
         ):
             raise ConfigError(
-                "molex.router_proj_dim, router_init_std and cosine_init_temperature must be positive"
+                "molex.router_proj_dim, router_init_std, cosine_embedding_init_std and "
+                "cosine_init_temperature must be positive"
             )
 
     def resolve_layers(self, num_layers: int) -> tuple[list[int], list[int]]:

@@ -51,6 +51,11 @@ class CosineRouter(nn.Module):
     ``CosineTopKGate``): ``cos(proj(x), e_j) / tau`` with a learned embedding ``e_j`` per
     candidate and a learned temperature ``tau`` (its inverse clamped at 100).
 
+    The projection starts at N(0, ``init_std``) with a zero bias, the embeddings at
+    N(0, ``embedding_init_std``) (``None``: ``init_std``; tutel and the authors: 0.01).
+    The embeddings are normalised in the forward pass, so their init scale sets only how
+    far one optimizer step turns them.
+
     ``norm_axis="sequence"`` (the authors' variant) L2-normalises ``proj(x)``
     ``[batch, seq, proj]`` along dim 1, the sequence, instead of the feature axis; the
     embeddings are normalised along their feature axis either way.
@@ -64,11 +69,13 @@ class CosineRouter(nn.Module):
         init_std: float,
         init_temperature: float,
         norm_axis: str = "feature",
+        embedding_init_std: float | None = None,
     ) -> None:
         super().__init__()
         self.norm_dim = 1 if norm_axis == "sequence" else -1
         self.proj = nn.Linear(hidden, proj_dim)
-        self.embeddings = nn.Parameter(torch.randn(num_candidates, proj_dim) * init_std)
+        std = init_std if embedding_init_std is None else embedding_init_std
+        self.embeddings = nn.Parameter(torch.randn(num_candidates, proj_dim) * std)
         self.log_inv_temperature = nn.Parameter(torch.tensor(math.log(1.0 / init_temperature)))
         nn.init.normal_(self.proj.weight, std=init_std)
         nn.init.zeros_(self.proj.bias)
@@ -92,6 +99,7 @@ def build_router(cfg: MolexConfig, hidden: int, num_candidates: int) -> nn.Modul
             cfg.router_init_std,
             cfg.cosine_init_temperature,
             cfg.cosine_norm_axis,
+            cfg.cosine_embedding_init_std,
         )
     return LinearRouter(hidden, num_candidates, cfg.router_init_std)
 

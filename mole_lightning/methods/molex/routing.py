@@ -133,6 +133,8 @@ class MolexRouting(nn.Module):
         self._padding_mask: torch.Tensor | None = None
         self._balance_terms: dict[int, torch.Tensor] = {}
         self._forced: dict[int, int] = {}
+        self._forced_next_call: dict[int, int] = {}
+        self._forced_this_call: dict[int, int] = {}
 
     @classmethod
     def attach(cls, backbone: nn.Module, cfg: MolexConfig) -> MolexRouting:
@@ -192,12 +194,21 @@ class MolexRouting(nn.Module):
         return own, chosen
 
     def optimizer_group(self) -> GroupSettings | None:
-        """The routers and mix logits with ``router_lr`` / ``router_weight_decay``, or
-        ``None`` when both follow the run's."""
-        if self.cfg.router_lr is None and self.cfg.router_weight_decay is None:
+        """The routers and mix logits with ``router_lr`` / ``router_weight_decay`` (their
+        biases decayed too with ``router_decay_biases``), or ``None`` when all follow the
+        run's."""
+        cfg = self.cfg
+        if (
+            cfg.router_lr is None
+            and cfg.router_weight_decay is None
+            and not cfg.router_decay_biases
+        ):
             return None
         return GroupSettings(
-            tuple(self.parameters()), self.cfg.router_lr, self.cfg.router_weight_decay
+            tuple(self.parameters()),
+            cfg.router_lr,
+            cfg.router_weight_decay,
+            decay_biases=cfg.router_decay_biases,
         )
 
     def reset_selection_counts(self) -> None:
@@ -214,6 +225,15 @@ class MolexRouting(nn.Module):
     def force_choice(self, layer_to_choice: dict[int, int] | None) -> None:
         """Makes routed layer ``t`` use layer ``layer_to_choice[t]`` for every example with
         weight 1 instead of asking its router (``None``: route normally again)."""
+        self._forced = self._checked_choices(layer_to_choice)
+
+    def force_choice_on_next_call(self, layer_to_choice: dict[int, int] | None) -> None:
+        """``force_choice`` for the next call of the model only (then the routers, or the
+        ``force_choice`` choices, decide again): the choices of a decoding's first step
+        taken from another input (the authors' padded first step)."""
+        self._forced_next_call = self._checked_choices(layer_to_choice)
+
+    def _checked_choices(self, layer_to_choice: dict[int, int] | None) -> dict[int, int]:
         forced = dict(layer_to_choice or {})
         for t, j in forced.items():
             if t not in self._slot or not 0 <= j < self.selection_counts.shape[0]:
@@ -221,7 +241,7 @@ class MolexRouting(nn.Module):
                     f"force_choice({{{t}: {j}}}): {t} must be a routed layer "
                     f"({self.routed_layers}) and {j} a layer index"
                 )
-        self._forced = forced
+        return forced
 
     def __getstate__(self) -> dict[str, Any]:
         """Copies and pickles leave out the last forward's mask and loss terms (graph
@@ -237,6 +257,8 @@ class MolexRouting(nn.Module):
         )
         if base.training:
             self._balance_terms = {}
+        self._forced_this_call = getattr(self, "_forced_next_call", {})
+        self._forced_next_call = {}
 
     def _on_layer_output(
         self, t: int, layer: nn.Module, args: tuple, kwargs: dict[str, Any], output: Any
@@ -246,7 +268,7 @@ class MolexRouting(nn.Module):
         cache = call.cache if self.cfg.decode_with_mixed_kv_cache else None
         if cache is None:
             self._refuse_partial_sequence(call, t)
-        forced = self._forced.get(t)
+        forced = getattr(self, "_forced_this_call", {}).get(t, self._forced.get(t))
         if forced is not None:
             choices = torch.full((hidden.shape[0], 1), forced, device=hidden.device)
             weights = torch.ones(hidden.shape[0], 1, device=hidden.device)

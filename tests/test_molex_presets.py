@@ -287,11 +287,9 @@ def test_e2e_preset_sets_the_scripts_router_and_optimizer(tmp_path):
     )
 
 
-def test_e2e_preset_matches_the_authors_equations(tmp_path):
-    """The E2E preset on a tiny 2-block GPT-2 (block 0 routes, both are candidates, as
-    the first 12 of GPT-2 medium's 24): one shared linear gate, ``w = 0.95``, LoRA on the
-    q and v slices of ``c_attn``, label smoothing 0.1, balance ``0.01 * L * P_j``, AdamW
-    eps 1e-6 with the gate at lr 0.01 / weight decay 0.1 and the rest at 2e-4 / 0.01."""
+def tiny_e2e_module(tmp_path, *overrides: str):
+    """The E2E preset's GenerationModule on a tiny 2-block GPT-2 (block 0 routes, both
+    blocks are candidates), dropout off, plus ``overrides``; and its config."""
     from mole_lightning.models.generation_module import GenerationModule
 
     no_dropout = [
@@ -303,14 +301,25 @@ def test_e2e_preset_matches_the_authors_equations(tmp_path):
             "backbone=tiny-gpt2",
             "method.routed_layers=[0]",
             "method.dropout=0.0",
-            "method.router_init_std=1.0",
-            "optim.warmup_steps=null",
-            "optim.warmup_ratio=0.0",
             *no_dropout,
+            *overrides,
         ],
         tmp_path,
     )
-    module = GenerationModule(cfg.task, cfg.method, cfg.backbone, cfg.optim)
+    return GenerationModule(cfg.task, cfg.method, cfg.backbone, cfg.optim), cfg
+
+
+def test_e2e_preset_matches_the_authors_equations(tmp_path):
+    """The E2E preset on a tiny 2-block GPT-2 (block 0 routes, both are candidates, as
+    the first 12 of GPT-2 medium's 24): one shared linear gate, ``w = 0.95``, LoRA on the
+    q and v slices of ``c_attn``, label smoothing 0.1, balance ``0.01 * L * P_j``, AdamW
+    eps 1e-6 with the gate at lr 0.01 / weight decay 0.1 and the rest at 2e-4 / 0.01."""
+    module, cfg = tiny_e2e_module(
+        tmp_path,
+        "method.router_init_std=1.0",
+        "optim.warmup_steps=null",
+        "optim.warmup_ratio=0.0",
+    )
     with torch.no_grad():
         for name, p in module.named_parameters():
             if "lora_B" in name:
@@ -468,24 +477,8 @@ def e2e_decoding_module(tmp_path, *overrides: str):
     """The E2E preset on the tiny 2-block GPT-2 (block 0 routes, both are candidates),
     dropout off, with a router on which token 0 (the authors' padding) votes block 1
     and other tokens vote block 0: logit_1 - logit_0 = 8 (<h, e_0> / |e_0|^2 - 1/2)."""
-    from mole_lightning.models.generation_module import GenerationModule
-
-    no_dropout = [
-        f"+backbone.random_init.{k}=0.0" for k in ("resid_pdrop", "embd_pdrop", "attn_pdrop")
-    ]
-    cfg = compose(
-        [
-            "experiment=molex_e2e",
-            "backbone=tiny-gpt2",
-            "method.routed_layers=[0]",
-            "method.dropout=0.0",
-            "task.first_step_pad_to=16",  # the tiny GPT-2 has 256 positions, not 512
-            *no_dropout,
-            *overrides,
-        ],
-        tmp_path,
-    )
-    module = GenerationModule(cfg.task, cfg.method, cfg.backbone, cfg.optim).eval()
+    # the tiny GPT-2 has 256 positions, not 512
+    module = tiny_e2e_module(tmp_path, "task.first_step_pad_to=16", *overrides)[0].eval()
     model = module.encoder.backbone
     with torch.no_grad():
         for name, p in module.named_parameters():

@@ -30,6 +30,12 @@ class CacheError(MoleError, RuntimeError):
     """An on-disk cache is missing, corrupt or was written by another version."""
 
 
+class CheckpointError(MoleError, ValueError):
+    """A checkpoint file is unreadable (truncated, empty, not a checkpoint), holds more
+    than tensors and plain values (refused unloaded), or belongs to another run; the
+    message names the file."""
+
+
 @contextmanager
 def reported_as_exit(reraise: bool = False) -> Iterator[None]:
     """Turns a ``MoleError`` raised inside the block into ``error: <message>`` on stderr

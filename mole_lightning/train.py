@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import warnings
 from pathlib import Path
 
 import hydra
@@ -14,6 +16,7 @@ from pytorch_lightning.callbacks import Callback, EarlyStopping, LearningRateMon
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from mole_lightning.callbacks.checkpointing import (
+    LAST,
     RandomStates,
     RestoreLoaderPosition,
     ValidateLastStep,
@@ -21,30 +24,49 @@ from mole_lightning.callbacks.checkpointing import (
 )
 from mole_lightning.callbacks.progress import ProgressLog
 from mole_lightning.callbacks.throughput import TrainThroughput
+from mole_lightning.core.paths import CONFIG_DIR
 from mole_lightning.data.datamodule import GlueDataModule
 from mole_lightning.errors import ConfigError, reported_as_exit
 from mole_lightning.models.glue_module import GlueModule
 from mole_lightning.models.tuned_module import parameter_counts
+from mole_lightning.utils.checkpoint_io import AtomicCheckpointIO, resume_checkpoint
+from mole_lightning.utils.config_types import check_option_types
 from mole_lightning.utils.loggers import build_loggers
 from mole_lightning.utils.resume import resume_config
-from mole_lightning.utils.run_info import finish_run, start_run
+from mole_lightning.utils.run_dir import claimed_run_dir, resumes_in
+from mole_lightning.utils.run_info import METRICS, finish_run, start_run
 
 TRAINER_EXTRA_KEYS = ("compile",)
 log = logging.getLogger(__name__)
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
-def resolve_ckpt_path(ckpt_path: str | None) -> str | None:
-    """A checkpoint file as given, or a run directory's ``checkpoints/last.ckpt``
-    (``resume_config`` has made that run's folder and config this run's)."""
+def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path | None = None) -> str | None:
+    """The checkpoint file to fit from, checked to load whole and safely
+    (``load_checkpoint``), or ``None``.
+
+    Args:
+        ckpt_path: a checkpoint file, or a run directory (``resume_config`` has made that
+            run's folder and config this run's): its ``checkpoints/last.ckpt``.
+        output_dir: the run's folder. A resume of its own ``last.ckpt`` that is damaged
+            or missing falls back to the newest whole checkpoint there, with a warning.
+
+    Raises:
+        ConfigError: nothing at ``ckpt_path``.
+        CheckpointError: the checkpoint is damaged (and there is no whole one to fall
+            back to) or holds more than tensors and plain values (refused unloaded).
+    """
     if ckpt_path is None:
         return None
     path = Path(ckpt_path)
     if path.is_dir():
-        path = path / "checkpoints" / "last.ckpt"
+        folder = path / "checkpoints"
+        if not any(folder.glob("*.ckpt")):
+            raise ConfigError(f"ckpt_path={ckpt_path!r}: no checkpoint in {folder}")
+        return str(resume_checkpoint(folder / LAST, fall_back=True))
     if not path.is_file():
-        raise ConfigError(f"ckpt_path={ckpt_path!r}: no checkpoint at {path}")
-    return str(path)
+        raise ConfigError(f"ckpt_path={ckpt_path!r}: no such run folder or checkpoint file")
+    own = output_dir is not None and resumes_in(path, output_dir)
+    return str(resume_checkpoint(path, fall_back=own and path.name == LAST))
 
 
 def build_callbacks(cfg: DictConfig) -> list[Callback]:
@@ -188,6 +210,7 @@ def build_trainer(cfg: DictConfig, callbacks: list[Callback], loggers: list) -> 
         callbacks=callbacks,
         logger=loggers or False,
         default_root_dir=cfg.paths.output_dir,
+        plugins=[AtomicCheckpointIO()],  # checkpoint files whole or not at all
     )
 
 
@@ -198,9 +221,26 @@ def train(cfg: DictConfig) -> dict[str, float]:
     (status, versions, git commit), ``metrics.json`` (dev metrics and the final
     ``params/trainable`` / ``params/total``), ``checkpoints/`` and whatever the method's
     callbacks export (heatmaps, tables). Under DDP only global rank 0 writes the run files.
+
+    The checkpoint to fit from is checked (whole, safe) before anything is written, and
+    rank 0 holds the folder (``claimed_run_dir``) for the whole run: a second attempt at
+    once, or a new run into a folder holding another run's files, is refused.
     """
+    check_option_types(cfg)
     output_dir = Path(cfg.paths.output_dir)
     writes_run_files = is_launch_rank_zero()
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
+    if not writes_run_files:
+        return run_training(cfg, output_dir, ckpt_path, writes_run_files)
+    with claimed_run_dir(output_dir, ckpt_path, bool(cfg.get("overwrite_run"))):
+        return run_training(cfg, output_dir, ckpt_path, writes_run_files)
+
+
+def run_training(
+    cfg: DictConfig, output_dir: Path, ckpt_path: str | None, writes_run_files: bool
+) -> dict[str, float]:
+    """``train`` once the run's folder is claimed: fits from ``ckpt_path`` (a checked
+    file or ``None``), validates, records the run's status and metrics (rank 0)."""
     if cfg.get("threads") is not None:
         torch.set_num_threads(int(cfg.threads))
     info = start_run(cfg, output_dir) if writes_run_files else {}
@@ -222,11 +262,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
                 )
             model.encoder.compile_backbone(cfg.trainer.compile)
         callbacks = build_callbacks(cfg)
-        ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"))
         trainer = build_trainer(
             cfg, callbacks, build_loggers(cfg, output_dir, ckpt_path, info.get("wandb_id"))
         )
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        # weights_only: Lightning's torch.load refuses a payload (checked already, and
+        # never left to the TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD environment variable)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         validate_last_step(trainer, model, datamodule, cfg)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         best_path = (
@@ -234,7 +275,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
         )
         if cfg.get("validate_best") and best_path and not cfg.trainer.get("fast_dev_run"):
             best = trainer.validate(
-                model, datamodule=datamodule, ckpt_path=best_path, verbose=False
+                model,
+                datamodule=datamodule,
+                ckpt_path=best_path,
+                verbose=False,
+                weights_only=True,
             )
             metrics.update(
                 {f"best/{k}": float(v) for k, v in best[0].items() if not k.endswith("_best")}
@@ -249,9 +294,22 @@ def train(cfg: DictConfig) -> dict[str, float]:
             finish_run(output_dir, info, status, error=f"{type(err).__name__}: {err}")
         raise
     if writes_run_files:
+        if resumes_in(ckpt_path, output_dir):
+            # a resume that trained no further (a finished run) logs no train/loss or lr:
+            # the values of the attempts before it stay
+            metrics = {**earlier_metrics(output_dir), **metrics}
         finish_run(output_dir, info, "finished", metrics)
     print_metrics(metrics, cfg.task.monitor)
     return metrics
+
+
+def earlier_metrics(output_dir: Path) -> dict:
+    """The run's ``metrics.json`` from an earlier attempt (empty when missing or unreadable)."""
+    try:
+        metrics = json.loads((output_dir / METRICS).read_text())
+    except (OSError, ValueError):
+        return {}
+    return metrics if isinstance(metrics, dict) else {}
 
 
 def validate_last_step(
@@ -284,6 +342,7 @@ def route_lightning_logs() -> None:
 
     Lightning gives its loggers their own console handler and stops propagation when it
     is imported before logging is configured, which kept them out of ``train.log``.
+    Python warnings go to ``train.log`` too (``log_warnings_to_files``).
     """
     if not logging.getLogger().handlers:
         return
@@ -292,6 +351,27 @@ def route_lightning_logs() -> None:
         for handler in [h for h in logger.handlers if type(h) is logging.StreamHandler]:
             logger.removeHandler(handler)
         logger.propagate = True
+    log_warnings_to_files()
+
+
+def log_warnings_to_files() -> None:
+    """Python warnings (``rank_zero_warn``: the project's, e.g. a MoLE run that never
+    prunes, and Lightning's) still print on stderr, and are written to the root logger's
+    file handlers too (the run's ``train.log``), which they bypassed. Installed once."""
+    shown = warnings.showwarning
+    if getattr(shown, "logs_to_files", False):
+        return
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        shown(message, category, filename, lineno, file, line)
+        text = f"{category.__name__}: {message}"
+        record = logging.LogRecord("py.warnings", logging.WARNING, filename, lineno, text, (), None)
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, logging.FileHandler) and record.levelno >= handler.level:
+                handler.handle(record)
+
+    show.logs_to_files = True
+    warnings.showwarning = show
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train.yaml")

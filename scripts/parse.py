@@ -12,10 +12,11 @@ import time
 import hydra
 from omegaconf import DictConfig
 
+from mole_lightning.core.paths import CONFIG_DIR
+from mole_lightning.core.tasks import get_task
 from mole_lightning.data.datamodule import graph_keys, graph_store, graph_texts
-from mole_lightning.data.glue import get_task, read_glue_split
+from mole_lightning.data.glue import read_glue_split
 from mole_lightning.graphs import GRAPH_KINDS
-from mole_lightning.train import CONFIG_DIR
 
 
 def parse_task(cfg: DictConfig) -> list[dict]:

@@ -14,7 +14,7 @@ import csv
 import time
 from pathlib import Path
 
-from mole_lightning.data.glue import GLUE_TASKS, get_task
+from mole_lightning.core.tasks import GLUE_TASKS, get_task
 from mole_lightning.graphs import GRAPH_KINDS, GraphStore
 from mole_lightning.parsing import build_parser
 

@@ -22,8 +22,9 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 from transformers.models.bert.modeling_bert import BertLayer
 
+from mole_lightning.core.backbone_source import load_tokenizer
 from mole_lightning.errors import ConfigError
-from mole_lightning.models.backbone import enable_activation_checkpointing, load_tokenizer
+from mole_lightning.models.backbone import enable_activation_checkpointing
 from mole_lightning.models.glue_module import GlueModule
 from mole_lightning.train import train
 from tests.conftest import compose, fast_run_overrides

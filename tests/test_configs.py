@@ -10,7 +10,7 @@ import pytest
 from hydra.errors import MissingConfigException
 from omegaconf import OmegaConf
 
-from mole_lightning.data.glue import GLUE_TASKS
+from mole_lightning.core.tasks import GLUE_TASKS
 from tests.conftest import CONF_DIR, REPO, compose
 
 TASKS = sorted(p.stem for p in (CONF_DIR / "task").glob("*.yaml"))

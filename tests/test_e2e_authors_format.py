@@ -16,14 +16,9 @@ import pytest
 import torch
 from transformers import GPT2TokenizerFast
 
+from mole_lightning.core.e2e_text import IGNORE_INDEX, authors_context, authors_ids, word_tokenize
 from mole_lightning.data.e2e import read_e2e_csv
-from mole_lightning.data.e2e_authors import authors_context, authors_ids, word_tokenize
-from mole_lightning.data.e2e_datamodule import (
-    IGNORE_INDEX,
-    E2EDataModule,
-    collate_lm,
-    encode_pairs,
-)
+from mole_lightning.data.e2e_datamodule import E2EDataModule, collate_lm, encode_pairs
 from mole_lightning.errors import ConfigError
 from tests.conftest import compose
 

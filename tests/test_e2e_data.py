@@ -7,15 +7,13 @@ from pathlib import Path
 import pytest
 from transformers import GPT2TokenizerFast
 
+from mole_lightning.core.e2e_text import format_prompt, parse_mr, prompt_ids
 from mole_lightning.data.e2e import (
     E2EExample,
     E2EPair,
-    format_prompt,
     group_references,
     lm_example,
     load_e2e_split,
-    parse_mr,
-    prompt_ids,
     read_e2e_csv,
 )
 from mole_lightning.errors import ConfigError, DataFileError, HubUnavailableError

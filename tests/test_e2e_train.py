@@ -13,13 +13,13 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from mole_lightning.core.backbone_source import load_tokenizer
+from mole_lightning.core.e2e_text import authors_ids, collate_prompts
 from mole_lightning.data.e2e import group_references, read_e2e_csv
-from mole_lightning.data.e2e_authors import authors_ids
-from mole_lightning.data.e2e_datamodule import E2EDataModule, collate_lm, collate_prompts
+from mole_lightning.data.e2e_datamodule import E2EDataModule, collate_lm
 from mole_lightning.errors import ConfigError
 from mole_lightning.methods.molex_builder import molex_config
 from mole_lightning.metrics.e2e import METRICS, score_e2e
-from mole_lightning.models.backbone import load_tokenizer
 from mole_lightning.models.generation_module import GenerationModule
 from mole_lightning.train import build_module, train
 from tests.conftest import REPO, compose

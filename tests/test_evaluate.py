@@ -12,7 +12,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from mole_lightning.data.glue import GlueExample, get_task
+from mole_lightning.core.tasks import get_task
+from mole_lightning.data.glue import GlueExample
 from mole_lightning.errors import ConfigError, DataFileError
 from mole_lightning.evaluation.advglue import advglue_sets, read_advglue
 from mole_lightning.evaluation.cli import evaluate, list_override

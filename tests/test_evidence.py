@@ -19,11 +19,11 @@ import yaml
 from filelock import FileLock
 from omegaconf import OmegaConf
 
+from mole_lightning.core.paths import CONFIG_DIR
 from mole_lightning.evidence.protocol import compose_cell, load_protocol, plan_cells
 from mole_lightning.evidence.report import BEGIN, END, replace_section
 from mole_lightning.evidence.runner import ProtocolRunner
 from mole_lightning.evidence.state import config_differences
-from mole_lightning.train import CONFIG_DIR
 from scripts.evidence import INTERRUPTED_EXIT_CODE, main
 from scripts.plain_lora_loop import main as plain_lora_loop
 

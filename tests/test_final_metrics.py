@@ -60,7 +60,8 @@ def test_step_checkpoints_carry_no_score_and_start_before_the_first_validation(
     glue_dir: Path, cache_dir: Path, tmp_path: Path
 ) -> None:
     """``every_n_train_steps=3``: ``last.ckpt`` exists after step 3 (before the first
-    validation, at step 4), and the best checkpoint is one of the validated steps, never
+    validation, at step 4: step 3 needed no validation, so its save became ``last.ckpt``
+    when step 4 began), and the best checkpoint is one of the validated steps, never
     step 3 (whose weights were not scored)."""
     cfg = compose(
         overrides(
@@ -77,7 +78,7 @@ def test_step_checkpoints_carry_no_score_and_start_before_the_first_validation(
     class Probe(Callback):
         seen: dict[int, list[str]] = {}
 
-        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
             folder = tmp_path / "checkpoints"
             names = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
             self.seen[trainer.global_step] = names
@@ -85,7 +86,7 @@ def test_step_checkpoints_carry_no_score_and_start_before_the_first_validation(
     model = build_module(cfg)
     trainer = build_trainer(cfg, [*build_callbacks(cfg), Probe()], [])
     trainer.fit(model, datamodule=build_datamodule(cfg, model))
-    assert Probe.seen[3] == ["last.ckpt"]
+    assert Probe.seen[3] == [] and Probe.seen[4] == ["last.ckpt"]
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
         "best-4.ckpt",
         "best-6.ckpt",

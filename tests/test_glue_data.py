@@ -9,8 +9,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from mole_lightning.core.tasks import GLUE_TASKS, get_task
 from mole_lightning.data.datamodule import GlueDataModule
-from mole_lightning.data.glue import GLUE_TASKS, get_task, read_glue_split, read_glue_tsv
+from mole_lightning.data.glue import read_glue_split, read_glue_tsv
 from mole_lightning.data.tokenized_cache import TOKENIZED_FORMAT
 from mole_lightning.errors import ConfigError, DataFileError
 

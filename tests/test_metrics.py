@@ -8,7 +8,7 @@ import torch
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
-from mole_lightning.data.glue import get_task
+from mole_lightning.core.tasks import get_task
 from mole_lightning.metrics.glue import glue_metrics
 
 

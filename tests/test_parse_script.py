@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 import mole_lightning.graphs.store as store_module
+from mole_lightning.core.tasks import get_task
 from mole_lightning.data.datamodule import GlueDataModule, graph_keys
-from mole_lightning.data.glue import get_task
 from mole_lightning.graphs import GRAPH_KINDS
 from scripts.parse import parse_task
 from tests.conftest import REPO, compose

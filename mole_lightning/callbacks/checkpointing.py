@@ -4,7 +4,8 @@
   that validation's score.
 - ``LastCheckpoint`` writes ``last.ckpt`` (no score) after every validation, every
   ``every_n_train_steps`` optimizer steps (also before the first validation) and at the
-  end of training, so it always holds the latest step.
+  end of training, so it holds the latest step, except a step whose validation has not
+  ended: a run stopped during a validation resumes before it and validates again.
 - ``ValidateLastStep``: the fit loop validates at the last training step, so the final
   metrics are those of the last step.
 - ``RandomStates``: the global random states travel in every checkpoint, so a resumed run
@@ -70,23 +71,51 @@ class LastCheckpoint(Checkpoint):
 
     A ``Checkpoint`` subclass, so Lightning runs it after the other callbacks (and after
     ``ModelCheckpoint``, when listed after it): the file holds their updated state.
+
+    A periodic save (at a step's ``on_train_batch_end``) goes to ``last.ckpt.pending``
+    and becomes ``last.ckpt`` (a rename) only once the step is known to need no
+    validation: at the next batch's start, the epoch's end or training's end. When the
+    step's validation starts instead, the pending file is dropped and the save after the
+    validation replaces it. Lightning resumes a checkpoint written before a due
+    validation past that validation (it never runs); so a run stopped during a
+    validation resumes from an earlier checkpoint and runs it again.
     """
 
     def __init__(self, dirpath: str | Path, every_n_train_steps: int | None = None) -> None:
         self.path = Path(dirpath) / LAST
+        self.pending = self.path.with_name(LAST + ".pending")
         self.every_n_train_steps = every_n_train_steps
         self._saved_step: int | None = None
+        self._pending = False  # this process wrote the pending file
 
-    def _save(self, trainer: pl.Trainer) -> None:
+    def _save(self, trainer: pl.Trainer, path: Path | None = None) -> bool:
+        """Saves the trainer's state to ``path`` (default ``last.ckpt``) unless this step
+        is saved already or the trainer is not fitting; returns whether it saved."""
         if (
             trainer.state.fn != TrainerFn.FITTING
             or trainer.sanity_checking
             or trainer.fast_dev_run
             or self._saved_step == trainer.global_step
         ):
-            return
-        trainer.save_checkpoint(self.path)
+            return False
+        trainer.save_checkpoint(path or self.path, weights_only=False)  # the full state
         self._saved_step = trainer.global_step
+        return True
+
+    def _commit_pending(self, trainer: pl.Trainer) -> None:
+        """The pending periodic save becomes ``last.ckpt`` (rank 0 wrote it)."""
+        if self._pending and trainer.is_global_zero:
+            self.pending.replace(self.path)
+        self._pending = False
+
+    def _drop_pending(self, trainer: pl.Trainer) -> None:
+        """Deletes the pending file (also one a killed attempt left)."""
+        if trainer.is_global_zero:
+            self.pending.unlink(missing_ok=True)
+        self._pending = False
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._drop_pending(trainer)
 
     def on_train_batch_end(
         self,
@@ -97,14 +126,32 @@ class LastCheckpoint(Checkpoint):
         batch_idx: int,
     ) -> None:
         if self.every_n_train_steps and trainer.global_step % self.every_n_train_steps == 0:
-            self._save(trainer)
+            self._pending = self._save(trainer, self.pending)
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        self._commit_pending(trainer)
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking:
+            self._drop_pending(trainer)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._saved_step = None  # after a step's validation: save again, with its outcome
         self._save(trainer)
 
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._commit_pending(trainer)
+
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._commit_pending(trainer)
         self._save(trainer)
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        self._drop_pending(trainer)  # whether its step needed a validation is unknown
 
 
 class ValidateLastStep(Callback):

@@ -65,8 +65,3 @@ def log_table_to_wandb(trainer: pl.Trainer, key: str, paths: dict[str, Path]) ->
                 data=[[r, *v] for r, v in zip(payload["rows"], payload["values"], strict=True)],
                 step=trainer.global_step,
             )
-
-
-def run_dir(trainer: pl.Trainer) -> Path:
-    """The run's output directory (where checkpoints' parent and logs live)."""
-    return Path(trainer.default_root_dir)

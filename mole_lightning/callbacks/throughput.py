@@ -10,7 +10,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
 
-from mole_lightning.callbacks.export import run_dir
+from mole_lightning.core.paths import run_dir
 
 THROUGHPUT_FILE = "throughput.json"
 

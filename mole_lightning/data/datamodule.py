@@ -9,8 +9,10 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
+from mole_lightning.core.backbone_source import check_max_length, load_tokenizer
+from mole_lightning.core.tasks import GlueTaskSpec, get_task
 from mole_lightning.data.collate import collate_glue
-from mole_lightning.data.glue import GlueExample, GlueTaskSpec, get_task, read_glue_split
+from mole_lightning.data.glue import GlueExample, read_glue_split
 from mole_lightning.data.loaders import data_seed, make_loader
 from mole_lightning.data.tokenized_cache import (
     file_fingerprint,
@@ -18,7 +20,6 @@ from mole_lightning.data.tokenized_cache import (
     load_tokenized,
 )
 from mole_lightning.graphs import GraphStore
-from mole_lightning.models.backbone import check_max_length, load_tokenizer
 
 
 def graph_store(

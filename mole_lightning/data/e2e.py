@@ -9,33 +9,17 @@ Training reads the pairs; evaluation groups the references of each MR.
 from __future__ import annotations
 
 import csv
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+from mole_lightning.core.e2e_text import parse_mr
 from mole_lightning.errors import ConfigError, DataFileError, HubUnavailableError
 
 SPLIT_FILES = {"train": "trainset.csv", "validation": "devset.csv", "test": "testset_w_refs.csv"}
 """Split name -> file of the official release."""
 HUB_DATASET = "e2e_nlg"
 """Hub dataset id; its columns are ``meaning_representation`` and ``human_reference``."""
-PROMPT_KEYS = {
-    "name": "name",
-    "eatType": "Type",
-    "food": "food",
-    "priceRange": "price",
-    "customer rating": "customer rating",
-    "area": "area",
-    "familyFriendly": "family friendly",
-    "near": "near",
-}
-"""MR attribute -> its name in the linearised prompt of Li & Liang (prefix-tuning), which
-the LoRA and MoLEx E2E experiments use."""
-PROMPT_END = " ||"
-"""Separator between the linearised MR and the reference."""
-
-_ATTRIBUTE = re.compile(r"\s*([^\[\],]+?)\s*\[([^\]]*)\]\s*(?:,|$)")
 
 
 class E2EPair(NamedTuple):
@@ -51,26 +35,6 @@ class E2EExample:
 
     mr: str
     refs: tuple[str, ...]
-
-
-def parse_mr(mr: str) -> list[tuple[str, str]]:
-    """``"name[The Vaults], eatType[pub]"`` -> ``[("name", "The Vaults"), ("eatType", "pub")]``.
-
-    Raises:
-        ValueError: ``mr`` is not a comma-separated list of ``attribute[value]``.
-    """
-    attributes, position = [], 0
-    while position < len(mr):
-        match = _ATTRIBUTE.match(mr, position)
-        if match is None:
-            raise ValueError(
-                f"not an 'attribute[value], ...' meaning representation at {mr[position:]!r:.60}"
-            )
-        attributes.append((match.group(1), match.group(2).strip()))
-        position = match.end()
-    if not attributes:
-        raise ValueError("empty meaning representation")
-    return attributes
 
 
 def read_e2e_csv(path: str | Path) -> list[E2EPair]:
@@ -157,29 +121,6 @@ def load_e2e_split(split: str, data_dir: str | Path | None) -> list[E2EPair]:
     return [
         E2EPair(mr, ref)
         for mr, ref in zip(table["meaning_representation"], table["human_reference"], strict=True)
-    ]
-
-
-def format_prompt(mr: str) -> str:
-    """Linearises an MR as in the LoRA / MoLEx E2E data, ending with ``PROMPT_END``:
-    ``"name[The Vaults], eatType[pub]"`` -> ``"name : The Vaults | Type : pub ||"``.
-
-    Values are kept as written in the MR (the LoRA data's values are also
-    word-tokenised, e.g. ``£ 30``; tokenising is left to the BPE). Unknown attributes
-    keep their own name.
-    """
-    fields = [f"{PROMPT_KEYS.get(key, key)} : {value}" for key, value in parse_mr(mr)]
-    return " | ".join(fields) + PROMPT_END
-
-
-def prompt_ids(tokenizer, mr: str, ref: str | None = None) -> tuple[list[int], list[int]]:
-    """Token ids of the default ``prompt`` format: ``BPE(format_prompt(mr))`` and
-    ``BPE(" " + ref) + [eos]`` (``[]`` when ``ref`` is ``None``, for decoding)."""
-    prompt = tokenizer(format_prompt(mr), add_special_tokens=False)["input_ids"]
-    if ref is None:
-        return prompt, []
-    return prompt, tokenizer(" " + ref, add_special_tokens=False)["input_ids"] + [
-        tokenizer.eos_token_id
     ]
 
 

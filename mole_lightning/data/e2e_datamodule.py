@@ -36,6 +36,8 @@ import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
+from mole_lightning.core.backbone_source import check_max_length, load_tokenizer
+from mole_lightning.core.e2e_text import E2E_FORMATS, IGNORE_INDEX, collate_prompts
 from mole_lightning.data.collate import padded_length
 from mole_lightning.data.e2e import (
     SPLIT_FILES,
@@ -44,9 +46,7 @@ from mole_lightning.data.e2e import (
     group_references,
     lm_example,
     load_e2e_split,
-    prompt_ids,
 )
-from mole_lightning.data.e2e_authors import authors_ids, word_tokenize
 from mole_lightning.data.loaders import data_seed, make_loader
 from mole_lightning.data.tokenized_cache import (
     cache_key,
@@ -55,16 +55,7 @@ from mole_lightning.data.tokenized_cache import (
     load_tokenized,
 )
 from mole_lightning.errors import ConfigError, DataFileError
-from mole_lightning.models.backbone import check_max_length, load_tokenizer
 
-IGNORE_INDEX = -100
-"""Label of the tokens the LM loss skips (prompt and padding)."""
-E2E_FORMATS: dict[str, tuple[Callable, Callable[[str], str]]] = {
-    "prompt": (prompt_ids, str),
-    "authors": (authors_ids, word_tokenize),
-}
-"""``data.e2e_format`` -> (``ids(tokenizer, mr, ref | None) -> (prompt ids, target ids)``,
-the reference text scored against predictions)."""
 E2E_PADDINGS = ("masked", "authors")
 """Values of ``data.e2e_padding``."""
 AUTHORS_PAD_ID = 0
@@ -159,30 +150,6 @@ def collate_lm(
     if attention_mask:
         batch["attention_mask"] = mask
     return batch
-
-
-def collate_prompts(rows: list[dict], pad_token_id: int) -> dict:
-    """Left-pads prompts into a batch for generation (continuations start right after
-    every row's last prompt token).
-
-    Returns:
-        ``input_ids`` and ``attention_mask`` ``[batch, prompt]``, ``idx`` ``[batch]``, and
-        the lists ``mr`` and ``references`` (one list of reference strings per row).
-    """
-    seq = max(len(r["input_ids"]) for r in rows)
-    input_ids = torch.full((len(rows), seq), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(rows), seq), dtype=torch.long)
-    for i, row in enumerate(rows):
-        n = len(row["input_ids"])
-        input_ids[i, seq - n :] = torch.tensor(row["input_ids"])
-        attention_mask[i, seq - n :] = 1
-    return {
-        "input_ids": input_ids,
-        "attention_mask": attention_mask,
-        "idx": torch.tensor([r["idx"] for r in rows]),
-        "mr": [r["mr"] for r in rows],
-        "references": [list(r["references"]) for r in rows],
-    }
 
 
 class E2EDataModule(pl.LightningDataModule):

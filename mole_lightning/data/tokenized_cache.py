@@ -23,10 +23,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import datasets
-from filelock import FileLock
 
 from mole_lightning.data.glue import GlueExample
 from mole_lightning.errors import CacheError
+from mole_lightning.utils.cache_lock import cache_lock
 
 TOKENIZED_FORMAT = "2"
 
@@ -158,16 +158,25 @@ def load_or_build(
     complete, verified cache of the same ``source`` and ``TOKENIZED_FORMAT`` is there.
 
     Holds ``<path>.lock`` while checking and building: a concurrent caller waits, then
-    loads the table this one wrote.
+    loads the table this one wrote. In a read-only cache folder (no lock file can be
+    made) a complete cache is loaded without the lock.
 
     Args:
         path: the cache folder (``cache_dir / cache_key(...)``).
         source: identifies the rows (task, split and file content hash or hub name).
         build: ``() -> datasets.Dataset``, called only on a cache miss.
+
+    Raises:
+        CacheError: a cache miss in a folder that cannot be written (read-only).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(f"{path}.lock"):
+    with cache_lock(Path(f"{path}.lock")) as unwritable:
         dataset = load_verified(path, source)
+        if dataset is None and unwritable is not None:
+            raise CacheError(
+                f"{path}: no complete tokenized cache, and {path.parent} is not writable "
+                f"({unwritable.strerror or unwritable}); set paths.cache_dir to a writable folder"
+            )
         if dataset is None:
             write_cache(path, source, build())
             dataset = load_verified(path, source)

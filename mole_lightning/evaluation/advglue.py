@@ -13,7 +13,8 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
-from mole_lightning.data.glue import GlueExample, get_task
+from mole_lightning.core.tasks import get_task
+from mole_lightning.data.glue import GlueExample
 from mole_lightning.errors import ConfigError, DataFileError
 
 

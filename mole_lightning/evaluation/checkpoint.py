@@ -11,8 +11,9 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from mole_lightning.errors import ConfigError
+from mole_lightning.errors import CheckpointError, ConfigError
 from mole_lightning.models.glue_module import GlueModule
+from mole_lightning.utils.checkpoint_io import load_checkpoint
 from mole_lightning.utils.run_info import METRICS, RESOLVED_CONFIG
 
 
@@ -93,6 +94,8 @@ def load_eval_run(
     Raises:
         ConfigError: no checkpoint, or no ``resolved_config.yaml`` beside it, or a task
             that is not a GLUE classification/regression task.
+        CheckpointError: the file is not a whole checkpoint, is refused as unsafe, or
+            belongs to another run (``check_checkpoint``).
     """
     ckpt, run_dir = resolve_checkpoint(ckpt_path)
     config_path = run_dir / RESOLVED_CONFIG
@@ -102,6 +105,7 @@ def load_eval_run(
             "it; point ckpt_path at a checkpoint inside a run directory written by train.py"
         )
     cfg = OmegaConf.load(config_path)
+    check_checkpoint(ckpt, cfg, config_path)
     for key, value in (overrides or {}).items():
         if value is not None:
             OmegaConf.update(cfg, key, value, merge=False)
@@ -119,10 +123,52 @@ def load_eval_run(
     )
 
 
+def check_checkpoint(ckpt: Path, cfg: DictConfig | None, config_path: Path | None = None) -> dict:
+    """Reads ``ckpt`` safely (``load_checkpoint``) and checks it is a checkpoint of the run
+    whose config is ``cfg``: the task, method and backbone its ``hyper_parameters`` record
+    are the run's. Returns those ``hyper_parameters``.
+
+    Args:
+        cfg: the run's resolved config (``None``: no run to check against).
+        config_path: where ``cfg`` was read (named in the message).
+
+    Raises:
+        CheckpointError: not a whole checkpoint, refused as unsafe, without the recorded
+            config, or one of another task, method or backbone than the run's.
+    """
+    hparams = load_checkpoint(ckpt).get("hyper_parameters")
+    if not isinstance(hparams, dict) or not all(
+        isinstance(hparams.get(n), dict) for n in ("task", "method", "backbone")
+    ):
+        raise CheckpointError(
+            f"{ckpt}: records no task, method and backbone (hyper_parameters): not a "
+            "checkpoint train.py wrote"
+        )
+    if cfg is None:
+        return hparams
+    differ = [
+        f"{node} {hparams[node].get('name')!r}, the run's {cfg[node].name!r}"
+        for node in ("task", "method", "backbone")
+        if hparams[node].get("name") != cfg[node].name
+    ]
+    if differ:
+        raise CheckpointError(
+            f"{ckpt} is a checkpoint of another run: its {'; '.join(differ)} "
+            f"({config_path or 'the run config'}); evaluate it in the run folder it came from"
+        )
+    return hparams
+
+
 def load_module(ckpt: Path, device: torch.device | str = "cpu") -> GlueModule:
     """``GlueModule.load_from_checkpoint``: the backbone from its source, then the trained
     weights and the method's structure (Lightning's list of the backbone weights the
-    checkpoint does not hold, by design, is silenced)."""
+    checkpoint does not hold, by design, is silenced). Loaded with ``weights_only=True``
+    after ``load_checkpoint`` has checked the file.
+
+    Raises:
+        CheckpointError: not a whole checkpoint, or refused as unsafe.
+    """
+    load_checkpoint(ckpt)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Found keys that are in the model state dict")
-        return GlueModule.load_from_checkpoint(str(ckpt), map_location=device)
+        return GlueModule.load_from_checkpoint(str(ckpt), map_location=device, weights_only=True)

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
+from mole_lightning.core.paths import CONFIG_DIR
 from mole_lightning.errors import ConfigError, reported_as_exit
 from mole_lightning.evaluation.checkpoint import load_eval_run
 from mole_lightning.evaluation.report import format_table, write_result
 from mole_lightning.evaluation.suites import SUITES, Evaluator, SuiteResult
-
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 
 def evaluate(cfg: DictConfig) -> list[SuiteResult]:

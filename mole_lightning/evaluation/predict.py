@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from mole_lightning.data.glue import GlueTaskSpec
+from mole_lightning.core.tasks import GlueTaskSpec
 from mole_lightning.metrics.glue import glue_metrics
 from mole_lightning.models.glue_module import GlueModule
 

@@ -1,5 +1,5 @@
 """Writing a suite's result into the run directory: ``eval_<name>.json``, ``.csv`` and,
-for curves, ``.png``."""
+for curves, ``.png`` (drawn by the suite with ``mole_lightning.reporting.plot_curves``)."""
 
 from __future__ import annotations
 
@@ -7,14 +7,10 @@ import csv
 import time
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from mole_lightning.evaluation.checkpoint import EvalRun  # noqa: E402
-from mole_lightning.evaluation.suites import SuiteResult  # noqa: E402
-from mole_lightning.utils.run_info import write_json  # noqa: E402
+from mole_lightning.evaluation.checkpoint import EvalRun
+from mole_lightning.evaluation.suites import SuiteResult
+from mole_lightning.reporting import markdown_table
+from mole_lightning.utils.run_info import write_json
 
 
 def write_result(run: EvalRun, result: SuiteResult) -> list[Path]:
@@ -47,24 +43,8 @@ def write_result(run: EvalRun, result: SuiteResult) -> list[Path]:
     return paths
 
 
-def plot_curves(rows: list[dict], metric: str, title: str, path: Path) -> None:
-    """One line per perturbation kind: ``metric`` against the rate ``p``."""
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for kind in dict.fromkeys(r["kind"] for r in rows):
-        points = sorted((r["p"], r[metric]) for r in rows if r["kind"] == kind)
-        ax.plot(*zip(*points, strict=True), marker="o", label=kind)
-    ax.set_xlabel("perturbation rate p")
-    ax.set_ylabel(f"dev {metric}")
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def format_table(rows: list[dict], decimals: int = 4) -> str:
-    """The rows as a Markdown table (floats rounded)."""
+    """The rows as a Markdown table (floats rounded, a missing key left blank)."""
     if not rows:
         return "(no rows)"
     columns = list(dict.fromkeys(k for row in rows for k in row))
@@ -72,6 +52,4 @@ def format_table(rows: list[dict], decimals: int = 4) -> str:
     def cell(value) -> str:
         return f"{value:.{decimals}f}" if isinstance(value, float) else str(value)
 
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(r.get(c, "")) for c in columns) + " |" for r in rows]
-    return "\n".join(lines)
+    return markdown_table(columns, [[cell(r.get(c, "")) for c in columns] for r in rows])

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from mole_lightning.data.glue import get_task, read_glue_split
+from mole_lightning.core.tasks import get_task
+from mole_lightning.data.glue import read_glue_split
 from mole_lightning.errors import ConfigError
 from mole_lightning.evaluation.advglue import advglue_sets, read_advglue
 from mole_lightning.evaluation.checkpoint import EvalRun
@@ -22,6 +23,7 @@ from mole_lightning.evaluation.data import dev_loaders, examples_loader
 from mole_lightning.evaluation.perturb import perturb_examples
 from mole_lightning.evaluation.predict import predict, score, task_metrics
 from mole_lightning.evaluation.transfer import MAPPINGS_DIR, load_mapping, map_predictions
+from mole_lightning.reporting import plot_curves
 
 
 @dataclass
@@ -117,8 +119,6 @@ def advglue_suite(ev: Evaluator, cfg: DictConfig) -> list[SuiteResult]:
 def perturb_suite(ev: Evaluator, cfg: DictConfig) -> list[SuiteResult]:
     """The first dev split under each perturbation kind at each rate (the curve), with the
     drop of the monitored metric from the clean (``p = 0``) value."""
-    from mole_lightning.evaluation.report import plot_curves
-
     split = next(iter(ev.spec.dev_splits))
     examples = read_glue_split(ev.spec, split, ev.run.cfg.data.get("dir"))
     clean = ev.dev[split]

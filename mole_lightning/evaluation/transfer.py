@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from mole_lightning.data.glue import GlueTaskSpec, get_task
+from mole_lightning.core.tasks import GlueTaskSpec, get_task
 from mole_lightning.errors import ConfigError
 from mole_lightning.evaluation.predict import Predictions
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
+from mole_lightning.core.paths import CONFIG_DIR
 from mole_lightning.errors import ConfigError
-from mole_lightning.train import CONFIG_DIR
 
 DEFAULT_PROTOCOL = Path(CONFIG_DIR) / "evidence.yaml"
 TRAINERS = ("cpu", "gpu")

@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mole_lightning.analysis.runs import Run, load_run
 from mole_lightning.analysis.table import flatten
-from mole_lightning.train import CONFIG_DIR
+from mole_lightning.core.paths import CONFIG_DIR
 from mole_lightning.utils.run_info import METRICS, RUN_INFO
 
 DONE, NEW, RESUME, RERUN = "done", "new", "resume", "rerun"

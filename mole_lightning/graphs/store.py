@@ -47,6 +47,7 @@ from mole_lightning.graphs.sentence_graphs import (
 from mole_lightning.parsing.base import Parser, check_texts
 from mole_lightning.parsing.factory import build_parser, parser_config, parser_version
 from mole_lightning.parsing.sentence import ParseError
+from mole_lightning.utils.cache_lock import cache_lock
 
 __all__ = [
     "FORMAT_VERSION",
@@ -129,18 +130,41 @@ class GraphStore:
     def prepare(self, key: str, texts: Sequence[str]) -> bool:
         """Parses ``texts`` and writes the cache of ``key`` unless a valid one exists.
 
+        Runs under the file lock ``<cache_dir>/.<key>.<parser>.lock``: processes preparing
+        the same key at once parse it once (the others wait, then find it valid). In a
+        read-only cache folder a valid cache is used without the lock.
+
         Returns:
             ``True`` when it parsed and wrote the cache, ``False`` when the cache was valid.
+
+        Raises:
+            GraphCacheError: no valid cache, and the cache folder cannot be written.
         """
         texts = list(texts)
         check_texts(texts, f"graph store {key!r}")
         fingerprint = texts_fingerprint(texts)
-        try:
-            version = self._installed_version()
-        except FileNotFoundError:
-            version = None  # the model is not there yet (Stanza may download it)
-        if version is not None and self._valid(key, version, fingerprint):
-            return False
+        self.path(key, "")  # refuses a key that is not a file name
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        with cache_lock(self.cache_dir / f".{key}.{self.parser_name}.lock") as unwritable:
+            try:
+                version = self._installed_version()
+            except FileNotFoundError:
+                version = None  # the model is not there yet (Stanza may download it)
+            if version is not None and self._valid(key, version, fingerprint):
+                return False
+            if unwritable is not None:
+                raise GraphCacheError(
+                    f"{self.cache_dir}: no valid graph cache of {key!r}, and the folder is not "
+                    f"writable ({unwritable.strerror or unwritable}); set paths.cache_dir to a "
+                    "writable folder"
+                )
+            return self._parse_and_write(key, texts, fingerprint, version)
+
+    def _parse_and_write(
+        self, key: str, texts: list[str], fingerprint: str, version: str | None
+    ) -> bool:
+        """``prepare`` under the lock, once no valid cache of the installed ``version``
+        was found: parses (unless the loaded parser's own version has a valid one)."""
         parser = self._get_parser()
         if parser.version != version and self._valid(key, parser.version, fingerprint):
             return False

@@ -7,7 +7,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import Accuracy, BinaryF1Score, BinaryMatthewsCorrCoef
 from torchmetrics.regression import PearsonCorrCoef, SpearmanCorrCoef
 
-from mole_lightning.data.glue import GlueTaskSpec
+from mole_lightning.core.tasks import GlueTaskSpec
 
 
 class GlueMatthewsCorrCoef(BinaryMatthewsCorrCoef):

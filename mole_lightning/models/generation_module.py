@@ -10,12 +10,13 @@ from omegaconf import DictConfig
 from torch.nn import functional as F
 from transformers import PreTrainedModel
 
-from mole_lightning.callbacks.export import run_dir
-from mole_lightning.data.e2e_datamodule import E2E_FORMATS, IGNORE_INDEX, collate_prompts
+from mole_lightning.core.backbone_source import load_tokenizer
+from mole_lightning.core.e2e_text import E2E_FORMATS, IGNORE_INDEX, collate_prompts
+from mole_lightning.core.paths import run_dir
 from mole_lightning.errors import ConfigError
 from mole_lightning.methods import build_encoder
 from mole_lightning.metrics.e2e import score_e2e
-from mole_lightning.models.backbone import load_backbone, load_tokenizer
+from mole_lightning.models.backbone import load_backbone
 from mole_lightning.models.tuned_module import TunedModule
 
 CAUSAL_LM_METHODS = {"full", "lora", "molex"}

@@ -7,7 +7,7 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.nn import functional as F
 
-from mole_lightning.data.glue import get_task
+from mole_lightning.core.tasks import get_task
 from mole_lightning.methods import build_encoder
 from mole_lightning.metrics.glue import glue_metrics
 from mole_lightning.models.backbone import load_backbone

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
 import torch
 from omegaconf import DictConfig
@@ -84,28 +83,6 @@ class LegacyAdamW(Optimizer):
                 if group["weight_decay"] > 0.0:
                     p.add_(p, alpha=-group["lr"] * group["weight_decay"])
         return loss
-
-
-@dataclass(frozen=True)
-class GroupSettings:
-    """Parameters that train with their own learning rate and weight decay.
-
-    A submodule that defines ``optimizer_group() -> GroupSettings | None`` gets them
-    (MoLEx's routers: ``method.router_lr`` / ``method.router_weight_decay``).
-
-    Attributes:
-        params: the parameters (those that do not train are left out anyway).
-        lr: their learning rate (``None``: the run's).
-        weight_decay: their weight decay (``None``: the run's); biases and norms get none
-            unless ``decay_biases``.
-        decay_biases: their biases and norm weights decay too (the MoLEx authors' router
-            group: one group of every gate parameter at the router's weight decay).
-    """
-
-    params: tuple[nn.Parameter, ...]
-    lr: float | None = None
-    weight_decay: float | None = None
-    decay_biases: bool = False
 
 
 def param_groups(module: nn.Module, lr: float, weight_decay: float) -> list[dict]:

@@ -4,6 +4,7 @@ schedule, parameter accounting, and checkpoints that hold only what trains."""
 from __future__ import annotations
 
 import pytorch_lightning as pl
+import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_info
 from torch import nn
@@ -104,20 +105,44 @@ class TunedModule(pl.LightningModule):
             or not (k.startswith("encoder.backbone.") or (v.numel() and v.data_ptr() in backbone))
         }
         checkpoint["lr_schedule"] = dict(self.lr_schedule)
+        if self.best_score.update_count:  # the running best of the monitored metric
+            checkpoint["monitor_best"] = self.best_score.compute().detach().cpu()
         checkpoint["method_structure"] = {
             name: part.structure
             for name, part in self.encoder.parts.items()
             if hasattr(part, "structure")
         }
 
+    def restore_best_score(self, checkpoint: dict) -> None:
+        """Puts back the running best of the monitored metric (``<monitor>_best``, logged
+        after each validation), so a resumed run goes on from the best before the
+        interruption instead of from its first validation after it."""
+        best = saved_best_score(checkpoint, self.monitor)
+        self.best_score.reset()
+        if best is not None:
+            self.best_score.update(torch.as_tensor(best, device=self.best_score.device))
+
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.lr_schedule = dict(checkpoint.get("lr_schedule", self.lr_schedule))
+        self.restore_best_score(checkpoint)
         for name, structure in checkpoint.get("method_structure", {}).items():
             self.encoder.parts[name].restructure(structure)
         expected = {n for n, p in self.named_parameters() if p.requires_grad}
         missing = expected - set(checkpoint["state_dict"])
         if missing:
             raise KeyError(f"checkpoint lacks trained parameters: {sorted(missing)[:5]} ...")
+
+
+def saved_best_score(checkpoint: dict, monitor: str):
+    """The running best of ``monitor`` a checkpoint holds (a scalar tensor), else ``None``:
+    its ``monitor_best``, or for a checkpoint from before that key the best score of the
+    ``ModelCheckpoint`` that watched the same metric."""
+    if checkpoint.get("monitor_best") is not None:
+        return checkpoint["monitor_best"]
+    for key, state in checkpoint.get("callbacks", {}).items():
+        if key.startswith("ModelCheckpoint") and state.get("monitor") == monitor:
+            return state.get("best_model_score")
+    return None
 
 
 def parameter_counts(module: nn.Module) -> dict[str, int]:

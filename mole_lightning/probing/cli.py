@@ -12,7 +12,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from mole_lightning.data.glue import get_task, read_glue_split
+from mole_lightning.core.backbone_source import load_tokenizer
+from mole_lightning.core.paths import CONFIG_DIR
+from mole_lightning.core.tasks import get_task
+from mole_lightning.data.glue import read_glue_split
 from mole_lightning.errors import ConfigError, reported_as_exit
 from mole_lightning.evaluation.checkpoint import (
     check_checkpoint,
@@ -21,7 +24,7 @@ from mole_lightning.evaluation.checkpoint import (
 )
 from mole_lightning.graphs import SentenceGraphs
 from mole_lightning.methods.encoder import TunedEncoder
-from mole_lightning.models.backbone import load_backbone, load_tokenizer
+from mole_lightning.models.backbone import load_backbone
 from mole_lightning.probing.features import (
     cached_layer_features,
     layer_features,
@@ -39,8 +42,6 @@ from mole_lightning.probing.properties import (
 )
 from mole_lightning.probing.report import format_table, layer_names, plot_heatmap, write_table
 from mole_lightning.utils.run_info import RESOLVED_CONFIG
-
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 
 @dataclass

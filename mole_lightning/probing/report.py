@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mole_lightning.reporting import HeatmapPanel, draw_heatmap
+from mole_lightning.reporting import HeatmapPanel, draw_heatmap, markdown_table
 from mole_lightning.utils.run_info import write_json
 
 
@@ -59,9 +59,7 @@ def plot_heatmap(
 def format_table(table: dict) -> str:
     """The table in Markdown (rows: layers and ``majority``)."""
     properties = list(next(iter(table.values())))
-    lines = ["| layer | " + " | ".join(properties) + " |", "|---|" + "---|" * len(properties)]
-    lines += [
-        f"| {row} | " + " | ".join(f"{values[p]:.3f}" for p in properties) + " |"
-        for row, values in table.items()
-    ]
-    return "\n".join(lines)
+    return markdown_table(
+        ["layer", *properties],
+        [[row, *(f"{values[p]:.3f}" for p in properties)] for row, values in table.items()],
+    )

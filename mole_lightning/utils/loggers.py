@@ -7,11 +7,11 @@ import netrc
 import os
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 
 from mole_lightning.errors import ConfigError
+from mole_lightning.utils.checkpoint_io import checkpoint_step
 
 
 def wandb_mode(requested: str | None) -> str:
@@ -30,11 +30,6 @@ def wandb_mode(requested: str | None) -> str:
     except (OSError, netrc.NetrcParseError):
         logged_in = False
     return "online" if logged_in else "offline"
-
-
-def checkpoint_step(path: str | Path) -> int:
-    """The ``global_step`` saved in a Lightning checkpoint (read without its tensors)."""
-    return int(torch.load(path, map_location="cpu", weights_only=False, mmap=True)["global_step"])
 
 
 def rows_before(metrics_csv: Path, step: int) -> list[dict[str, str]]:

@@ -19,16 +19,21 @@ from mole_lightning.errors import ConfigError
 from mole_lightning.utils.run_info import RESOLVED_CONFIG
 
 # keys that say how to resume rather than what the run is
-RESUME_KEYS = ("ckpt_path", "resume_allow_changes")
+RESUME_KEYS = ("ckpt_path", "resume_allow_changes", "overwrite_run")
 
 
 def run_dir_of(ckpt_path: str | None) -> Path | None:
     """The run directory ``ckpt_path`` names (a folder), else ``None`` (a file or unset).
 
     Raises:
-        ConfigError: the folder holds no ``resolved_config.yaml`` (not a run directory).
+        ConfigError: nothing at ``ckpt_path`` (a mistyped path), or the folder holds no
+            ``resolved_config.yaml`` (not a run directory).
     """
-    if ckpt_path is None or not Path(ckpt_path).is_dir():
+    if ckpt_path is None:
+        return None
+    if not Path(ckpt_path).exists():
+        raise ConfigError(f"ckpt_path={ckpt_path!r}: no such run folder or checkpoint file")
+    if not Path(ckpt_path).is_dir():
         return None
     run = Path(ckpt_path).resolve()
     if not (run / RESOLVED_CONFIG).is_file():

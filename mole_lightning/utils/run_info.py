@@ -39,11 +39,15 @@ def git_commit(cwd: Path | None = None) -> str | None:
 
 def write_text_atomic(path: Path, text: str) -> None:
     """Writes ``text`` through a temporary file beside ``path`` (a reader never sees
-    half a file); creates the parent folder."""
+    half a file); creates the parent folder. A failed write (a full disk) removes the
+    temporary file and leaves ``path`` as it was."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    try:
+        tmp.write_text(text)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_json(path: Path, payload: dict) -> None:
@@ -66,7 +70,7 @@ def start_run(cfg: DictConfig, output_dir: Path) -> dict:
     ``{"at", "previous_status"}`` to its ``resumes`` list.
     """
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / RESOLVED_CONFIG).write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    write_text_atomic(output_dir / RESOLVED_CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
     now = time.strftime("%Y-%m-%dT%H:%M:%S")
     previous = output_dir / RUN_INFO
     if previous.is_file():
@@ -99,10 +103,21 @@ def finish_run(
     output_dir: Path, info: dict, status: str, metrics: dict | None = None, error: str | None = None
 ) -> None:
     """Records the run's end (``finished``, ``failed`` or ``interrupted``) and its final
-    metrics."""
+    metrics.
+
+    When the atomic write of ``run_info.json`` fails (a full disk has no room for the
+    temporary copy), the file is rewritten in place, in the room its own earlier
+    content frees, so a run that failed for want of space still says so.
+    """
     info = {**info, "status": status, "ended": time.strftime("%Y-%m-%dT%H:%M:%S")}
     if error:
         info["error"] = error
-    write_json(output_dir / RUN_INFO, info)
+    path = output_dir / RUN_INFO
+    try:
+        write_json(path, info)
+    except OSError:
+        if not path.is_file():
+            raise
+        path.write_text(json.dumps(info, indent=2, default=float))
     if metrics is not None:
         write_json(output_dir / METRICS, metrics)

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from mole_lightning.core.optimizer_groups import GroupSettings
 from mole_lightning.errors import ConfigError
 from mole_lightning.graphs.batch import WordGraphBatch
 from mole_lightning.methods.injection import attach_parallel, encoder_layers
@@ -24,7 +25,6 @@ from mole_lightning.methods.mole.config import GRAPH_EXPERTS, MoleConfig
 from mole_lightning.methods.mole.context import MoleContext
 from mole_lightning.methods.mole.experts import build_expert
 from mole_lightning.methods.mole.gate import ExpertGate
-from mole_lightning.models.optim import GroupSettings
 
 AUTHORS_RANKING_TEMPERATURE = 1e-3
 """The authors' softmax temperature when ranking layers for ``prune.rule=graph_layers``."""

@@ -47,6 +47,7 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from mole_lightning.core.optimizer_groups import GroupSettings
 from mole_lightning.errors import ConfigError
 from mole_lightning.methods.molex.cached_mix import layer_past, mix_cached_layer, run_on_past_of
 from mole_lightning.methods.molex.config import MolexConfig
@@ -62,7 +63,6 @@ from mole_lightning.methods.molex.router import (
     pool_sequences,
     switch_balance_loss,
 )
-from mole_lightning.models.optim import GroupSettings
 from mole_lightning.utils.tensors import count_indices
 
 

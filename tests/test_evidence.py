@@ -126,6 +126,33 @@ def test_lr_grid_and_structure_ablation_protocols_compose(tmp_path: Path) -> Non
             assert list(cfg.method.structure) == [[kind]] * 6 and not cfg.method.prune.enabled
 
 
+@pytest.mark.parametrize(
+    "name", ["evidence.yaml", "evidence_mole_gate.yaml", "evidence_mole_candidate.yaml"]
+)
+def test_every_protocol_file_composes_each_method(name: str, tmp_path: Path) -> None:
+    """Each method of each protocol file composes (first task, first seed): a typo in an
+    override fails here, not hours into a protocol."""
+    protocol = load_protocol(CONF / name)
+    cells = plan_cells(protocol, "all", tmp_path, "cpu")
+    first = {}
+    for cell in cells:
+        first.setdefault(cell.method, cell)
+    assert set(first) == set(protocol.methods) - {
+        m
+        for m in protocol.methods
+        if not any(m in stage["methods"] for stage in protocol.stages.values())
+    }
+    for cell in first.values():
+        cfg = compose_cell(cell)
+        assert cfg.seed == cell.seed and cfg.task.name == cell.task
+        if name == "evidence_mole_candidate.yaml":
+            assert (cfg.optim.lr, cfg.method.gate_lr, cfg.method.gate_weight_decay) == (
+                3e-4,
+                0.05,
+                0.0,
+            )
+
+
 def test_protocol_end_to_end(
     glue_dir: Path, cache_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

@@ -484,3 +484,17 @@ def test_sigterm_outside_training_stops_the_protocol(tmp_path: Path) -> None:
     assert [a["outcome"] for a in record["attempts"]] == ["interrupted"]
     assert not cells[1].path.exists()
     assert signal.getsignal(signal.SIGTERM) is handler
+
+
+def test_report_links_are_relative_across_folders(tmp_path: Path) -> None:
+    """A report written beside another folder links its figures with ``../``, so the
+    link is the same in every clone."""
+    from mole_lightning.evidence.report import relative_link
+
+    figure = tmp_path / "docs" / "evidence" / "runs" / "curves_cola.png"
+    assert relative_link(figure, tmp_path / "docs" / "notes" / "report.md") == (
+        "../evidence/runs/curves_cola.png"
+    )
+    assert (
+        relative_link(figure, tmp_path / "docs" / "results.md") == "evidence/runs/curves_cola.png"
+    )

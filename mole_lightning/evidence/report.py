@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass
@@ -315,9 +316,10 @@ def molex_lines(results: list[CellResult], figures: Path, link: Path) -> list[st
 
 
 def relative_link(path: Path, markdown: Path) -> str:
-    """``path`` relative to the Markdown file's folder (for links), else absolute."""
+    """``path`` relative to the Markdown file's folder (``../`` where needed), so the
+    link works in every clone; absolute only across drives."""
     try:
-        return str(path.resolve().relative_to(markdown.resolve().parent))
+        return os.path.relpath(path.resolve(), markdown.resolve().parent)
     except ValueError:
         return str(path.resolve())
 

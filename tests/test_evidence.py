@@ -498,3 +498,15 @@ def test_report_links_are_relative_across_folders(tmp_path: Path) -> None:
     assert (
         relative_link(figure, tmp_path / "docs" / "results.md") == "evidence/runs/curves_cola.png"
     )
+
+
+def test_a_worker_ended_by_sigterm_is_a_stop_not_a_failure() -> None:
+    """``pkill -f`` ends the DataLoader workers with the runner; their death, surfacing
+    first, still counts as an interruption."""
+    from mole_lightning.evidence.runner import stopped_by
+
+    assert stopped_by(
+        RuntimeError("DataLoader worker (pid 26017) is killed by signal: Terminated. ")
+    )
+    assert not stopped_by(RuntimeError("DataLoader worker (pid 1) is killed by signal: Killed."))
+    assert not stopped_by(ValueError("bad row 12"))

@@ -67,6 +67,15 @@ class StopSignal:
             signal.signal(signal.SIGTERM, previous)
 
 
+def stopped_by(err: BaseException) -> bool:
+    """Whether ``err`` says the run's own DataLoader workers were ended by SIGTERM or
+    SIGINT (``pkill -f scripts/evidence.py`` signals them with the runner; the worker's
+    death can surface before the runner's own handler has run): a stop, not a failure."""
+    return "DataLoader worker" in str(err) and any(
+        f"killed by signal: {name}" in str(err) for name in ("Terminated", "Interrupt")
+    )
+
+
 @contextlib.contextmanager
 def cell_log(path: Path) -> Iterator[None]:
     """Appends every log line of a cell's run (progress lines, Lightning's messages) to
@@ -295,7 +304,7 @@ class ProtocolRunner:
                 self.train_fn(compose_cell(cell, ckpt))
             attempt["outcome"] = "finished"
         except BaseException as err:
-            if self.stop_signal.received or not isinstance(err, Exception):
+            if self.stop_signal.received or not isinstance(err, Exception) or stopped_by(err):
                 attempt["outcome"] = "interrupted"
                 raise KeyboardInterrupt(str(err)) from err
             # a failed cell is recorded and the protocol goes on

@@ -31,7 +31,14 @@ from mole_lightning.models.glue_module import GlueModule
 from mole_lightning.models.tuned_module import parameter_counts
 from mole_lightning.utils.checkpoint_io import AtomicCheckpointIO, resume_checkpoint
 from mole_lightning.utils.config_types import check_option_types
-from mole_lightning.utils.loggers import build_loggers
+from mole_lightning.utils.console import (
+    PlainModelSummary,
+    on_terminal,
+    progress_bars_off,
+    silence_known_noise,
+)
+from mole_lightning.utils.loggers import build_loggers, finish_wandb
+from mole_lightning.utils.resources import MissingResourcesError, check_resources
 from mole_lightning.utils.resume import resume_config
 from mole_lightning.utils.run_dir import claimed_run_dir, resumes_in
 from mole_lightning.utils.run_info import METRICS, finish_run, start_run
@@ -205,12 +212,23 @@ def build_trainer(cfg: DictConfig, callbacks: list[Callback], loggers: list) -> 
     }
     check_ddp_launch(kwargs)
     check_cpu_devices(kwargs)
+    silence_known_noise()
+    if kwargs.get("enable_progress_bar", True) and not on_terminal():
+        # a bar's frames in a log file are noise; ProgressLog writes progress lines
+        kwargs["enable_progress_bar"] = False
+        rank_zero_info(
+            "stdout is not a terminal: no progress bar; progress lines every "
+            f"{cfg.callbacks.get('progress_log_seconds')} s (callbacks.progress_log_seconds)"
+        )
+    if kwargs.pop("enable_model_summary", True):
+        callbacks = [*callbacks, PlainModelSummary()]
     return pl.Trainer(
         **kwargs,
         callbacks=callbacks,
         logger=loggers or False,
         default_root_dir=cfg.paths.output_dir,
         plugins=[AtomicCheckpointIO()],  # checkpoint files whole or not at all
+        enable_model_summary=False,  # PlainModelSummary instead (mole_lightning.utils.console)
     )
 
 
@@ -224,10 +242,18 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     The checkpoint to fit from is checked (whole, safe) before anything is written, and
     rank 0 holds the folder (``claimed_run_dir``) for the whole run: a second attempt at
-    once, or a new run into a folder holding another run's files, is refused.
+    once, or a new run into a folder holding another run's files, is refused. Then every
+    resource the run needs (backbone weights, data, parser models, a W&B login) is
+    checked before anything is loaded, and all missing ones are reported at once
+    (``check_resources``; the run is recorded as failed). The run's folder is logged at
+    the start and at the end.
     """
     check_option_types(cfg)
+    silence_known_noise()
+    if not on_terminal():
+        progress_bars_off()
     output_dir = Path(cfg.paths.output_dir)
+    rank_zero_info(f"run folder: {output_dir}")
     writes_run_files = is_launch_rank_zero()
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
     if not writes_run_files:
@@ -245,6 +271,7 @@ def run_training(
         torch.set_num_threads(int(cfg.threads))
     info = start_run(cfg, output_dir) if writes_run_files else {}
     try:
+        check_resources(cfg)
         if cfg.get("seed") is not None:
             pl.seed_everything(cfg.seed, workers=True)
         model = build_module(cfg)
@@ -289,9 +316,10 @@ def run_training(
     except BaseException as err:
         # Ctrl-C and SIGTERM (Lightning raises SystemExit for both) interrupt a run
         status = "failed" if isinstance(err, Exception) else "interrupted"
-        log.error("run %s: %s: %s", status, type(err).__name__, err)
+        log_failure(status, err)
         if writes_run_files:
             finish_run(output_dir, info, status, error=f"{type(err).__name__}: {err}")
+        rank_zero_info(f"run folder ({status}): {output_dir}")
         raise
     if writes_run_files:
         if resumes_in(ckpt_path, output_dir):
@@ -299,8 +327,23 @@ def run_training(
             # the values of the attempts before it stay
             metrics = {**earlier_metrics(output_dir), **metrics}
         finish_run(output_dir, info, "finished", metrics)
+        finish_wandb(trainer.loggers, metrics)
     print_metrics(metrics, cfg.task.monitor)
+    rank_zero_info(f"run folder: {output_dir}")
     return metrics
+
+
+def log_failure(status: str, err: BaseException) -> None:
+    """Logs why a run stopped. The list of missing resources goes to the log files only
+    (the run's ``train.log``): the console shows it once, as the command's ``error:``."""
+    text = f"run {status}: {type(err).__name__}: {err}"
+    if not isinstance(err, MissingResourcesError):
+        log.error(text)
+        return
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, text, (), None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler) and record.levelno >= handler.level:
+            handler.handle(record)
 
 
 def earlier_metrics(output_dir: Path) -> dict:

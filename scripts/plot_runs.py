@@ -3,8 +3,9 @@
     python scripts/plot_runs.py logs/train/multiruns/<date_time> --out figures/ [--by optim.lr]
 
 Writes ``curves_<task>.png`` (training loss and the monitored dev metric against the
-step, from each run's ``csv/metrics.csv``; needs logger=csv; each line is labelled with
-the method, the ``--by`` keys' values and the seed) and, when runs exported them,
+step, from each run's ``csv/metrics.csv``, which every run but one with logger=none
+writes; each line is labelled with the method, the ``--by`` keys' values and the seed)
+and, when runs exported them,
 ``mole_importance_<backbone>.png``, ``mole_importance_at_prune_<backbone>.png``,
 ``mole_structure_<backbone>.png`` (MoLE: the fraction of seeds in which each layer kept
 each expert) and ``molex_selection_<backbone>.png`` (MoLEx: routed layer × chosen layer)

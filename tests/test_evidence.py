@@ -244,8 +244,9 @@ def test_protocol_end_to_end(
 def test_changed_config_reruns_and_failed_cell_is_listed(
     glue_dir: Path, cache_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    """Two cells that fail for real (no data files): each is recorded, the protocol goes
-    on to the next, exits 1, and the report lists both with the continue command."""
+    """Two cells that fail for real (no data files: refused by the start-up check of
+    resources): each is recorded, the protocol goes on to the next, exits 1, and the
+    report lists both with the continue command."""
     protocol = write_protocol(tmp_path / "tiny.yaml", tmp_path / "no_data", ["lora", "adapter"])
     out = tmp_path / "evidence"
     assert evidence(protocol, out, cache_dir) == 1
@@ -254,7 +255,7 @@ def test_changed_config_reruns_and_failed_cell_is_listed(
     for method in ("lora", "adapter"):
         record = json.loads((out / "rte" / method / "seed1" / "evidence_cell.json").read_text())
         assert record["attempts"][0]["outcome"] == "failed"
-        assert "DataFileError" in record["attempts"][0]["error"]
+        assert "MissingResourcesError" in record["attempts"][0]["error"]
     # with another value the failed cells are stale: dry run says they run again
     assert evidence(protocol, out, cache_dir, "--override", "optim.lr=2e-3", "--dry-run") == 0
     dry = capsys.readouterr().out
@@ -265,7 +266,7 @@ def test_changed_config_reruns_and_failed_cell_is_listed(
     section = results.read_text()
     assert "No cell is done yet" in section
     assert "- rte/lora/seed1 (tiny): config changed since it ran (optim.lr)" not in section
-    assert "- rte/lora/seed1 (tiny): failed: DataFileError" in section
+    assert "- rte/lora/seed1 (tiny): failed: MissingResourcesError: 1 resource(s)" in section
     assert f"python scripts/evidence.py --stage tiny --trainer cpu --out {out}" in section
 
 

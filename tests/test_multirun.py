@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
 
 from tests.conftest import CONF_DIR, REPO, compose
 
@@ -154,7 +155,11 @@ def test_a_failed_job_is_recorded_and_the_sweep_goes_on(
     assert "error: molex.alpha=2 must lie in [0, 1]" in run.stderr
     (sweep,) = (logs / "train" / "multiruns").iterdir()
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
-    assert jobs == ["0_rte_molex_seed42", "1_rte_molex_seed42", "2_rte_molex_seed42"]
+    assert jobs == [
+        "0_rte_molex_seed42_alpha0.5",
+        "1_rte_molex_seed42_alpha2",
+        "2_rte_molex_seed42_alpha0.3",
+    ]
     status = [json.loads((sweep / j / "run_info.json").read_text())["status"] for j in jobs]
     assert status == ["finished", "failed", "finished"]
     assert (sweep / jobs[2] / "metrics.json").is_file()
@@ -162,7 +167,7 @@ def test_a_failed_job_is_recorded_and_the_sweep_goes_on(
     out = cli(["scripts/collect.py", str(sweep)], timeout=60)
     assert out.returncode == 0, out.stderr
     assert (
-        "- `1_rte_molex_seed42`: failed: ConfigError: molex.alpha=2 must lie in [0, 1]"
+        "- `1_rte_molex_seed42_alpha2`: failed: ConfigError: molex.alpha=2 must lie in [0, 1]"
         in out.stdout.splitlines()
     )
 
@@ -191,7 +196,8 @@ def test_wandb_runs_grouped_by_task_and_method_tagged_by_seed(tmp_path: Path) ->
     cfg = compose(
         ["task=mrpc", "method=adapter", "seed=0", "backbone=minilm", "logger=wandb"], tmp_path
     )
-    (logger,) = build_loggers(cfg, tmp_path)
+    logger, csv_logger = build_loggers(cfg, tmp_path)  # csv/metrics.csv beside W&B
+    assert type(csv_logger).__name__ == "CSVLogger"
     init = logger._wandb_init
     assert init["group"] == "mrpc-adapter"
     assert init["tags"] == ["seed-0", "mrpc", "adapter", "minilm"]
@@ -242,5 +248,68 @@ def test_lr_search_grid_and_job_names() -> None:
     jobs = expand(dict(cfg.hydra.sweeper.params))
     assert len(jobs) == 4 * 3
     assert sorted({float(j[0].removeprefix("optim.lr=")) for j in jobs}) == [1e-4, 3e-4, 1e-3, 3e-3]
-    subdir = cfg.hydra.sweep._get_node("subdir")._value()
-    assert "lr${optim.lr}" in subdir and "seed${seed}" in subdir and "${hydra.job.num}" in subdir
+
+    # the lr search names its jobs as every sweep does: after the swept values
+    def subdir(c):
+        return c.hydra.sweep._get_node("subdir")._value()
+
+    assert subdir(cfg) == subdir(compose_with_hydra([]))
+    assert subdir(cfg).startswith("${hydra.job.num}_${task.name}_${method.name}_seed${seed}")
+
+
+def test_job_folders_are_named_after_the_swept_values(
+    glue_dir: Path, cache_dir: Path, tmp_path: Path
+) -> None:
+    """A real 2-job sweep of optim.lr: the folders differ by the swept value (its last key
+    part), none of the fixed overrides (data.dir, trainer.*, paths.*) is in the name."""
+    logs = tmp_path / "logs"
+    run = cli(
+        [
+            "train.py",
+            "-m",
+            "task=rte",
+            "method=lora",
+            "optim.lr=1e-4,3e-3",
+            *sweep_overrides(glue_dir, logs, cache_dir),
+        ]
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    (sweep,) = (logs / "train" / "multiruns").iterdir()
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
+    assert jobs == [
+        "0_rte_lora_seed42_lr0.0001",
+        "1_rte_lora_seed42_lr0.003",
+    ]  # as Hydra writes them
+    for job, lr in zip(jobs, (1e-4, 3e-3), strict=True):
+        assert json.loads((sweep / job / "run_info.json").read_text())["status"] == "finished"
+        assert f"lr: {lr}" in (sweep / job / "resolved_config.yaml").read_text()
+        # a job folder can be given back to Hydra (resume, evaluate.py): no "=" or ","
+        override = OverridesParser.create().parse_override(f"ckpt_path={sweep / job}")
+        assert override.value() == str(sweep / job)
+
+
+def test_swept_suffix_of_sweeper_params_and_shared_key_names(tmp_path: Path) -> None:
+    """The lr search's sweeper params name the lr (not the seed, already in the name); two
+    swept keys ending alike keep their full names; a group swept by its option."""
+    from mole_lightning.utils.sweep_names import swept_suffix
+
+    cfg = compose_with_hydra(["hparams_search=lr_search"])
+    (tmp_path / "multirun.yaml").write_text(
+        "hydra:\n  overrides:\n    task: [hparams_search=lr_search, task=rte]\n"
+        "  sweeper:\n    params:\n      optim.lr: 1e-4,3e-4,1e-3,3e-3\n      seed: 1,2,3\n"
+    )
+    exclude = list(cfg.hydra.job.config.override_dirname.exclude_keys)
+    job = ["hparams_search=lr_search", "task=rte", "optim.lr=3e-4", "seed=2"]
+    assert swept_suffix(str(tmp_path), job, exclude) == "_lr0.0003"
+    swept = [
+        "optim.lr=1,2",
+        "method.lr=3,4",
+        "backbone=minilm,tiny-bert",
+        "data.dir=/x/y",
+        "seed=1,2",
+    ]
+    OmegaConf.save({"hydra": {"overrides": {"task": swept}}}, tmp_path / "multirun.yaml")
+    job = ["optim.lr=1", "method.lr=4", "backbone=tiny-bert", "data.dir=/x/y", "seed=2"]
+    assert swept_suffix(str(tmp_path), ["optim.lr='a=b,c/d'"], exclude) == "_lra-b-c-d"
+    assert swept_suffix(str(tmp_path), job, exclude) == "_backbonetiny-bert_method.lr4_optim.lr1"
+    assert swept_suffix(str(tmp_path / "no_sweep"), job, exclude) == ""

@@ -55,10 +55,16 @@ def test_three_class_run_mnli_matched_and_mismatched(tmp_path: Path, cache_dir: 
 
 
 def test_failed_run_is_recorded(glue_dir: Path, tmp_path: Path, cache_dir: Path) -> None:
+    """A data file that is there but malformed fails the run once started (a missing one
+    is refused before: ``tests/test_offline.py``)."""
     from mole_lightning.errors import DataFileError
 
+    data = tmp_path / "glue"
+    (data / "RTE").mkdir(parents=True)
+    for stem in ("train", "dev"):
+        (data / "RTE" / f"{stem}.tsv").write_text("index\tsentence1\n0\tno second column\n")
     with pytest.raises(DataFileError):
-        run(fast_run_overrides(tmp_path / "empty", "rte"), tmp_path, cache_dir)
+        run(fast_run_overrides(data, "rte"), tmp_path, cache_dir)
     info = json.loads((tmp_path / "run_info.json").read_text())
     assert info["status"] == "failed" and "DataFileError" in info["error"]
 

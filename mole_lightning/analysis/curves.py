@@ -121,7 +121,10 @@ def plot_learning_curves(
     for run in runs:
         path = metrics_csv_path(run)
         if run.task is None or not path.is_file():
-            notes.append(f"{run.path}: no {path.relative_to(run.path)} (logger=csv was not on)")
+            notes.append(
+                f"{run.path}: no {path.relative_to(run.path)} (a run with logger=none, or "
+                "from before every logger wrote it)"
+            )
             continue
         by_task[run.task].append((run, read_metrics_csv(path)))
     written = []

@@ -65,3 +65,27 @@ def log_table_to_wandb(trainer: pl.Trainer, key: str, paths: dict[str, Path]) ->
                 data=[[r, *v] for r, v in zip(payload["rows"], payload["values"], strict=True)],
                 step=trainer.global_step,
             )
+
+
+def log_structure_to_wandb(
+    trainer: pl.Trainer, key: str, structure: list[list[str]], experts: list[str]
+) -> None:
+    """Logs a pruned MoLE structure to every W&B logger as a table: one row per layer,
+    its kept experts and a 0/1 column per expert (what the constant gate weights of the
+    kept experts would otherwise have to say), and ``<key>/pruned_at_step`` in the
+    summary."""
+    from pytorch_lightning.loggers import WandbLogger
+
+    rows = [
+        [i, ", ".join(kept), *(int(name in kept) for name in experts)]
+        for i, kept in enumerate(structure)
+    ]
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            logger.log_table(
+                key=f"{key}/table",
+                columns=["layer", "kept", *experts],
+                data=rows,
+                step=trainer.global_step,
+            )
+            logger.experiment.summary[f"{key}/pruned_at_step"] = trainer.global_step

@@ -13,7 +13,11 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
-from mole_lightning.callbacks.export import export_table, log_table_to_wandb
+from mole_lightning.callbacks.export import (
+    export_table,
+    log_structure_to_wandb,
+    log_table_to_wandb,
+)
 from mole_lightning.core.paths import run_dir
 from mole_lightning.errors import ConfigError
 from mole_lightning.methods.adapter import AdapterConfig, BottleneckAdapter
@@ -246,6 +250,8 @@ class PruneExperts(Callback):
                     indent=2,
                 )
             )
+            # the kept structure, instead of gate weights that stay constant from here
+            log_structure_to_wandb(trainer, "mole/structure", structure, mole.expert_names)
         kept = (
             f"top-{self.top_k} per layer"
             if self.rule == "per_layer"

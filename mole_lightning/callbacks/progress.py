@@ -66,12 +66,27 @@ class ProgressLog(Callback):
                 trainer.global_step,
                 trainer.estimated_stepping_batches,
                 trainer.current_epoch,
-                trainer.max_epochs,
+                run_epochs(trainer),
                 now - self.started,
                 trainer.global_step - self.start_step,
                 None if loss is None else float(loss),
             )
         )
+
+
+def run_epochs(trainer: pl.Trainer) -> int | None:
+    """The epochs this run will train: ``max_epochs``, or fewer when ``max_steps`` ends
+    it first (20 steps of a 78-batch epoch are 1 epoch, not ``max_epochs=10``); never
+    below the current epoch. ``None`` when neither bounds the run."""
+    max_epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else None
+    total, batches = trainer.estimated_stepping_batches, trainer.num_training_batches
+    if not (math.isfinite(total) and math.isfinite(batches) and batches > 0):
+        return max_epochs
+    steps_per_epoch = max(1, math.ceil(batches / trainer.accumulate_grad_batches))
+    epochs = math.ceil(total / steps_per_epoch)
+    if max_epochs is not None:
+        epochs = min(epochs, max_epochs)
+    return max(epochs, trainer.current_epoch + 1)
 
 
 def progress_line(

@@ -40,6 +40,8 @@ def evaluate(cfg: DictConfig) -> list[SuiteResult]:
             paths = write_result(run, result)
             print(f"\n{result.name} ({time.perf_counter() - start:.1f} s):")
             print(format_table(result.rows))
+            for note in result.notes:
+                print(f"note: {note}")
             print("wrote " + ", ".join(str(p) for p in paths))
             results.append(result)
     return results

@@ -8,9 +8,55 @@ import io
 import json
 from collections import defaultdict
 from fnmatch import fnmatch
+from pathlib import Path
+
+from omegaconf import OmegaConf
 
 from mole_lightning.analysis.runs import Run
 from mole_lightning.analysis.table import Cell, row_label, row_order, task_label, task_order
+from mole_lightning.core.paths import CONFIG_DIR
+
+
+def advglue_tasks() -> list[str]:
+    """The GLUE tasks AdvGLUE has a set for (``conf/eval/advglue.yaml``)."""
+    sets = OmegaConf.load(Path(CONFIG_DIR) / "eval" / "advglue.yaml").sets
+    return sorted({str(node.task) for node in sets.values()})
+
+
+def evaluate_hint(run: Run, suite: str) -> str:
+    """The ``scripts/evaluate.py`` command that writes ``eval_<suite>.json`` for ``run``,
+    or why that suite does not apply to the run's task."""
+    from mole_lightning.evaluation.transfer import (  # late: imports torch
+        declared_pairs,
+        mapped_targets,
+        target_data_missing,
+    )
+
+    command = f"python scripts/evaluate.py ckpt_path={run.path}"
+    task = run.task
+    if suite in ("dev", "perturb"):
+        return f"`{command} eval={suite}`"
+    if suite == "advglue":
+        covered = advglue_tasks()
+        if task in covered:
+            return f"`{command} eval=advglue`"
+        return (
+            f"not applicable: AdvGLUE has no set for task {task!r} (it covers {', '.join(covered)})"
+        )
+    if suite.startswith("transfer_"):
+        target = suite.removeprefix("transfer_")
+        if target in mapped_targets(task):
+            missing = target_data_missing(target, run.config_value("data.dir"))
+            data = f" data_dir=<glue_data folder with {target}>" if missing else ""
+            return f"`{command} eval=transfer 'suites.transfer.targets=[{target}]'{data}`" + (
+                f" ({missing})" if missing else ""
+            )
+        return (
+            f"not applicable: no transfer mapping from {task!r} to {target!r} "
+            f"(declared: {', '.join(declared_pairs())}); add "
+            f"conf/transfer/{task}_to_{target}.yaml to evaluate it"
+        )
+    return f"{suite!r} is no evaluation suite (dev, advglue, perturb, transfer_<task>)"
 
 
 def suite_cells(
@@ -29,9 +75,7 @@ def suite_cells(
     for run in runs:
         path = run.path / f"eval_{suite}.json"
         if not path.is_file():
-            excluded.append(
-                (run, f"no {path.name}: scripts/evaluate.py ckpt_path={run.path} eval={suite}")
-            )
+            excluded.append((run, f"no {path.name}: {evaluate_hint(run, suite)}"))
             continue
         metrics = json.loads(path.read_text())["metrics"]
         for key, value in metrics.items():

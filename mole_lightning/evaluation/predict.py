@@ -39,7 +39,7 @@ def predict(model: GlueModule, loader: DataLoader, device: torch.device, desc: s
     """Runs ``model`` (in eval mode) over ``loader`` with a progress bar."""
     model.eval()
     outputs, labels = [], []
-    for batch in tqdm(loader, desc=desc, leave=False):
+    for batch in tqdm(loader, desc=desc, leave=False, disable=None):  # None: terminal only
         batch = model.transfer_batch_to_device(batch, device, 0)
         outputs.append(model(batch).float().cpu())
         labels.append(batch["labels"].cpu())

@@ -22,8 +22,16 @@ from mole_lightning.evaluation.checkpoint import EvalRun
 from mole_lightning.evaluation.data import dev_loaders, examples_loader
 from mole_lightning.evaluation.perturb import perturb_examples
 from mole_lightning.evaluation.predict import predict, score, task_metrics
-from mole_lightning.evaluation.transfer import MAPPINGS_DIR, load_mapping, map_predictions
+from mole_lightning.evaluation.transfer import (
+    MAPPINGS_DIR,
+    declared_pairs,
+    load_mapping,
+    map_predictions,
+    mapped_targets,
+    target_data_missing,
+)
 from mole_lightning.reporting import plot_curves
+from mole_lightning.utils.run_info import RESOLVED_CONFIG
 
 
 @dataclass
@@ -36,6 +44,7 @@ class SuiteResult:
         rows: the table, one flat dict per row (CSV columns = their keys).
         settings: what was evaluated (files, rates, seeds, mapping).
         plot: draws the suite's figure to a path, or ``None``.
+        notes: what a reader of the table must know (printed under it).
     """
 
     name: str
@@ -43,6 +52,7 @@ class SuiteResult:
     rows: list[dict]
     settings: dict = field(default_factory=dict)
     plot: Callable[[Path], None] | None = None
+    notes: list[str] = field(default_factory=list)
 
 
 class Evaluator:
@@ -61,12 +71,13 @@ class Evaluator:
     @cached_property
     def dev(self) -> dict[str, dict[str, float]]:
         """Clean dev metrics per dev split (``validation``, MNLI's ``validation_mismatched``)."""
-        return {
-            split: task_metrics(
-                self.spec, predict(self.run.model, loader, self.run.device, f"dev {split}")
-            )
-            for split, loader in dev_loaders(self.run).items()
-        }
+        self.dev_sizes: dict[str, int] = {}
+        metrics = {}
+        for split, loader in dev_loaders(self.run).items():
+            predictions = predict(self.run.model, loader, self.run.device, f"dev {split}")
+            self.dev_sizes[split] = len(predictions.labels)
+            metrics[split] = task_metrics(self.spec, predictions)
+        return metrics
 
     def evaluate(self, name: str, examples, task: str | None = None):
         """Predictions of the checkpoint on ``examples`` (rows of ``task``, default its own)."""
@@ -74,25 +85,58 @@ class Evaluator:
         return predict(self.run.model, loader, self.run.device, name)
 
 
+def recorded_part(run_dir: Path, size: int) -> str | None:
+    """How much of a dev split of ``size`` examples the run's own validation read, when
+    ``trainer.limit_val_batches`` (its ``resolved_config.yaml``) cut it short, else
+    ``None``: ``"2 batches of 16 = 32 of 277 examples (trainer.limit_val_batches=2)"``."""
+    path = run_dir / RESOLVED_CONFIG
+    if not path.is_file():
+        return None
+    saved = OmegaConf.load(path)
+    limit = OmegaConf.select(saved, "trainer.limit_val_batches")
+    if limit is None or (isinstance(limit, float) and limit >= 1.0):
+        return None
+    setting = f"trainer.limit_val_batches={limit}"
+    if isinstance(limit, float):
+        return f"{limit:.0%} of the batches ({setting})"
+    batch = OmegaConf.select(saved, "data.eval_batch_size")
+    read = int(limit) * int(batch) if batch else None
+    if read is not None and read >= size:
+        return None
+    counted = f" = {read} of {size} examples" if read is not None else ""
+    return f"{limit} batch(es) of {batch}{counted} ({setting})"
+
+
 def dev_suite(ev: Evaluator, cfg: DictConfig) -> list[SuiteResult]:
     """The task's dev set(s), keyed as in ``metrics.json`` (``val/acc``, ``val/acc_mm``),
-    beside what the run recorded for this checkpoint."""
+    beside what the run recorded for this checkpoint. A recorded value that came from a
+    validation cut short by ``trainer.limit_val_batches`` is said to be one
+    (``recorded_on``, and a note): this evaluation reads the whole split, so they differ."""
     recorded = ev.run.reference_metrics()
-    metrics, rows = {}, []
+    metrics, rows, notes = {}, [], []
     for i, (split, values) in enumerate(ev.dev.items()):
+        part = recorded_part(ev.run.run_dir, ev.dev_sizes[split]) if recorded else None
+        if part:
+            notes.append(
+                f"{split}: the run recorded its dev metrics on part of the split, {part}; "
+                f"this evaluation reads all {ev.dev_sizes[split]} examples, so 'equal' is "
+                "not expected to hold"
+            )
         for metric, value in values.items():
             key = f"val/{metric}{'' if i == 0 else '_mm'}"
             metrics[key] = value
-            rows.append(
-                {
-                    "split": split,
-                    "metric": key,
-                    "value": value,
-                    "recorded": recorded.get(key),
-                    "equal": recorded.get(key) == value if key in recorded else None,
-                }
-            )
-    return [SuiteResult("dev", metrics, rows, {"checkpoint": ev.run.ckpt.name})]
+            row = {
+                "split": split,
+                "metric": key,
+                "value": value,
+                "recorded": recorded.get(key),
+                "equal": recorded.get(key) == value if key in recorded else None,
+            }
+            if part:
+                row["recorded_on"] = part
+            rows.append(row)
+    settings = {"checkpoint": ev.run.ckpt.name, **({"notes": notes} if notes else {})}
+    return [SuiteResult("dev", metrics, rows, settings, notes=notes)]
 
 
 def advglue_suite(ev: Evaluator, cfg: DictConfig) -> list[SuiteResult]:
@@ -156,9 +200,30 @@ def perturb_suite(ev: Evaluator, cfg: DictConfig) -> list[SuiteResult]:
 def transfer_suite(ev: Evaluator, cfg: DictConfig) -> list[SuiteResult]:
     """Zero-shot scores on each target task's dev set through the declared mapping."""
     if not cfg.targets:
+        mappings_dir = cfg.get("mappings_dir") or MAPPINGS_DIR
+        mapped = mapped_targets(ev.run.task, mappings_dir)
+        data_dir = ev.run.cfg.data.get("dir")
+        targets = [t for t in mapped if target_data_missing(t, data_dir) is None]
+        if targets:
+            raise ConfigError(
+                "eval=transfer needs target tasks; a checkpoint of "
+                f"{ev.run.task!r} has mappings to {', '.join(mapped)}"
+                f"{f' (dev data here for {len(targets)})' if targets != mapped else ''}: "
+                f"`python scripts/evaluate.py ckpt_path={ev.run.ckpt} eval=transfer "
+                f"'suites.transfer.targets=[{','.join(targets)}]'`"
+            )
+        if mapped:
+            raise ConfigError(
+                f"eval=transfer: a checkpoint of {ev.run.task!r} has mappings to "
+                f"{', '.join(mapped)}, but {data_dir} holds none of their dev sets; give "
+                "data_dir=<glue_data folder with them> and "
+                f"'suites.transfer.targets=[{','.join(mapped)}]'"
+            )
         raise ConfigError(
-            "eval=transfer needs target tasks: suites.transfer.targets=[mrpc] (a mapping "
-            f"conf/transfer/{ev.run.task}_to_<target>.yaml must exist)"
+            f"eval=transfer: no transfer mapping from {ev.run.task!r} is declared "
+            f"(declared: {', '.join(declared_pairs(mappings_dir))}); add "
+            f"{Path(mappings_dir) / f'{ev.run.task}_to_<target>.yaml'} to evaluate this "
+            "checkpoint on another task, or evaluate it with eval=dev,perturb"
         )
     results = []
     for target in cfg.targets:

@@ -26,6 +26,27 @@ MAPPINGS_DIR = Path(__file__).resolve().parents[2] / "conf" / "transfer"
 KINDS = ("labels", "threshold", "probability")
 
 
+def mapped_targets(source: str, mappings_dir: str | Path = MAPPINGS_DIR) -> list[str]:
+    """The target tasks a checkpoint of ``source`` has a declared mapping to, sorted."""
+    prefix = f"{source}_to_"
+    return sorted(p.stem.removeprefix(prefix) for p in Path(mappings_dir).glob(f"{prefix}*.yaml"))
+
+
+def target_data_missing(target: str, data_dir: str | Path | None) -> str | None:
+    """Why the dev set of ``target`` cannot be read from ``data_dir`` (a run's
+    ``data.dir``; ``None``: the hub), else ``None``."""
+    if data_dir is None:
+        return None
+    spec = get_task(target)
+    path = Path(data_dir) / spec.folder / f"{next(iter(spec.dev_splits.values()))}.tsv"
+    return None if path.is_file() else f"the run's data.dir has no {spec.folder}/{path.name}"
+
+
+def declared_pairs(mappings_dir: str | Path = MAPPINGS_DIR) -> list[str]:
+    """Every declared mapping as ``<source>_to_<target>``."""
+    return sorted(p.stem for p in Path(mappings_dir).glob("*_to_*.yaml"))
+
+
 def load_mapping(source: str, target: str, mappings_dir: str | Path = MAPPINGS_DIR) -> DictConfig:
     """The mapping ``<mappings_dir>/<source>_to_<target>.yaml``, checked against both tasks.
 
@@ -35,7 +56,7 @@ def load_mapping(source: str, target: str, mappings_dir: str | Path = MAPPINGS_D
     """
     path = Path(mappings_dir) / f"{source}_to_{target}.yaml"
     if not path.is_file():
-        known = sorted(p.stem for p in Path(mappings_dir).glob("*_to_*.yaml"))
+        known = declared_pairs(mappings_dir)
         raise ConfigError(
             f"no transfer mapping from {source!r} to {target!r}: add {path} (kind labels, "
             f"threshold or probability; see the files beside it). Declared pairs: {', '.join(known)}"

@@ -272,7 +272,11 @@ class GraphStore:
         edges: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {k: [] for k in GRAPH_KINDS}
         labels: dict[str, list[np.ndarray]] = {k: [] for k in GRAPH_KINDS}
         with tqdm(
-            total=len(distinct), desc=f"parse {key}", unit="text", disable=not self.show_progress
+            total=len(distinct),
+            desc=f"parse {key}",
+            unit="text",
+            # None: tqdm draws only on a terminal (no frames in a log file)
+            disable=True if not self.show_progress else None,
         ) as bar:
             for at in range(0, len(distinct), self.chunk_size):
                 chunk = distinct[at : at + self.chunk_size]

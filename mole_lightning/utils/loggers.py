@@ -94,4 +94,23 @@ def build_loggers(
             raise ConfigError(
                 f"unknown logger {name!r}; valid loggers: wandb, csv (or logger=none)"
             )
+    if loggers and not any(isinstance(logger, CSVLogger) for logger in loggers):
+        # csv/metrics.csv beside any other logger: scripts/plot_runs.py reads it
+        loggers.append(csv_logger(output_dir, "csv", resume_from))
     return loggers
+
+
+def finish_wandb(loggers: list[Logger], metrics: dict[str, float]) -> None:
+    """Puts a finished run's final metrics (``val/*`` of the last validation, ``best/*``
+    of the best checkpoint, ``params/*``, ``global_step``) into each W&B run's summary,
+    then finishes the W&B run (an offline run's files are complete; a multirun's next job
+    starts a run of its own).
+
+    The summary would otherwise hold the last value logged of each key: ``best/*`` are
+    never logged as metrics, and the re-validation of the best checkpoint logs ``val/*``
+    with the best checkpoint's values, not the final ones.
+    """
+    for logger in loggers:
+        if isinstance(logger, WandbLogger) and logger._experiment is not None:
+            logger.experiment.summary.update(metrics)
+            logger.experiment.finish()

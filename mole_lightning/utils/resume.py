@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mole_lightning.errors import ConfigError
 from mole_lightning.utils.run_info import RESOLVED_CONFIG
+from mole_lightning.utils.sweep_names import register as register_sweep_names
 
 # keys that say how to resume rather than what the run is
 RESUME_KEYS = ("ckpt_path", "resume_allow_changes", "overwrite_run")
@@ -55,6 +56,7 @@ def _hydra_run_dir(ckpt_path: str | None, default: str) -> str:
 
 if not OmegaConf.has_resolver("mole_run_dir"):
     OmegaConf.register_new_resolver("mole_run_dir", _hydra_run_dir)
+register_sweep_names()  # mole_swept: multirun job folders named after the swept values
 
 
 def _plain(node):

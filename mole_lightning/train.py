@@ -29,6 +29,7 @@ from mole_lightning.data.datamodule import GlueDataModule
 from mole_lightning.errors import ConfigError, reported_as_exit
 from mole_lightning.models.glue_module import GlueModule
 from mole_lightning.models.tuned_module import parameter_counts
+from mole_lightning.resources import MissingResourcesError, check_resources
 from mole_lightning.utils.checkpoint_io import AtomicCheckpointIO, resume_checkpoint
 from mole_lightning.utils.config_types import check_option_types
 from mole_lightning.utils.console import (
@@ -38,7 +39,6 @@ from mole_lightning.utils.console import (
     silence_known_noise,
 )
 from mole_lightning.utils.loggers import build_loggers, finish_wandb
-from mole_lightning.utils.resources import MissingResourcesError, check_resources
 from mole_lightning.utils.resume import resume_config
 from mole_lightning.utils.run_dir import claimed_run_dir, resumes_in
 from mole_lightning.utils.run_info import METRICS, finish_run, start_run

@@ -20,7 +20,8 @@ LAYERS = [
     # data and models never import each other: they meet in train.py
     {"data", "models", "callbacks"},
     {"evaluation", "analysis", "probing"},
-    {"evidence", "train"},
+    # the entry point and its start-up check of the resources a config needs
+    {"evidence", "train", "resources"},
 ]
 """Sub-packages (and top-level modules) from the bottom up: a module may import any layer
 below its own, and inside its layer only what ``SIDEWAYS`` names."""
@@ -33,6 +34,7 @@ SIDEWAYS = {
     ("callbacks", "models"),
     ("evaluation", "analysis"),
     ("probing", "evaluation"),
+    ("train", "resources"),
 }
 """Imports allowed inside a layer, as (importer, imported)."""
 

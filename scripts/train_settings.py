@@ -27,6 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from mole_lightning.reporting import markdown_table
 from mole_lightning.utils.machine import machine_record
 
 REPO = Path(__file__).resolve().parent.parent
@@ -99,19 +100,22 @@ def table(results: dict[str, list[dict[str, float]]], batch_size: int) -> str:
     """Markdown table: median samples/s, step time, peak RSS, ratio to the first row."""
     names = list(results)
     base = statistics.median(r["samples_per_s"] for r in results[names[0]])
-    lines = [
-        "| setting | samples/s (median) | rounds | step (ms) | peak RSS (MiB) | vs first |",
-        "|---|---|---|---|---|---|",
-    ]
+    rows = []
     for name in names:
         rates = [r["samples_per_s"] for r in results[name]]
         median = statistics.median(rates)
-        peak = max(r["peak_mib"] for r in results[name])
-        lines.append(
-            f"| {name} | {median:.1f} | {', '.join(f'{x:.1f}' for x in rates)} | "
-            f"{1000 * batch_size / median:.0f} | {peak:.0f} | {median / base:.2f}x |"
+        rows.append(
+            [
+                name,
+                f"{median:.1f}",
+                ", ".join(f"{x:.1f}" for x in rates),
+                f"{1000 * batch_size / median:.0f}",
+                f"{max(r['peak_mib'] for r in results[name]):.0f}",
+                f"{median / base:.2f}x",
+            ]
         )
-    return "\n".join(lines)
+    header = ["setting", "samples/s (median)", "rounds", "step (ms)", "peak RSS (MiB)", "vs first"]
+    return markdown_table(header, rows, "lrlrrr")
 
 
 def main() -> None:

@@ -20,6 +20,7 @@ from mole_lightning.evaluation.cli import evaluate, list_override
 from mole_lightning.evaluation.perturb import PERTURBATIONS, perturb_examples
 from mole_lightning.evaluation.predict import Predictions
 from mole_lightning.evaluation.transfer import load_mapping, map_predictions
+from mole_lightning.reporting import read_figure_info
 from mole_lightning.train import train
 from tests.conftest import CONF_DIR, compose, fast_run_overrides
 
@@ -177,7 +178,9 @@ def test_evaluate_dev_equals_metrics_json_and_writes_suites(
     assert adv["drop"] == pytest.approx(recorded["val/acc"] - adv["acc"])
     perturb = (run_dir / "eval_perturb.csv").read_text().splitlines()
     assert perturb[0].startswith("kind,p,n,acc,drop") and len(perturb) == 3
-    assert (run_dir / "eval_perturb.png").stat().st_size > 0
+    figure = read_figure_info(run_dir / "eval_perturb.png")
+    assert figure["titles"][0].startswith("rte lora: dev under perturbations")
+    assert figure["labels"] == ["typo"]  # one line per kind
     assert results["perturb"].rows[0]["acc"] == recorded["val/acc"]  # p = 0 is clean dev
     assert results["transfer_rte"].metrics == {"transfer/rte/acc": recorded["val/acc"]}
     assert (run_dir / "eval_transfer_rte.csv").is_file()

@@ -19,6 +19,7 @@ from mole_lightning.analysis.mole_structure import (
     seed_agreement,
 )
 from mole_lightning.analysis.runs import find_runs
+from mole_lightning.reporting import read_figure_info
 from mole_lightning.train import train
 from tests.conftest import compose
 from tests.test_mole_training import mole_overrides
@@ -110,9 +111,14 @@ def test_command_on_real_tiny_runs(glue_dir: Path, cache_dir: Path, tmp_path: Pa
     assert done.returncode == 0, done.stderr
     text = (out / "mole_structure_claims.md").read_text()
     assert "2 finished MoLE runs (RTE)" in text and "| RTE | 1, 2 |" in text
-    assert (out / "mole_graph_by_layer.png").stat().st_size > 0
     layers = len(json.loads((tmp_path / "runs/seed1/mole_structure.json").read_text())["structure"])
     assert text.count(" of 2 | ") == layers
+    figure = read_figure_info(out / "mole_graph_by_layer.png")
+    assert figure["labels"] == [str(i) for i in range(layers)]
+    assert [f"| {i} | {n[0]} of 2 |" in text for i, n in enumerate(figure["notes"])] == [
+        True
+    ] * layers
+    assert figure["reference"][1] == "random pruning"
 
     missing = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "mole_structures.py"), str(tmp_path / "none")],

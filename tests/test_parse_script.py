@@ -11,8 +11,9 @@ from pathlib import Path
 
 import mole_lightning.graphs.store as store_module
 from mole_lightning.core.tasks import get_task
-from mole_lightning.data.datamodule import graph_keys
-from mole_lightning.graphs import GRAPH_KINDS
+from mole_lightning.data.datamodule import graph_keys, graph_texts
+from mole_lightning.data.glue import read_glue_split
+from mole_lightning.graphs import GRAPH_KINDS, GraphStore
 from mole_lightning.train import build_datamodule, build_module
 from scripts.parse import parse_task
 from tests.conftest import REPO, compose, run_cli
@@ -68,3 +69,38 @@ def test_parse_script_warms_the_datamodules_graph_cache(glue_dir, tmp_path, monk
     rows = parse_task(cfg)
     assert [r["source"] for r in rows] == ["cache"] * len(keys)
     assert sorted(r["file"] for r in rows) == files
+
+
+def test_parse_bench_parses_the_texts_training_parses(glue_dir, tmp_path):
+    """`scripts/parse_bench.py` reads the split as the data module does (a sentence with
+    spaces around it is parsed stripped, as in training): the data module's own texts find
+    the cache file it wrote."""
+    data = small_rte(glue_dir, tmp_path / "glue_data")
+    train_tsv = data / "RTE" / "train.tsv"
+    header, first, *rest = train_tsv.read_text(encoding="utf-8").splitlines(keepends=True)
+    index, sentence, *others = first.split("\t")
+    train_tsv.write_text(
+        "".join([header, "\t".join([index, f"  {sentence} ", *others]), *rest]), encoding="utf-8"
+    )
+    cache = tmp_path / "cache"
+    run = run_cli(
+        [str(REPO / "scripts" / "parse_bench.py"), "--data-dir", str(data), "--task", "rte"]
+        + ["--limit", "4", "--cache-dir", str(cache)],
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "texts               4 (4 distinct" in run.stdout, run.stdout
+    cfg = compose(["task=rte", "parser=spacy", f"data.dir={data}", "method=mole"])
+    spec = get_task("rte")
+    examples = read_glue_split(spec, "train", data)[:4]
+    texts = graph_texts(examples, graph_keys(spec, "train")[0])
+    assert texts[0] == sentence
+    graphs = GraphStore(cfg.parser, cache, list(GRAPH_KINDS)).load("bench-rte-train-4", texts)
+    assert len(graphs) == 4
+
+    wrong = run_cli(
+        [str(REPO / "scripts" / "parse_bench.py"), "--task", "rte", "--split", "dev"]
+        + ["--cache-dir", str(cache)],
+        cwd=tmp_path,
+    )
+    assert wrong.returncode == 2 and "rte has train, validation" in wrong.stderr

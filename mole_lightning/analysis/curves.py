@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -11,8 +10,11 @@ from typing import NamedTuple
 
 from mole_lightning.analysis.runs import Run
 from mole_lightning.analysis.table import row_order, task_label, task_order
+from mole_lightning.reporting import Line, LinePanel, draw_lines
 
 TRAIN_LOSS = "train/loss"
+LINE_STYLES = ["-", "--", ":", "-."]
+"""The line style of each run of a task in turn (the colour is its method's)."""
 
 
 def metrics_csv_path(run: Run) -> Path:
@@ -110,11 +112,6 @@ def plot_learning_curves(
     Returns the written files and notes on runs without curves.
     """
     label = label or curve_labeller()
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     out_dir.mkdir(parents=True, exist_ok=True)
     by_task: dict[str, list[tuple[Run, dict]]] = defaultdict(list)
     notes = []
@@ -132,53 +129,34 @@ def plot_learning_curves(
         members = sorted(by_task[task], key=lambda m: (row_order(str(m[0].method)), str(m[0].seed)))
         monitor = next((r.monitor for r, _ in members if r.monitor), "val/acc")
         methods = sorted({str(r.method) for r, _ in members}, key=row_order)
-        colours = {m: plt.cm.tab10(i % 10) for i, m in enumerate(methods)}
-        styles = ["-", "--", ":", "-."]
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-        for panel, key in zip(axes, (TRAIN_LOSS, monitor), strict=True):
-            drawn = 0
+        titles = {
+            TRAIN_LOSS: f"{task_label(task)}: training loss (EMA {LOSS_SMOOTHING}; raw faint)",
+            monitor: f"{task_label(task)}: dev {monitor}",
+        }
+        panels = []
+        for key, title in titles.items():
+            loss = key == TRAIN_LOSS
+            lines = []
             for i, (run, series) in enumerate(members):
                 points = training_points(run, series.get(key, []))
-                if points:
-                    steps = [p.step for p in points]
-                    values = [p.value for p in points]
-                    colour, style = colours[str(run.method)], styles[i % len(styles)]
-                    if key == TRAIN_LOSS:
-                        panel.plot(steps, values, "-", color=colour, alpha=0.15, linewidth=0.6)
-                        values = ema(values)
-                    panel.plot(
-                        steps,
-                        values,
-                        style,
-                        marker="o" if key != TRAIN_LOSS else None,
-                        markersize=3,
-                        color=colour,
-                        label=label(run),
+                if not points:
+                    continue
+                values = [p.value for p in points]
+                lines.append(
+                    Line(
+                        label(run),
+                        [p.step for p in points],
+                        ema(values) if loss else values,
+                        colour=methods.index(str(run.method)),
+                        style=LINE_STYLES[i % len(LINE_STYLES)],
+                        marker=None if loss else "o",
+                        faint=values if loss else None,
                     )
-                    drawn += 1
-            if not drawn:
-                panel.text(
-                    0.5,
-                    0.5,
-                    f"no run logged {key}\n(trainer.log_every_n_steps > steps?)",
-                    transform=panel.transAxes,
-                    ha="center",
-                    va="center",
                 )
-            panel.set_xlabel("step")
-            panel.set_ylabel(key)
-            panel.grid(alpha=0.3)
-        axes[0].set_title(f"{task_label(task)}: training loss (EMA {LOSS_SMOOTHING}; raw faint)")
-        axes[1].set_title(f"{task_label(task)}: dev {monitor}")
-        axes[1].legend(fontsize=7, loc="best")
-        fig.tight_layout()
+            empty = f"no run logged {key}\n(trainer.log_every_n_steps > steps?)"
+            panels.append(LinePanel(title, ("step", key), lines, legend=not loss, empty=empty))
         path = out_dir / f"curves_{task}.png"
-        info = {
-            "titles": [ax.get_title() for ax in axes],
-            "loss_smoothing": LOSS_SMOOTHING,
-            "labels": [label(run) for run, _ in members],
-        }
-        fig.savefig(path, dpi=110, metadata={"mole_lightning": json.dumps(info)})
-        plt.close(fig)
+        info = {"loss_smoothing": LOSS_SMOOTHING, "labels": [label(run) for run, _ in members]}
+        draw_lines(path, panels, size=(11, 4), info=info)
         written.append(path)
     return written, notes

@@ -33,6 +33,7 @@ from scipy import stats
 from mole_lightning.analysis.runs import Run
 from mole_lightning.analysis.table import task_label, task_order
 from mole_lightning.methods.mole.config import EXPERTS, GRAPH_EXPERTS
+from mole_lightning.reporting import draw_bars, markdown_table
 
 STRUCTURE_FILE = "mole_structure.json"
 IMPORTANCE_FILE = "mole_importance_at_prune.json"
@@ -291,16 +292,19 @@ def report_lines(
         "adapter in lower ones). Random pruning keeps a graph expert with probability "
         f"{by_layer.layers[0].random:.2f} in every layer.",
         "",
-        "| layer | graph expert kept | share | random | binomial p |",
-        "|---|---|---|---|---|",
-    ]
-    for row in by_layer.layers:
-        share = row.graph / row.runs if row.runs else math.nan
-        lines.append(
-            f"| {row.layer} | {row.graph} of {row.runs} | {share:.2f} | {row.random:.2f} | "
-            f"{row.p_value:.3g} |"
-        )
-    lines += [
+        *markdown_table(
+            ["layer", "graph expert kept", "share", "random", "binomial p"],
+            [
+                [
+                    row.layer,
+                    f"{row.graph} of {row.runs}",
+                    f"{row.graph / row.runs if row.runs else math.nan:.2f}",
+                    f"{row.random:.2f}",
+                    f"{row.p_value:.3g}",
+                ]
+                for row in by_layer.layers
+            ],
+        ).splitlines(),
         "",
         f"Upper half of the layers: {by_layer.upper} of {by_layer.upper_total} graph experts; "
         f"lower half: {by_layer.lower} of {by_layer.lower_total}; one-sided Fisher exact "
@@ -310,52 +314,45 @@ def report_lines(
         "**(c) Agreement across seeds**: the share of layers in which two seeds kept the "
         "same experts, averaged over seed pairs.",
         "",
-        "| task | seeds | agreement | random pruning | p (random agrees as much) |",
-        "|---|---|---|---|---|",
     ]
-    agreements = seed_agreement(runs)
-    for a in agreements:
-        lines.append(
-            f"| {task_label(a.task)} | {', '.join(map(str, a.seeds))} | {a.observed:.2f} | "
-            f"{a.random:.2f} | {a.p_value:.3g} |"
-        )
-    if not agreements:
-        lines.append("| – | no task has two seeds | | | |")
+    agreements = [
+        [
+            task_label(a.task),
+            ", ".join(map(str, a.seeds)),
+            f"{a.observed:.2f}",
+            f"{a.random:.2f}",
+            f"{a.p_value:.3g}",
+        ]
+        for a in seed_agreement(runs)
+    ]
+    header = ["task", "seeds", "agreement", "random pruning", "p (random agrees as much)"]
+    lines += markdown_table(
+        header, agreements or [["–", "no task has two seeds", "", "", ""]]
+    ).splitlines()
+    margins = []
+    for run in sorted(runs, key=lambda r: (task_order(r.task), r.seed)):
+        gaps = gate_margins(run)
+        cells = ["–"] * len(by_layer.layers) if gaps is None else [f"{m:.4f}" for m in gaps]
+        margins.append([f"{task_label(run.task)} seed {run.seed}", *cells])
     lines += [
         "",
         "**Gates at the prune**: top-1 minus top-2 importance per layer (0: a coin flip).",
         "",
-        "| run | " + " | ".join(f"layer {i}" for i in range(len(by_layer.layers))) + " |",
-        "|---|" + "---|" * len(by_layer.layers),
+        *markdown_table(
+            ["run", *(f"layer {i}" for i in range(len(by_layer.layers)))], margins
+        ).splitlines(),
     ]
-    for run in sorted(runs, key=lambda r: (task_order(r.task), r.seed)):
-        margins = gate_margins(run)
-        cells = ["–"] * len(by_layer.layers) if margins is None else [f"{m:.4f}" for m in margins]
-        lines.append(f"| {task_label(run.task)} seed {run.seed} | " + " | ".join(cells) + " |")
     return lines
 
 
 def plot_graph_by_layer(result: GraphByLayer, path: Path) -> None:
     """Bar chart: share of runs keeping a graph expert per layer, random rate dashed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    layers = [row.layer for row in result.layers]
-    shares = [row.graph / row.runs if row.runs else 0.0 for row in result.layers]
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    ax.bar(layers, shares, color="tab:blue")
-    for row, share in zip(result.layers, shares, strict=True):
-        ax.text(row.layer, share + 0.02, f"{row.graph}/{row.runs}", ha="center", fontsize=8)
-    ax.axhline(result.layers[0].random, color="black", linestyle="--", label="random pruning")
-    ax.set_xlabel("layer (0 = lowest)")
-    ax.set_ylabel("runs keeping a graph expert")
-    ax.set_ylim(0, 1.1)
-    ax.set_xticks(layers)
-    ax.legend(loc="lower right", fontsize=8)
-    ax.set_title(f"MoLE: graph experts kept per layer (n={result.layers[0].runs} runs)")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    draw_bars(
+        path,
+        [str(row.layer) for row in result.layers],
+        [row.graph / row.runs if row.runs else 0.0 for row in result.layers],
+        [f"{row.graph}/{row.runs}" for row in result.layers],
+        (result.layers[0].random, "random pruning"),
+        f"MoLE: graph experts kept per layer (n={result.layers[0].runs} runs)",
+        ("layer (0 = lowest)", "runs keeping a graph expert"),
+    )

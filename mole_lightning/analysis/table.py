@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mole_lightning.analysis.runs import Run
+from mole_lightning.reporting import markdown_table
 
 GLUE_ORDER = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte")
 TASK_LABELS = {
@@ -64,6 +65,11 @@ class Cell:
     def std(self) -> float | None:
         """Sample standard deviation (``None`` for a single run)."""
         return statistics.stdev(self.values) if self.n > 1 else None
+
+    def text(self, decimals: int) -> str:
+        """``mean ± std (n=k)`` (no ``±`` for a single run)."""
+        std = "" if self.std is None else f" ± {self.std:.{decimals}f}"
+        return f"{self.mean:.{decimals}f}{std} (n={self.n})"
 
 
 @dataclass
@@ -118,14 +124,7 @@ class ResultsTable:
         """The Markdown table and the notes on its columns."""
         what = "best checkpoint" if self.metric == "best" else "last validation"
         unit = f", ×{self.scale:g}" if self.scale != 1 else ""
-        lines = [
-            f"Dev-set results ({what}{unit}): mean ± std over seeds (n = runs).",
-            "",
-            "| method | trainable params | "
-            + " | ".join(f"{task_label(t)} ({metric_label(self.monitors[t])})" for t in self.tasks)
-            + " | GLUE avg |",
-            "|---|---:|" + "---:|" * (len(self.tasks) + 1),
-        ]
+        rows = []
         for row in self.rows:
             cells = [self.format_cell(row, t, decimals) for t in self.tasks]
             avg = self.average(row)
@@ -135,19 +134,24 @@ class ResultsTable:
                 if avg is not None
                 else f"– ({filled}/{len(self.tasks)} tasks)"
             )
-            lines.append(
-                f"| {row} | {format_params(self.params.get(row, []))} | "
-                + " | ".join(cells)
-                + f" | {avg_text} |"
-            )
-        return [*lines, "", *self.notes()]
+            rows.append([row, format_params(self.params.get(row, [])), *cells, avg_text])
+        header = [
+            "method",
+            "trainable params",
+            *(f"{task_label(t)} ({metric_label(self.monitors[t])})" for t in self.tasks),
+            "GLUE avg",
+        ]
+        return [
+            f"Dev-set results ({what}{unit}): mean ± std over seeds (n = runs).",
+            "",
+            *markdown_table(header, rows, "lr" + "r" * (len(self.tasks) + 1)).splitlines(),
+            "",
+            *self.notes(),
+        ]
 
     def format_cell(self, row: str, task: str, decimals: int) -> str:
         cell = self.cells.get((row, task))
-        if cell is None:
-            return "–"
-        std = "" if cell.std is None else f" ± {cell.std:.{decimals}f}"
-        return f"{cell.mean:.{decimals}f}{std} (n={cell.n})"
+        return "–" if cell is None else cell.text(decimals)
 
     def notes(self) -> list[str]:
         """Which metric each column shows, and what else its runs logged."""

@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 from mole_lightning.analysis.runs import Run
 from mole_lightning.analysis.table import Cell, row_label, row_order, task_label, task_order
 from mole_lightning.core.paths import CONFIG_DIR
+from mole_lightning.reporting import markdown_table
 
 
 def advglue_tasks() -> list[str]:
@@ -101,28 +102,28 @@ def suite_table(
         {c for _, c in cells}, key=lambda c: (task_order(c.split(" ", 1)[0]), c.split(" ", 1)[1])
     )
     header = [f"{task_label(c.split(' ', 1)[0])} {c.split(' ', 1)[1]}" for c in columns]
-    lines = [
-        f"eval_{suite}: mean ± std over seeds (n = runs), ×{scale:g}.",
-        "",
-        "| method | " + " | ".join(header) + " |",
-        "|---|" + "---:|" * len(columns),
-    ]
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(["method", *(f"{c}_{s}" for c in columns for s in ("mean", "std", "n"))])
+    shown = []
     for row in rows:
-        shown, line = [], [row]
+        line = [row]
         for column in columns:
             cell = cells.get((row, column))
-            if cell is None:
-                shown.append("–")
-                line += ["", "", 0]
-                continue
-            std = "" if cell.std is None else f" ± {cell.std:.{decimals}f}"
-            shown.append(f"{cell.mean:.{decimals}f}{std} (n={cell.n})")
-            line += [cell.mean, "" if cell.std is None else cell.std, cell.n]
-        lines.append(f"| {row} | " + " | ".join(shown) + " |")
+            line += (
+                ["", "", 0]
+                if cell is None
+                else [cell.mean, "" if cell.std is None else cell.std, cell.n]
+            )
         writer.writerow(line)
+        shown.append(
+            [row, *(cells[row, c].text(decimals) if (row, c) in cells else "–" for c in columns)]
+        )
+    lines = [
+        f"eval_{suite}: mean ± std over seeds (n = runs), ×{scale:g}.",
+        "",
+        markdown_table(["method", *header], shown, "l" + "r" * len(columns)),
+    ]
     lines += ["", f"Runs not in the table ({len(excluded)}):"]
     lines += [f"- `{run.path}`: {reason}" for run, reason in excluded] or ["- none"]
     return "\n".join(lines) + "\n", out.getvalue()

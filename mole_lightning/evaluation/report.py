@@ -1,5 +1,5 @@
 """Writing a suite's result into the run directory: ``eval_<name>.json``, ``.csv`` and,
-for curves, ``.png`` (drawn by the suite with ``mole_lightning.reporting.plot_curves``)."""
+for curves, ``.png`` (drawn by the suite with ``mole_lightning.reporting.draw_lines``)."""
 
 from __future__ import annotations
 
@@ -48,8 +48,6 @@ def format_table(rows: list[dict], decimals: int = 4) -> str:
     if not rows:
         return "(no rows)"
     columns = list(dict.fromkeys(k for row in rows for k in row))
-
-    def cell(value) -> str:
-        return f"{value:.{decimals}f}" if isinstance(value, float) else str(value)
-
-    return markdown_table(columns, [[cell(r.get(c, "")) for c in columns] for r in rows])
+    return markdown_table(
+        columns, [[r.get(c, "") for c in columns] for r in rows], decimals=decimals
+    )

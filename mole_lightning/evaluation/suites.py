@@ -30,7 +30,7 @@ from mole_lightning.evaluation.transfer import (
     mapped_targets,
     target_data_missing,
 )
-from mole_lightning.reporting import plot_curves
+from mole_lightning.reporting import Line, LinePanel, draw_lines
 from mole_lightning.utils.run_info import RESOLVED_CONFIG
 
 
@@ -192,9 +192,21 @@ def perturb_suite(ev: Evaluator, cfg: DictConfig) -> list[SuiteResult]:
             metrics,
             rows,
             settings,
-            lambda path: plot_curves(rows, ev.monitor, title, path),
+            lambda path: draw_lines(
+                path, [perturbation_panel(rows, ev.monitor, title)], size=(5, 3.5)
+            ),
         )
     ]
+
+
+def perturbation_panel(rows: list[dict], metric: str, title: str) -> LinePanel:
+    """One line per perturbation kind: ``metric`` against the rate ``p`` (``rows``: dicts
+    with ``kind``, ``p`` and ``metric``)."""
+    lines = []
+    for i, kind in enumerate(dict.fromkeys(r["kind"] for r in rows)):
+        points = sorted((r["p"], r[metric]) for r in rows if r["kind"] == kind)
+        lines.append(Line(kind, [p for p, _ in points], [v for _, v in points], colour=i))
+    return LinePanel(title, ("perturbation rate p", f"dev {metric}"), lines)
 
 
 def transfer_suite(ev: Evaluator, cfg: DictConfig) -> list[SuiteResult]:

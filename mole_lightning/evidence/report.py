@@ -32,7 +32,7 @@ from mole_lightning.callbacks.throughput import THROUGHPUT_FILE
 from mole_lightning.evidence.protocol import ProtocolCell
 from mole_lightning.evidence.runner import format_duration, read_record, wall_seconds
 from mole_lightning.evidence.state import DONE, NEW, CellState
-from mole_lightning.reporting import HeatmapPanel, draw_heatmap
+from mole_lightning.reporting import HeatmapPanel, draw_heatmap, markdown_table
 
 BEGIN = "<!-- evidence:begin (scripts/evidence.py --report writes this section; edits inside are overwritten) -->"
 END = "<!-- evidence:end -->"
@@ -125,24 +125,21 @@ def difference_lines(results: list[CellResult], metric: str) -> list[str]:
         "of the per-seed differences (n = seeds with both cells done); positive = better than "
         f"{BASELINE}.",
         "",
-        "| method | " + " | ".join(task_label(t) for t in tasks) + " |",
-        "|---|" + "---:|" * len(tasks),
     ]
+    rows = []
     for method in methods:
         cells = [mean_std(diffs[method, t]) if (method, t) in diffs else "–" for t in tasks]
         if any(c != "–" for c in cells):
-            lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    return lines
+            rows.append([method, *cells])
+    header = ["method", *(task_label(t) for t in tasks)]
+    return [*lines, *markdown_table(header, rows, "l" + "r" * len(tasks)).splitlines()]
 
 
 def run_lines(results: list[CellResult]) -> list[str]:
     """One row per done cell: scores, parameters, wall time, throughput, machine."""
     if not any(r.done for r in results):
         return ["No cell is done yet."]
-    lines = [
-        "| task | method | seed | best | final | trainable params | wall time | train samples/s | machine | precision | commit |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---|---|---|",
-    ]
+    rows = []
     for r in results:
         if not r.done:
             continue
@@ -152,13 +149,35 @@ def run_lines(results: list[CellResult]) -> list[str]:
         machine = attempts[-1]["machine"]["summary"] if attempts else "?"
         rate = r.throughput.get("train_samples_per_s")
         note = f" ({len(attempts)} attempts)" if len(attempts) > 1 else ""
-        lines.append(
-            f"| {task_label(r.cell.task)} | {r.cell.method} | {r.cell.seed} | {pct(run.score('best'))} "
-            f"| {pct(run.score('final'))} | {human_count(int(params)) if params else '–'} "
-            f"| {format_duration(wall_seconds(r.record))}{note} | {'–' if rate is None else f'{rate:.1f}'} "
-            f"| {machine} | {run.config_value('trainer.precision')} | {str(run.info.get('git_commit'))[:12]} |"
+        rows.append(
+            [
+                task_label(r.cell.task),
+                r.cell.method,
+                r.cell.seed,
+                pct(run.score("best")),
+                pct(run.score("final")),
+                human_count(int(params)) if params else "–",
+                f"{format_duration(wall_seconds(r.record))}{note}",
+                "–" if rate is None else f"{rate:.1f}",
+                machine,
+                run.config_value("trainer.precision"),
+                str(run.info.get("git_commit"))[:12],
+            ]
         )
-    return lines
+    header = [
+        "task",
+        "method",
+        "seed",
+        "best",
+        "final",
+        "trainable params",
+        "wall time",
+        "train samples/s",
+        "machine",
+        "precision",
+        "commit",
+    ]
+    return markdown_table(header, rows, "llrrrrrrlll").splitlines()
 
 
 def epoch_cells(values: dict[int, float], epochs: int) -> list[str]:
@@ -190,16 +209,16 @@ def curve_lines(results: list[CellResult]) -> list[str]:
     lines = [
         "Dev metric (×100) at each validation (one per epoch), mean over the done seeds." + note,
         "",
-        "| task | method | seeds | " + " | ".join(str(i) for i in range(1, width + 1)) + " |",
-        "|---|---|---:|" + "---:|" * width,
     ]
+    rows = []
     for (task, method), runs in sorted(series.items(), key=lambda kv: task_order(kv[0][0])):
         means = []
         for epoch in range(width):
             at = [v[epoch] for v in runs if epoch in v]
             means.append(pct(statistics.fmean(at)) if at else "")
-        lines.append(f"| {task_label(task)} | {method} | {len(runs)} | " + " | ".join(means) + " |")
-    return lines
+        rows.append([task_label(task), method, len(runs), *means])
+    header = ["task", "method", "seeds", *(str(i) for i in range(1, width + 1))]
+    return [*lines, *markdown_table(header, rows, "llr" + "r" * width).splitlines()]
 
 
 PLAIN_DIR = "plain_lora"
@@ -218,9 +237,8 @@ def sanity_lines(results: list[CellResult], out: Path) -> list[str]:
         "settings, plain transformers + peft) against the project's LoRA cell of the same "
         "task and seed.",
         "",
-        "| task | seed | metric | plain loop, per epoch | project LoRA, per epoch |",
-        "|---|---:|---|---|---|",
     ]
+    rows = []
     for path in files:
         plain = json.loads(path.read_text())
         task, seed, monitor = plain["task"], int(plain["settings"]["seed"]), plain["monitor"]
@@ -230,8 +248,9 @@ def sanity_lines(results: list[CellResult], out: Path) -> list[str]:
         if cell:
             values = validations_by_epoch(cell.run)
             ours = ", ".join(epoch_cells(values, max(values, default=-1) + 1))
-        lines.append(f"| {task_label(task)} | {seed} | {monitor} | {curve} | {ours} |")
-    return lines
+        rows.append([task_label(task), seed, monitor, curve, ours])
+    header = ["task", "seed", "metric", "plain loop, per epoch", "project LoRA, per epoch"]
+    return [*lines, *markdown_table(header, rows, "lrlll").splitlines()]
 
 
 def mole_structures(results: list[CellResult]) -> dict[str, dict[int, list[list[str]]]]:
@@ -274,17 +293,19 @@ def mole_lines(results: list[CellResult], figures: Path, link: Path) -> list[str
             "MoLE: fraction of seeds keeping each expert",
             ("layer", "expert"),
         )
+        rows = [
+            [
+                layer,
+                *(", ".join(by_seed[s][layer]) if layer < len(by_seed[s]) else "–" for s in seeds),
+            ]
+            for layer in range(max(len(s) for s in by_seed.values()))
+        ]
         lines += [
             f"{task_label(task)} ([figure]({relative_link(path, link)})):",
             "",
-            "| layer | " + " | ".join(f"seed {s}" for s in seeds) + " |",
-            "|---|" + "---|" * len(seeds),
+            *markdown_table(["layer", *(f"seed {s}" for s in seeds)], rows).splitlines(),
+            "",
         ]
-        layers = max(len(s) for s in by_seed.values())
-        for layer in range(layers):
-            kept = [", ".join(by_seed[s][layer]) if layer < len(by_seed[s]) else "–" for s in seeds]
-            lines.append(f"| {layer} | " + " | ".join(kept) + " |")
-        lines.append("")
     return lines
 
 

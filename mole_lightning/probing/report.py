@@ -61,5 +61,6 @@ def format_table(table: dict) -> str:
     properties = list(next(iter(table.values())))
     return markdown_table(
         ["layer", *properties],
-        [[row, *(f"{values[p]:.3f}" for p in properties)] for row, values in table.items()],
+        [[row, *(values[p] for p in properties)] for row, values in table.items()],
+        decimals=3,
     )

@@ -4,13 +4,12 @@ both axes named, optional per-cell counts; what it drew is stored in the PNG's m
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-INFO_KEY = "mole_lightning"
+from mole_lightning.reporting.figure import pyplot, save_figure
 
 
 @dataclass
@@ -59,11 +58,7 @@ def draw_heatmap(
     The PNG's metadata holds ``title``, the colour limits, the axis names and each
     panel's cells and counts (``read_figure_info``).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     if scale == "diverging":
         bound = max(
             [
@@ -134,14 +129,4 @@ def draw_heatmap(
             for label, p in panels.items()
         },
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, metadata={"Title": title, INFO_KEY: json.dumps(info)})
-    plt.close(fig)
-
-
-def read_figure_info(path: Path) -> dict:
-    """What ``draw_heatmap`` stored in a PNG: title, colour limits, axis names, panels."""
-    from PIL import Image
-
-    with Image.open(path) as image:
-        return json.loads(image.info[INFO_KEY])
+    save_figure(fig, path, info)

@@ -1,25 +1,43 @@
-"""Markdown tables."""
+"""The Markdown table writer: every Markdown table the package and its scripts write goes
+through ``markdown_table``."""
 
 from __future__ import annotations
 
-ALIGN = {"left": "---", "right": "---:", "center": ":---:"}
+import numpy as np
+
+ALIGN = {"l": "---", "r": "---:", "c": ":---:"}
 
 
-def markdown_table(header: list[str], rows: list[list[str]], align: list[str] | None = None) -> str:
-    """A Markdown table: ``header`` cells, then one line per row of ``rows`` (cells as
-    given, ``|`` escaped); ``align`` per column: ``left`` (default), ``right`` or
-    ``center``.
+def markdown_table(
+    header: list[str], rows: list[list], align: str | None = None, decimals: int | None = None
+) -> str:
+    """A Markdown table: the ``header`` line, the alignment line, one line per row of
+    ``rows`` (``|`` in a cell escaped).
+
+    Args:
+        align: one letter per column, ``l`` (left), ``r`` (right) or ``c`` (centre), e.g.
+            ``"ll" + "r" * 3``; default every column left.
+        decimals: digits of float cells (``float`` and numpy floats); default ``str(value)``,
+            as every other cell.
 
     Raises:
-        ValueError: a row or ``align`` with another number of cells than ``header``.
+        ValueError: a row or ``align`` with another number of cells than ``header``, or an
+            ``align`` letter other than ``l``, ``r``, ``c``.
     """
-    align = align or ["left"] * len(header)
+    align = align or "l" * len(header)
     for cells in (align, *rows):
         if len(cells) != len(header):
             raise ValueError(f"table row {cells!r} has {len(cells)} cells, header {len(header)}")
+    if set(align) - set(ALIGN):
+        raise ValueError(f"table align {align!r}: one of {sorted(ALIGN)} per column")
 
-    def line(cells: list[str]) -> str:
-        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+    def text(value) -> str:
+        if decimals is not None and isinstance(value, float | np.floating):
+            return f"{value:.{decimals}f}"
+        return str(value).replace("|", "\\|")
+
+    def line(cells: list) -> str:
+        return "| " + " | ".join(text(c) for c in cells) + " |"
 
     return "\n".join(
         [line(header), "|" + "|".join(ALIGN[a] for a in align) + "|"] + [line(r) for r in rows]

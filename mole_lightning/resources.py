@@ -163,8 +163,11 @@ def _hub_model(what: str, source: str, files: tuple[str, ...]) -> Missing | None
 
 
 def check_data(cfg: DictConfig) -> list[Missing]:
-    """The task's data: the local folder and its split files, or the hub's copy."""
+    """The task's data: the local folder and its split files, or the hub's copy (a custom
+    task: its files, or its hub dataset)."""
     task = cfg.task
+    if task.get("kind") == "custom":
+        return check_custom_data(cfg)
     if task.get("kind", "glue") == "generation":
         from mole_lightning.data.e2e import HUB_DATASET, SPLIT_FILES
 
@@ -187,6 +190,48 @@ def check_data(cfg: DictConfig) -> list[Missing]:
     return _check_folder(
         cfg, f"GLUE data (task={task.name})", files, "nyu-mll/glue", spec.name, example
     )
+
+
+def check_custom_data(cfg: DictConfig) -> list[Missing]:
+    """A custom task's files (``data.train_file``, ...), or its dataset: a local folder,
+    or a Hugging Face dataset reachable or cached.
+
+    Raises:
+        ConfigError: neither files nor a dataset given, or both (``custom_splits``).
+    """
+    from mole_lightning.data.custom import (
+        FILE_TYPES_TEXT,
+        SPLIT_FILES,
+        custom_splits,
+        split_file,
+    )
+
+    data = cfg.data
+    what = f"custom data (task={cfg.task.name})"
+    splits = custom_splits(data)
+    dataset = data.get("dataset")
+    if dataset:
+        local = Path(str(dataset)).expanduser().is_dir()
+        if local or hub_reachable() or cached_hub_dataset(dataset, data.get("dataset_config")):
+            return []
+        return [
+            Missing(
+                what,
+                f"data.dataset={dataset!r} is read from the Hugging Face hub, and {hub_state()}",
+                "save it to files once on a connected machine and give data.train_file and "
+                "data.validation_file instead (README, 'Your own data')",
+            )
+        ]
+    return [
+        Missing(
+            what,
+            f"data.{SPLIT_FILES[split]}={data.get(SPLIT_FILES[split])!r}: no such file "
+            f"(from {Path.cwd()})",
+            f"point data.{SPLIT_FILES[split]} at your {FILE_TYPES_TEXT} file",
+        )
+        for split in splits
+        if not split_file(data, split).is_file()
+    ]
 
 
 def _check_folder(

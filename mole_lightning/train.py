@@ -25,6 +25,7 @@ from mole_lightning.callbacks.checkpointing import (
 from mole_lightning.callbacks.progress import ProgressLog
 from mole_lightning.callbacks.throughput import TrainThroughput
 from mole_lightning.core.paths import CONFIG_DIR
+from mole_lightning.data.custom import resolve_task
 from mole_lightning.data.datamodule import GlueDataModule
 from mole_lightning.errors import ConfigError, reported_as_exit
 from mole_lightning.models.glue_module import GlueModule
@@ -103,10 +104,10 @@ def build_callbacks(cfg: DictConfig) -> list[Callback]:
 def build_datamodule(cfg: DictConfig, model: pl.LightningModule) -> pl.LightningDataModule:
     """The task's data module; graph methods get word graphs parsed by ``cfg.parser``."""
     kind = cfg.task.get("kind", "glue")
-    if kind == "glue":
+    if kind in ("glue", "custom"):
         kinds = model.encoder.graph_kinds if model.needs_graphs else None
         return GlueDataModule(
-            cfg.task.name,
+            model.spec,
             cfg.data,
             cfg.backbone,
             cfg.paths.cache_dir,
@@ -124,12 +125,14 @@ def build_datamodule(cfg: DictConfig, model: pl.LightningModule) -> pl.Lightning
             generation_batch_size=cfg.task.generation_batch_size,
         )
     raise ConfigError(
-        f"task kind {kind!r} of task {cfg.task.name!r} is not supported; valid kinds: glue, generation"
+        f"task kind {kind!r} of task {cfg.task.name!r} is not supported; valid kinds: glue, "
+        "custom, generation"
     )
 
 
 def build_module(cfg: DictConfig) -> pl.LightningModule:
-    """The LightningModule of the task's kind."""
+    """The LightningModule of the task's kind (a custom task's with its labels resolved:
+    ``resolve_task``)."""
     if cfg.task.get("kind", "glue") == "generation":
         from mole_lightning.models.generation_module import GenerationModule
 
@@ -140,7 +143,7 @@ def build_module(cfg: DictConfig) -> pl.LightningModule:
                 "length; drop trainer.compile"
             )
         return GenerationModule(cfg.task, cfg.method, cfg.backbone, cfg.optim)
-    return GlueModule(cfg.task, cfg.method, cfg.backbone, cfg.optim)
+    return GlueModule(resolve_task(cfg.task, cfg.data), cfg.method, cfg.backbone, cfg.optim)
 
 
 def is_launch_rank_zero() -> bool:
@@ -311,6 +314,17 @@ def run_training(
             metrics.update(
                 {f"best/{k}": float(v) for k, v in best[0].items() if not k.endswith("_best")}
             )
+        tests = isinstance(datamodule, GlueDataModule) and "test" in datamodule.splits
+        if tests and not cfg.trainer.get("fast_dev_run"):
+            # the test split once, with the best checkpoint (else the final weights)
+            tested = trainer.test(
+                model,
+                datamodule=datamodule,
+                ckpt_path=best_path or None,
+                verbose=False,
+                weights_only=True,
+            )
+            metrics.update({k: float(v) for k, v in tested[0].items()})
         metrics["global_step"] = trainer.global_step
         metrics.update(parameter_counts(model))
     except BaseException as err:
@@ -372,8 +386,8 @@ def validate_last_step(
 
 
 def print_metrics(metrics: dict[str, float], monitor: str) -> None:
-    """Prints the dev metrics, the monitored one first."""
-    shown = [k for k in metrics if k.startswith(("val/", "best/"))]
+    """Prints the dev (and test) metrics, the monitored one first."""
+    shown = [k for k in metrics if k.startswith(("val/", "best/", "test/"))]
     shown.sort(key=lambda k: (k != monitor, k))
     rank_zero_info("dev metrics:\n" + "\n".join(f"  {k:<28} {metrics[k]:.4f}" for k in shown))
 

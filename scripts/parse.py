@@ -1,4 +1,5 @@
-"""Pre-parse a GLUE task into cached word graphs and report counts and throughput.
+"""Pre-parse a GLUE task (or a custom one: task=custom data.train_file=...) into cached word
+graphs and report counts and throughput.
 
     python scripts/parse.py task=rte parser=spacy data.dir=../shared/data/glue_data paths.cache_dir=/tmp/c
 
@@ -13,9 +14,15 @@ import hydra
 from omegaconf import DictConfig
 
 from mole_lightning.core.paths import CONFIG_DIR
-from mole_lightning.core.tasks import get_task
-from mole_lightning.data.datamodule import graph_keys, graph_store, graph_texts
-from mole_lightning.data.glue import read_glue_split
+from mole_lightning.core.tasks import task_spec
+from mole_lightning.data.custom import resolve_task
+from mole_lightning.data.datamodule import (
+    graph_keys,
+    graph_store,
+    graph_texts,
+    read_split,
+    task_splits,
+)
 from mole_lightning.graphs import GRAPH_KINDS
 
 
@@ -26,14 +33,12 @@ def parse_task(cfg: DictConfig) -> list[dict]:
     ``graph_keys``, ``graph_texts``), so a training run with the same overrides finds
     them and parses nothing.
     """
-    spec = get_task(cfg.task.name)
+    spec = task_spec(resolve_task(cfg.task, cfg.data))
     store = graph_store(cfg.parser, cfg.paths.cache_dir, list(GRAPH_KINDS))
     rows = []
-    for split in ["train", *spec.dev_splits]:
-        examples = read_glue_split(
-            spec, split, cfg.data.get("dir"), cfg.data.get("skip_malformed", False)
-        )
-        for key in graph_keys(spec, split):
+    for split in task_splits(spec, cfg.data):
+        examples = read_split(spec, split, cfg.data)
+        for key in graph_keys(spec, split, cfg.data):
             texts = graph_texts(examples, key)
             start = time.perf_counter()
             parsed = store.prepare(key, texts)

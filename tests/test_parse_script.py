@@ -46,7 +46,7 @@ def test_parse_script_warms_the_datamodules_graph_cache(glue_dir, tmp_path, monk
     assert run.returncode == 0, run.stderr[-3000:]
     assert "parsed and cached" in run.stdout, run.stdout
     spec = get_task("rte")
-    keys = [k for split in ["train", *spec.dev_splits] for k in graph_keys(spec, split)]
+    keys = [k for split in ["train", *spec.dev_splits] for k in graph_keys(spec, split, {})]
     files = sorted((cache / "graphs").glob("*.npz"))
     assert sorted(f.name.split(".")[0] for f in files) == sorted(keys)
     stamps = {f: f.stat().st_mtime_ns for f in files}

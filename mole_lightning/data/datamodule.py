@@ -1,7 +1,9 @@
-"""The GLUE LightningDataModule: read, tokenize and cache, (parse into word graphs), batch."""
+"""The LightningDataModule of GLUE-style tasks (a GLUE task, or a custom one from your own
+files): read, tokenize and cache, (parse into word graphs), batch."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
 
@@ -12,6 +14,12 @@ from torch.utils.data import DataLoader
 from mole_lightning.core.backbone_source import check_max_length, load_tokenizer
 from mole_lightning.core.tasks import GlueTaskSpec, get_task
 from mole_lightning.data.collate import collate_glue
+from mole_lightning.data.custom import (
+    custom_graph_keys,
+    custom_source,
+    custom_splits,
+    read_custom_split,
+)
 from mole_lightning.data.glue import GlueExample, read_glue_split
 from mole_lightning.data.loaders import data_seed, make_loader
 from mole_lightning.data.tokenized_cache import (
@@ -19,6 +27,7 @@ from mole_lightning.data.tokenized_cache import (
     load_or_tokenize,
     load_tokenized,
 )
+from mole_lightning.errors import ConfigError
 from mole_lightning.graphs import GraphStore
 
 
@@ -33,9 +42,41 @@ def graph_store(
     return GraphStore(parser_cfg, Path(cache_dir) / "graphs", kinds, **kwargs)
 
 
-def graph_keys(spec: GlueTaskSpec, split: str) -> list[str]:
-    """The graph cache key of each text column of a GLUE split (``text_a``, then
-    ``text_b`` for pair tasks); ``graph_texts`` gives each key's texts."""
+def task_splits(spec: GlueTaskSpec, data: Mapping) -> list[str]:
+    """The splits a task reads: ``train``, its dev split(s) and, for a custom task with
+    a test file, ``test``."""
+    if spec.kind == "custom":
+        return custom_splits(data)
+    return ["train", *spec.dev_splits]
+
+
+def read_split(spec: GlueTaskSpec, split: str, data: Mapping) -> list[GlueExample]:
+    """The rows of one split: a GLUE task's from ``data.dir`` (or the hub), a custom
+    task's from its file (or ``data.dataset``)."""
+    if spec.kind == "custom":
+        return read_custom_split(spec, split, data)
+    return read_glue_split(spec, split, data.get("dir"), data.get("skip_malformed", False))
+
+
+def split_source(spec: GlueTaskSpec, split: str, data: Mapping) -> str:
+    """What the tokenized cache of a split is keyed by: the rows' source (a local file by
+    a hash of its content) and how they are read."""
+    if spec.kind == "custom":
+        return custom_source(spec, split, data)
+    data_dir = data.get("dir")
+    if data_dir is None:
+        return f"glue-hub:{spec.name}:{split}"
+    stem = "train" if split == "train" else spec.dev_splits[split]
+    path = Path(data_dir) / spec.folder / f"{stem}.tsv"
+    return f"glue-tsv:{spec.name}:{split}:{file_fingerprint(path)}"
+
+
+def graph_keys(spec: GlueTaskSpec, split: str, data: Mapping) -> list[str]:
+    """The graph cache key of each text column of a split (``text_a``, then ``text_b``
+    for pair tasks); ``graph_texts`` gives each key's texts. A custom split's keys come
+    from its file's content (``custom_graph_keys``)."""
+    if spec.kind == "custom":
+        return custom_graph_keys(spec, split, data)
     columns = ["a", "b"] if spec.is_pair else ["a"]
     return [f"glue-{spec.name}-{split}-text_{c}" for c in columns]
 
@@ -46,7 +87,8 @@ def graph_texts(examples: list[GlueExample], key: str) -> list[str]:
 
 
 class GlueDataModule(pl.LightningDataModule):
-    """GLUE from the hub (``data.dir=null``) or a local ``glue_data`` folder.
+    """A GLUE task from the hub (``data.dir=null``) or a local ``glue_data`` folder, or a
+    custom task from its files (``data.train_file``, ...) or ``data.dataset``.
 
     ``prepare_data`` (rank 0 only) reads, tokenizes and, for graph methods, parses every
     split and writes the caches; ``setup`` (every rank) only loads them. Batches are
@@ -57,7 +99,8 @@ class GlueDataModule(pl.LightningDataModule):
     loader is built, so a phase change can set it (MoLE's retrain phase).
 
     Args:
-        task: the GLUE task name.
+        task: a GLUE task's name, or a task's spec (a custom task's: ``task_spec`` of its
+            resolved node, as ``GlueModule.spec`` holds it).
         data: the ``data`` config node (dir, max_length, batch sizes, workers, ...).
         backbone: the ``backbone`` config node (for the tokenizer).
         cache_dir: root folder of the tokenized and graph caches.
@@ -67,7 +110,7 @@ class GlueDataModule(pl.LightningDataModule):
 
     def __init__(
         self,
-        task: str,
+        task: str | GlueTaskSpec,
         data: DictConfig,
         backbone: DictConfig,
         cache_dir: str | Path,
@@ -75,7 +118,7 @@ class GlueDataModule(pl.LightningDataModule):
         graph_kinds: list[str] | None = None,
     ) -> None:
         super().__init__()
-        self.spec: GlueTaskSpec = get_task(task)
+        self.spec: GlueTaskSpec = get_task(task) if isinstance(task, str) else task
         self.data_cfg = data
         self.tokenizer = load_tokenizer(backbone)
         check_max_length(data.max_length, backbone, self.tokenizer)
@@ -88,7 +131,7 @@ class GlueDataModule(pl.LightningDataModule):
 
     @property
     def splits(self) -> list[str]:
-        return ["train", *self.spec.dev_splits]
+        return task_splits(self.spec, self.data_cfg)
 
     @property
     def eval_splits(self) -> list[str]:
@@ -96,23 +139,16 @@ class GlueDataModule(pl.LightningDataModule):
         return list(self.spec.dev_splits)
 
     def _source(self, split: str) -> str:
-        data_dir = self.data_cfg.get("dir")
-        if data_dir is None:
-            return f"glue-hub:{self.spec.name}:{split}"
-        stem = "train" if split == "train" else self.spec.dev_splits[split]
-        path = Path(data_dir) / self.spec.folder / f"{stem}.tsv"
-        return f"glue-tsv:{self.spec.name}:{split}:{file_fingerprint(path)}"
+        return split_source(self.spec, split, self.data_cfg)
 
     def _read(self, split: str):
-        return read_glue_split(
-            self.spec, split, self.data_cfg.get("dir"), self.data_cfg.get("skip_malformed", False)
-        )
+        return read_split(self.spec, split, self.data_cfg)
 
     def _graph_store(self) -> GraphStore:
         return graph_store(self.parser_cfg, self.cache_dir, self.graph_kinds)
 
     def _graph_keys(self, split: str) -> list[str]:
-        return graph_keys(self.spec, split)
+        return graph_keys(self.spec, split, self.data_cfg)
 
     def _texts(self, examples, key: str) -> list[str]:
         return graph_texts(examples, key)
@@ -188,3 +224,9 @@ class GlueDataModule(pl.LightningDataModule):
         return [
             self._loader(s, self.data_cfg.eval_batch_size, shuffle=False) for s in self.eval_splits
         ]
+
+    def test_dataloader(self) -> DataLoader:
+        """The ``test`` split (a custom task's ``data.test_file``)."""
+        if "test" not in self.splits:
+            raise ConfigError(f"task {self.spec.name!r} has no test split (data.test_file)")
+        return self._loader("test", self.data_cfg.eval_batch_size, shuffle=False)

@@ -25,7 +25,7 @@ class EvalRun:
         ckpt: the checkpoint file.
         run_dir: the run directory (``eval_<suite>.*`` files go here).
         cfg: the run's resolved config (``resolved_config.yaml``) with the data and cache
-            overrides of the evaluation applied.
+            overrides of the evaluation applied, and the checkpoint's own task node.
         model: the ``GlueModule`` (backbone from its source + the trained weights and the
             method's structure), in eval mode on ``device``.
         device: where the model runs.
@@ -93,7 +93,7 @@ def load_eval_run(
 
     Raises:
         ConfigError: no checkpoint, or no ``resolved_config.yaml`` beside it, or a task
-            that is not a GLUE classification/regression task.
+            that is not a GLUE or custom classification/regression task.
         CheckpointError: the file is not a whole checkpoint, is refused as unsafe, or
             belongs to another run (``check_checkpoint``).
     """
@@ -109,15 +109,18 @@ def load_eval_run(
     for key, value in (overrides or {}).items():
         if value is not None:
             OmegaConf.update(cfg, key, value, merge=False)
-    if cfg.task.get("kind", "glue") != "glue":
+    if cfg.task.get("kind", "glue") not in ("glue", "custom"):
         raise ConfigError(
             f"{ckpt}: task {cfg.task.name!r} is a {cfg.task.kind} task; evaluate.py evaluates "
-            "GLUE checkpoints (E2E is scored by its own validation)"
+            "GLUE and custom-task checkpoints (E2E is scored by its own validation)"
         )
     target = torch.device(
         ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     )
     model = load_module(ckpt, target)
+    # the task as the model was trained on it (a custom task's labels, read from its
+    # training data when the run started)
+    cfg.task = OmegaConf.create(model.hparams["task"])
     return EvalRun(
         ckpt=ckpt, run_dir=run_dir, cfg=cfg, model=model.to(target).eval(), device=target
     )

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from torch.utils.data import DataLoader
 
+from mole_lightning.core.tasks import GlueTaskSpec
 from mole_lightning.data.datamodule import GlueDataModule
 from mole_lightning.data.glue import GlueExample
 from mole_lightning.evaluation.checkpoint import EvalRun
@@ -33,11 +34,14 @@ class ExamplesDataModule(GlueDataModule):
     Args:
         name: names the set in cache keys (letters, digits, ``_.-``), e.g. ``advglue-rte``.
         examples: the rows; labels in the id space of ``task``'s spec (or scores).
-        task: the GLUE task whose spec says how the rows look (pair or single).
+        task: the task (a GLUE task's name, or a spec) that says how the rows look (pair
+            or single).
         other arguments: as ``GlueDataModule``.
     """
 
-    def __init__(self, name: str, examples: list[GlueExample], task: str, *args, **kwargs) -> None:
+    def __init__(
+        self, name: str, examples: list[GlueExample], task: str | GlueTaskSpec, *args, **kwargs
+    ) -> None:
         super().__init__(task, *args, **kwargs)
         self.name = name
         self.examples = examples
@@ -77,14 +81,17 @@ def dev_loaders(run: EvalRun) -> dict[str, DataLoader]:
     """The run's dev loaders by split name (MNLI: ``validation``, ``validation_mismatched``),
     built exactly as in training (same batch size, padding, caches)."""
     args, kwargs = _datamodule_args(run)
-    datamodule = EvalDataModule(run.task, *args, **kwargs)
+    datamodule = EvalDataModule(run.model.spec, *args, **kwargs)
     datamodule.prepare_data()
     datamodule.setup("validate")
     return dict(zip(datamodule.eval_splits, datamodule.val_dataloader(), strict=True))
 
 
-def examples_loader(run: EvalRun, name: str, examples: list[GlueExample], task: str) -> DataLoader:
-    """A loader over ``examples`` (read as rows of ``task``) for the checkpoint of ``run``."""
+def examples_loader(
+    run: EvalRun, name: str, examples: list[GlueExample], task: str | GlueTaskSpec
+) -> DataLoader:
+    """A loader over ``examples`` (read as rows of ``task``: a GLUE task's name, or a
+    spec) for the checkpoint of ``run``."""
     args, kwargs = _datamodule_args(run)
     datamodule = ExamplesDataModule(name, examples, task, *args, **kwargs)
     datamodule.prepare_data()

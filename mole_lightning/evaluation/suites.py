@@ -15,6 +15,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from mole_lightning.core.tasks import get_task
+from mole_lightning.data.datamodule import read_split
 from mole_lightning.data.glue import read_glue_split
 from mole_lightning.errors import ConfigError
 from mole_lightning.evaluation.advglue import advglue_sets, read_advglue
@@ -61,7 +62,7 @@ class Evaluator:
 
     def __init__(self, run: EvalRun) -> None:
         self.run = run
-        self.spec = get_task(run.task)
+        self.spec = run.model.spec
 
     @property
     def monitor(self) -> str:
@@ -80,8 +81,9 @@ class Evaluator:
         return metrics
 
     def evaluate(self, name: str, examples, task: str | None = None):
-        """Predictions of the checkpoint on ``examples`` (rows of ``task``, default its own)."""
-        loader = examples_loader(self.run, name, examples, task or self.run.task)
+        """Predictions of the checkpoint on ``examples`` (rows of the GLUE task ``task``,
+        default the checkpoint's own task)."""
+        loader = examples_loader(self.run, name, examples, task or self.spec)
         return predict(self.run.model, loader, self.run.device, name)
 
 
@@ -164,7 +166,7 @@ def perturb_suite(ev: Evaluator, cfg: DictConfig) -> list[SuiteResult]:
     """The first dev split under each perturbation kind at each rate (the curve), with the
     drop of the monitored metric from the clean (``p = 0``) value."""
     split = next(iter(ev.spec.dev_splits))
-    examples = read_glue_split(ev.spec, split, ev.run.cfg.data.get("dir"))
+    examples = read_split(ev.spec, split, ev.run.cfg.data)
     clean = ev.dev[split]
     metrics, rows = {}, []
     for kind in cfg.kinds:

@@ -1,10 +1,18 @@
-"""The official GLUE metric of each task, as torchmetrics collections."""
+"""The metrics of a task (its spec's ``metrics``), as torchmetrics collections."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
-from torchmetrics import MetricCollection
-from torchmetrics.classification import Accuracy, BinaryF1Score, BinaryMatthewsCorrCoef
+from torchmetrics import Metric, MetricCollection
+from torchmetrics.classification import (
+    Accuracy,
+    BinaryF1Score,
+    BinaryMatthewsCorrCoef,
+    MulticlassF1Score,
+    MulticlassMatthewsCorrCoef,
+)
 from torchmetrics.regression import PearsonCorrCoef, SpearmanCorrCoef
 
 from mole_lightning.core.tasks import GlueTaskSpec
@@ -26,18 +34,24 @@ class GlueMatthewsCorrCoef(BinaryMatthewsCorrCoef):
         return super().compute()
 
 
+METRICS: dict[str, Callable[[int], Metric]] = {
+    "acc": lambda n: Accuracy(task="multiclass", num_classes=n),
+    "f1": lambda n: BinaryF1Score() if n == 2 else MulticlassF1Score(n, average="macro"),
+    "mcc": lambda n: GlueMatthewsCorrCoef() if n == 2 else MulticlassMatthewsCorrCoef(n),
+    "pearson": lambda n: PearsonCorrCoef(),
+    "spearman": lambda n: SpearmanCorrCoef(),
+}
+"""Metric name -> builder from the number of classes. Two classes: F1 of class id 1 (the
+second label) and GLUE's Matthews correlation; more: macro F1 and multiclass MCC."""
+
+
 def glue_metrics(spec: GlueTaskSpec) -> MetricCollection:
-    """Metrics of one task, keyed by their log names.
+    """The metrics of one task (``spec.metrics``), keyed by their log names.
 
     CoLA: ``mcc`` (Matthews correlation); STS-B: ``pearson`` and ``spearman``; MRPC and
-    QQP: ``f1`` and ``acc``; every other task: ``acc``. Inputs: predicted class ids
-    ``[batch]`` (or scores ``[batch]`` for STS-B) and targets ``[batch]``.
+    QQP: ``acc`` and ``f1``; every other GLUE task: ``acc``; a custom task: ``acc``,
+    ``f1`` and ``mcc`` (classification) or ``pearson`` and ``spearman`` (regression).
+    Inputs: predicted class ids ``[batch]`` (or scores ``[batch]`` for regression) and
+    targets ``[batch]``.
     """
-    if spec.name == "cola":
-        return MetricCollection({"mcc": GlueMatthewsCorrCoef()})
-    if spec.is_regression:
-        return MetricCollection({"pearson": PearsonCorrCoef(), "spearman": SpearmanCorrCoef()})
-    metrics = {"acc": Accuracy(task="multiclass", num_classes=spec.num_labels)}
-    if spec.name in ("mrpc", "qqp"):
-        metrics["f1"] = BinaryF1Score()
-    return MetricCollection(metrics)
+    return MetricCollection({name: METRICS[name](spec.num_labels) for name in spec.metrics})

@@ -1,4 +1,5 @@
-"""The LightningModule for GLUE: a tuned encoder, a task head, the task's official metrics."""
+"""The LightningModule for GLUE-style tasks (a GLUE task or a custom one): a tuned encoder,
+a task head, the task's metrics."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.nn import functional as F
 
-from mole_lightning.core.tasks import get_task
+from mole_lightning.core.tasks import task_spec
 from mole_lightning.methods import build_encoder
 from mole_lightning.metrics.glue import glue_metrics
 from mole_lightning.models.backbone import load_backbone
@@ -16,12 +17,13 @@ from mole_lightning.models.tuned_module import TunedModule
 
 
 class GlueModule(TunedModule):
-    """Backbone + PEFT method + head, trained on one GLUE task.
+    """Backbone + PEFT method + head, trained on one GLUE task or custom task.
 
     Checkpoints, the optimizer and parameter accounting come from ``TunedModule``.
 
     Args:
-        task: the ``task`` config node (name, monitor, mode).
+        task: the ``task`` config node (name, monitor, mode; a custom task's resolved node,
+            with its labels: ``mole_lightning.data.custom.resolve_task``).
         method: the ``method`` config node.
         backbone: the ``backbone`` config node.
         optim: the ``optim`` config node (lr, weight_decay, warmup_ratio, betas, eps).
@@ -31,7 +33,7 @@ class GlueModule(TunedModule):
         self, task: DictConfig, method: DictConfig, backbone: DictConfig, optim: DictConfig
     ) -> None:
         super().__init__(task, method, backbone, optim, default_mode="max")
-        self.spec = get_task(self.hparams.task["name"])
+        self.spec = task_spec(self.hparams.task)
         self.encoder = build_encoder(
             load_backbone(self.config_node("backbone")),
             self.config_node("method"),
@@ -42,6 +44,7 @@ class GlueModule(TunedModule):
             glue_metrics(self.spec).clone(prefix="val/", postfix="" if i == 0 else "_mm")
             for i in range(len(self.spec.dev_splits))
         )
+        self.test_metrics = glue_metrics(self.spec).clone(prefix="test/")
 
     def reset_head(self) -> None:
         """A freshly initialised task head (at build time, and when retraining from scratch)."""
@@ -113,3 +116,15 @@ class GlueModule(TunedModule):
         if score is not None and not self.trainer.sanity_checking:
             self.best_score.update(score)
             self.log(f"{self.monitor}_best", self.best_score.compute(), prog_bar=True)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        """The test split (a custom task's ``data.test_file``): ``test/loss`` and the
+        task's metrics under ``test/``."""
+        logits = self(batch)
+        self.test_metrics.update(self.predictions(logits), batch["labels"])
+        loss = self.task_loss(logits, batch["labels"])
+        self.log("test/loss", loss, batch_size=len(logits), sync_dist=True)
+
+    def on_test_epoch_end(self) -> None:
+        self.log_dict(self.test_metrics.compute())
+        self.test_metrics.reset()

@@ -15,7 +15,7 @@ install:
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q -c $(LOCK) pip setuptools
 	$(PY) -m pip install -q -c $(LOCK) "$(TORCH)"
-	$(PY) -m pip install -q -c $(LOCK) -e ".[dev,offline]"
+	$(PY) -m pip install -q -c $(LOCK) -e ".[dev,offline,cluster]"
 	$(PY) -m mole_lightning.utils.environment $(LOCK)
 
 test:
@@ -31,7 +31,7 @@ test-latest:
 	python3 -m venv $(LATEST_VENV)
 	$(LATEST_VENV)/bin/python -m pip install -q --upgrade pip setuptools
 	$(LATEST_VENV)/bin/python -m pip install -q "$(TORCH)"
-	$(LATEST_VENV)/bin/python -m pip install -q --upgrade -e ".[dev,offline]"
+	$(LATEST_VENV)/bin/python -m pip install -q --upgrade -e ".[dev,offline,cluster]"
 	-$(LATEST_VENV)/bin/python -m mole_lightning.utils.environment $(LOCK)
 	$(LATEST_VENV)/bin/python -m pytest -q -p no:cacheprovider
 

@@ -1,7 +1,7 @@
 """Run, continue and report the evidence protocol (conf/evidence.yaml).
 
     python scripts/evidence.py [--stage cola_rte|mrpc_stsb|full|all] [--trainer cpu|gpu]
-        [--out docs/evidence/runs] [--override KEY=VALUE ...] [--dry-run]
+        [--out docs/evidence/runs] [--override KEY=VALUE ...] [--dry-run] [--cell N]
     python scripts/evidence.py --report [--results docs/results.md] [--csv docs/evidence_runs.csv]
         [--figures docs/evidence]
 
@@ -12,6 +12,10 @@ and the protocol goes on. Ctrl-C or SIGTERM (kill <pid>) records the running att
 interrupted and stops (exit status 130); the same command continues from its last
 checkpoint. --report writes the results section of docs/results.md
 (between its evidence markers), a CSV of every run and the figures.
+
+--cell N runs only the N-th cell of the selection (numbered as --dry-run numbers them),
+holding only that cell's lock: the cells of a SLURM array run at once, one per task
+(docs/experiments.md). Any runner refuses a cell another runner is working on.
 """
 
 from __future__ import annotations
@@ -22,11 +26,12 @@ import shlex
 import sys
 from pathlib import Path
 
-from mole_lightning.errors import reported_as_exit
+from mole_lightning.errors import ConfigError, reported_as_exit
 from mole_lightning.evidence.protocol import (
     ALL_STAGES,
     DEFAULT_PROTOCOL,
     TRAINERS,
+    ProtocolCell,
     load_protocol,
     plan_cells,
 )
@@ -65,6 +70,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--dry-run", action="store_true", help="show each cell's state, run nothing"
     )
     parser.add_argument(
+        "--cell",
+        type=int,
+        metavar="N",
+        help="only cell N of the selection, as --dry-run numbers them (a SLURM array task)",
+    )
+    parser.add_argument(
         "--report", action="store_true", help="write the report (every stage), run nothing"
     )
     parser.add_argument("--results", type=Path, default=Path("docs/results.md"))
@@ -80,7 +91,25 @@ def command(args: argparse.Namespace, stage: str) -> str:
         parts += ["--protocol", str(args.protocol)]
     for override in args.override:
         parts += ["--override", override]
+    if args.cell is not None:
+        parts += ["--cell", str(args.cell)]
     return "python scripts/evidence.py " + " ".join(shlex.quote(p) for p in parts)
+
+
+def one_cell(cells: list[ProtocolCell], number: int, reporting: bool, stage: str) -> ProtocolCell:
+    """Cell ``number`` (from 1) of ``cells``, for ``--cell``.
+
+    Raises:
+        ConfigError: with ``--report`` (which covers every cell), or no such cell.
+    """
+    if reporting:
+        raise ConfigError("--cell and --report: the report covers every cell; drop --cell")
+    if not 1 <= number <= len(cells):
+        raise ConfigError(
+            f"--cell {number}: --stage {stage} has {len(cells)} cells, numbered 1 to "
+            f"{len(cells)} (--dry-run lists them)"
+        )
+    return cells[number - 1]
 
 
 def report(args: argparse.Namespace, protocol, runner: ProtocolRunner) -> None:
@@ -117,9 +146,18 @@ def main(argv: list[str] | None = None) -> int:
         protocol = load_protocol(args.protocol)
         stage = ALL_STAGES if args.report else args.stage
         cells = plan_cells(protocol, stage, args.out, args.trainer, args.override)
+        if args.cell is not None:
+            cells = [one_cell(cells, args.cell, args.report, stage)]
         from mole_lightning.train import route_lightning_logs, train
 
-        runner = ProtocolRunner(cells, args.out, protocol.may_differ, command(args, stage), train)
+        runner = ProtocolRunner(
+            cells,
+            args.out,
+            protocol.may_differ,
+            command(args, stage),
+            train,
+            holds_protocol_lock=args.cell is None,
+        )
         if args.report:
             report(args, protocol, runner)
         elif args.dry_run:

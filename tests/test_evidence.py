@@ -420,6 +420,40 @@ def test_second_runner_on_the_same_folder_is_refused(
     assert not (out / "rte").exists()
 
 
+def test_one_cell_per_slurm_array_task(
+    glue_dir: Path, cache_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """``--cell N`` (what each task of a SLURM array runs, docs/experiments.md) trains the
+    N-th cell of the dry run's list and no other, while another runner works on another
+    cell; a cell another runner holds is refused, by a whole-protocol runner too; a
+    number outside the list names the valid ones."""
+    protocol = write_protocol(tmp_path / "tiny.yaml", glue_dir, ["lora", "adapter"])
+    out = tmp_path / "evidence"
+    assert evidence(protocol, out, cache_dir, "--dry-run") == 0
+    assert "[2/2] rte/adapter/seed1 (tiny): new" in capsys.readouterr().out
+    lora, adapter = (out / "rte" / m / "seed1" for m in ("lora", "adapter"))
+    lora.parent.mkdir(parents=True)
+    with FileLock(lora.parent / ".seed1.lock"):  # array task 1 works on the LoRA cell
+        assert evidence(protocol, out, cache_dir, "--cell", "2") == 0
+        with pytest.raises(SystemExit) as stopped:
+            evidence(protocol, out, cache_dir)
+    assert stopped.value.code == 2
+    assert "another scripts/evidence.py is running rte/lora/seed1 (it holds " in (
+        capsys.readouterr().err
+    )
+    assert not lora.exists()
+    assert json.loads((adapter / "run_info.json").read_text())["status"] == "finished"
+    record = json.loads((adapter / "evidence_cell.json").read_text())
+    assert record["protocol_command"].endswith("--cell 2")  # the command that continues it
+    with FileLock(adapter.parent / ".seed1.lock"), pytest.raises(SystemExit) as stopped:
+        evidence(protocol, out, cache_dir, "--cell", "2")
+    assert stopped.value.code == 2
+    assert "another scripts/evidence.py is running rte/adapter/seed1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        evidence(protocol, out, cache_dir, "--cell", "3")
+    assert "error: --cell 3: --stage all has 2 cells, numbered 1 to 2" in capsys.readouterr().err
+
+
 def test_sigterm_during_training_stops_the_protocol_and_the_cell_resumes(
     glue_dir: Path, cache_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

@@ -135,6 +135,34 @@ def move_aside(cell: ProtocolCell, out: Path) -> Path:
     return target
 
 
+def cell_lock(cell: ProtocolCell) -> FileLock:
+    """The lock a runner holds while it works on ``cell``: ``.seed<k>.lock`` beside the
+    cell's folder (which a rerun moves aside), e.g. ``<out>/rte/lora/.seed1.lock``."""
+    cell.path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(cell.path.parent / f".{cell.path.name}.lock")
+
+
+@contextlib.contextmanager
+def held(lock: FileLock, holder: str) -> Iterator[None]:
+    """Holds ``lock`` for the block.
+
+    Raises:
+        ConfigError: another process holds it; the message starts with ``holder`` (who
+            that is) and names the lock file.
+    """
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise ConfigError(
+            f"{holder} (it holds {lock.lock_file}); wait for it to end or stop it, then "
+            "run this again"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def estimate_left(cells: list[ProtocolCell], walls: dict[str, float]) -> tuple[float | None, int]:
     """Estimated seconds for those of ``cells`` that have not finished (not in
     ``walls``): each costs the mean wall time of the finished cells of its task and
@@ -175,6 +203,10 @@ class ProtocolRunner:
             saved in every cell's record.
         train_fn: trains one composed config and returns its metrics.
         log: where progress lines go.
+        holds_protocol_lock: hold ``<out>/.protocol.lock`` for the whole run, so a second
+            runner of the protocol is refused; ``False`` for a runner of one cell
+            (``scripts/evidence.py --cell``, a task of a SLURM array), which holds only
+            the cell's lock, as every runner does while it works on a cell.
     """
 
     def __init__(
@@ -185,9 +217,11 @@ class ProtocolRunner:
         protocol_command: str,
         train_fn: Callable,
         log: Callable[[str], None] = print,
+        holds_protocol_lock: bool = True,
     ) -> None:
         self.cells, self.out, self.may_differ = cells, out, may_differ
         self.protocol_command, self.train_fn, self.log = protocol_command, train_fn, log
+        self.holds_protocol_lock = holds_protocol_lock
         self.stop_signal = StopSignal()
 
     def states(self) -> list[CellState]:
@@ -216,59 +250,61 @@ class ProtocolRunner:
                 ``interrupted`` (its last checkpoint stays, so the same command resumes
                 it) and no further cell starts.
             ConfigError: another runner holds ``<out>/.protocol.lock`` (two runners would
-                train the same cell into one folder); the lock is the operating
-                system's, so a killed runner leaves none behind.
+                train the same cell into one folder), or the lock of the cell this one
+                comes to (``cell_lock``); the locks are the operating system's, so a
+                killed runner leaves none behind.
         """
         self.out.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(self.out / ".protocol.lock")
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            raise ConfigError(
-                f"another scripts/evidence.py is running on {self.out} (it holds "
-                f"{lock.lock_file}); wait for it to end or stop it, then run this again"
-            ) from None
-        try:
-            with self.stop_signal.installed():
-                return self._run_cells()
-        finally:
-            lock.release()
+        protocol = (
+            held(
+                FileLock(self.out / ".protocol.lock"),
+                f"another scripts/evidence.py is running on {self.out}",
+            )
+            if self.holds_protocol_lock
+            else contextlib.nullcontext()
+        )
+        with protocol, self.stop_signal.installed():
+            return self._run_cells()
 
     def _run_cells(self) -> dict[str, int]:
         started = time.monotonic()
         counts = {"done": 0, "finished": 0, "failed": 0}
         total = len(self.cells)
         for i, cell in enumerate(self.cells, start=1):
-            state = cell_state(cell.path, compose_cell(cell), self.may_differ, cell.overrides)
-            prefix = f"[evidence {i}/{total}] {cell.name}"
-            if state.kind == DONE:
-                counts["done"] += 1
-                self.log(f"{prefix}: done earlier, skipped")
-                continue
-            left, based_on = estimate_left(self.cells[i - 1 :], finished_walls(self.cells))
-            estimate = (
-                f"~{format_duration(left)} left (from {based_on} finished cells)"
-                if left is not None
-                else "time left unknown until a cell finishes"
-            )
-            self.log(
-                f"{prefix}: {state.kind} ({state.reason}) | elapsed "
-                f"{format_duration(time.monotonic() - started)} | {estimate}"
-            )
-            try:
-                ok = self.run_cell(cell, state)
-            finally:
-                for last in read_record(cell.path).get("attempts", [])[-1:]:
-                    self.log(
-                        f"{prefix}: {last['outcome']} in {format_duration(last['wall_s'])}"
-                        + (f": {last['error']}" if last.get("error") else "")
-                    )
-            counts["finished" if ok else "failed"] += 1
+            with held(cell_lock(cell), f"another scripts/evidence.py is running {cell.name}"):
+                counts[self._visit(cell, f"[evidence {i}/{total}] {cell.name}", i, started)] += 1
         self.log(
             f"[evidence] {counts['done']} done earlier, {counts['finished']} finished, "
             f"{counts['failed']} failed, in {format_duration(time.monotonic() - started)}"
         )
         return counts
+
+    def _visit(self, cell: ProtocolCell, prefix: str, i: int, started: float) -> str:
+        """Skips cell number ``i`` (of ``self.cells``, from 1) when it is done, else runs
+        it; returns ``done``, ``finished`` or ``failed``."""
+        state = cell_state(cell.path, compose_cell(cell), self.may_differ, cell.overrides)
+        if state.kind == DONE:
+            self.log(f"{prefix}: done earlier, skipped")
+            return "done"
+        left, based_on = estimate_left(self.cells[i - 1 :], finished_walls(self.cells))
+        estimate = (
+            f"~{format_duration(left)} left (from {based_on} finished cells)"
+            if left is not None
+            else "time left unknown until a cell finishes"
+        )
+        self.log(
+            f"{prefix}: {state.kind} ({state.reason}) | elapsed "
+            f"{format_duration(time.monotonic() - started)} | {estimate}"
+        )
+        try:
+            ok = self.run_cell(cell, state)
+        finally:
+            for last in read_record(cell.path).get("attempts", [])[-1:]:
+                self.log(
+                    f"{prefix}: {last['outcome']} in {format_duration(last['wall_s'])}"
+                    + (f": {last['error']}" if last.get("error") else "")
+                )
+        return "finished" if ok else "failed"
 
     def run_cell(self, cell: ProtocolCell, state: CellState) -> bool:
         """One attempt at a cell; returns whether it finished.

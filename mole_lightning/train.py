@@ -27,7 +27,11 @@ from mole_lightning.callbacks.throughput import TrainThroughput
 from mole_lightning.core.paths import CONFIG_DIR
 from mole_lightning.data.datamodule import GlueDataModule
 from mole_lightning.errors import ConfigError, reported_as_exit
+from mole_lightning.methods import method_callbacks, method_config
+from mole_lightning.methods.molex import MolexConfig
+from mole_lightning.models.config_store import register_options
 from mole_lightning.models.glue_module import GlueModule
+from mole_lightning.models.heads import HeadConfig
 from mole_lightning.models.tuned_module import parameter_counts
 from mole_lightning.resources import MissingResourcesError, check_resources
 from mole_lightning.utils.checkpoint_io import AtomicCheckpointIO, resume_checkpoint
@@ -42,9 +46,11 @@ from mole_lightning.utils.loggers import build_loggers, finish_wandb
 from mole_lightning.utils.resume import resume_config
 from mole_lightning.utils.run_dir import claimed_run_dir, resumes_in
 from mole_lightning.utils.run_info import METRICS, finish_run, start_run
+from mole_lightning.utils.structured import dataclass_from_node
 
 TRAINER_EXTRA_KEYS = ("compile",)
 log = logging.getLogger(__name__)
+register_options()  # the method and head options conf/train.yaml composes
 
 
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path | None = None) -> str | None:
@@ -79,8 +85,6 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path | None = None) -> 
 def build_callbacks(cfg: DictConfig) -> list[Callback]:
     """Checkpointing, validation at the last step, LR monitor, progress log lines, optional
     early stopping, and the method's own callbacks."""
-    from mole_lightning.callbacks import method_callbacks
-
     node = cfg.callbacks
     callbacks: list[Callback] = [
         *build_checkpoint_callbacks(node.model_checkpoint),
@@ -95,7 +99,7 @@ def build_callbacks(cfg: DictConfig) -> list[Callback]:
     if node.early_stopping.enabled:
         es = node.early_stopping
         callbacks.append(EarlyStopping(monitor=es.monitor, mode=es.mode, patience=es.patience))
-    callbacks.extend(method_callbacks(cfg))
+    callbacks.extend(method_callbacks(method_config(cfg.method), cfg))
     callbacks.append(TrainThroughput())  # throughput.json: training samples/s
     return callbacks
 
@@ -140,7 +144,7 @@ def build_module(cfg: DictConfig) -> pl.LightningModule:
                 "length; drop trainer.compile"
             )
         return GenerationModule(cfg.task, cfg.method, cfg.backbone, cfg.optim)
-    return GlueModule(cfg.task, cfg.method, cfg.backbone, cfg.optim)
+    return GlueModule(cfg.task, cfg.method, cfg.backbone, cfg.optim, cfg.head)
 
 
 def is_launch_rank_zero() -> bool:
@@ -249,6 +253,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     the start and at the end.
     """
     check_option_types(cfg)
+    # a mistyped or unknown method or head option stops here, before anything is written
+    method_config(cfg.method)
+    dataclass_from_node(HeadConfig, cfg.get("head", {}), "head")
     silence_known_noise()
     if not on_terminal():
         progress_bars_off()
@@ -282,7 +289,8 @@ def run_training(
                     "trainer.compile with data.pad_to_max_length=false: every new batch "
                     "shape compiles again; set data.pad_to_max_length=true for static shapes"
                 )
-            if cfg.method.name == "molex" and cfg.method.get("dispatch") != "capacity":
+            config = method_config(cfg.method)
+            if isinstance(config, MolexConfig) and config.dispatch != "capacity":
                 rank_zero_warn(
                     "trainer.compile with method=molex and method.dispatch=grouped: the "
                     "graph breaks at every routed layer; method.dispatch=capacity is static"

@@ -17,6 +17,9 @@ from mole_lightning.core.tasks import get_task
 from mole_lightning.data.datamodule import graph_keys, graph_store, graph_texts
 from mole_lightning.data.glue import read_glue_split
 from mole_lightning.graphs import GRAPH_KINDS
+from mole_lightning.models.config_store import register_options
+
+register_options()  # the method and head options conf/train.yaml composes
 
 
 def parse_task(cfg: DictConfig) -> list[dict]:

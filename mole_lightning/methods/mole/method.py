@@ -1,53 +1,55 @@
-"""``method=mole``: MoLE adapters on a frozen backbone."""
+"""``method=mole``: MoLE adapters on a frozen backbone, and the callbacks of its training
+phases (temperature annealing, prune-then-retrain, importance export)."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from omegaconf import DictConfig
+from pytorch_lightning.callbacks import Callback
 from torch import nn
 
-from mole_lightning.methods.encoder import TunedEncoder
-from mole_lightning.methods.mole import MoleAdapters, MoleConfig
-
-MOLE_CONFIG_KEYS = (
-    "experts",
-    "bottleneck",
-    "rgcn_layers",
-    "num_relations",
-    "dropout",
-    "word_pooling",
-    "mlp_scaling",
-    "mlp_layer_norm",
-    "hard",
-    "gate_sampling",
-    "gate_lr",
-    "gate_weight_decay",
-    "eval_mode",
-    "rgcn_impl",
-    "graph_expert",
-    "wordless_tokens",
-    "message_weights",
-    "later_convs_single_relation",
-    "zero_init_up",
-    "rgcn_init",
-    "mlp_zero_down_bias",
+from mole_lightning.methods.encoder import TunedEncoder, freeze
+from mole_lightning.methods.method import Method
+from mole_lightning.methods.mole.callbacks import (
+    ExpertImportanceExport,
+    PruneExperts,
+    RetrainPhase,
+    TemperatureAnnealing,
 )
+from mole_lightning.methods.mole.config import MoleConfig
+from mole_lightning.methods.mole.model import MoleAdapters
 
 
-def mole_config(method_cfg: DictConfig) -> MoleConfig:
-    """The ``MoleConfig`` of a ``method=mole`` node (the gate starts at ``temperature.start``)."""
-    kwargs = {k: method_cfg[k] for k in MOLE_CONFIG_KEYS if k in method_cfg}
-    kwargs["experts"] = list(kwargs.get("experts", MoleConfig().experts))
-    return MoleConfig(**kwargs, init_temperature=method_cfg.temperature.start)
-
-
-def build_mole(
-    backbone: nn.Module, method_cfg: DictConfig, backbone_cfg: DictConfig
-) -> TunedEncoder:
-    """Freezes the backbone and attaches a MoLE layer in parallel to every encoder layer."""
-    for p in backbone.parameters():
-        p.requires_grad_(False)
-    structure = method_cfg.get("structure")
-    mole = MoleAdapters.attach(
-        backbone, mole_config(method_cfg), [list(s) for s in structure] if structure else None
-    )
+def build_mole(backbone: nn.Module, config: MoleConfig, backbone_cfg: DictConfig) -> TunedEncoder:
+    """Freezes the backbone and attaches a MoLE layer in parallel to every encoder layer
+    (every expert, or the layers' experts of ``config.structure``)."""
+    freeze(backbone)
+    mole = MoleAdapters.attach(backbone, config, config.structure)
     return TunedEncoder(backbone, "mole", {"mole": mole})
+
+
+def mole_callbacks(config: MoleConfig, cfg: DictConfig) -> list[Callback]:
+    """Temperature annealing, prune-then-retrain (``prune.enabled``) and the importance
+    export."""
+    temp, prune = config.temperature, config.prune
+    steps = temp.steps or (prune.after_steps if prune.enabled else None)
+    callbacks: list[Callback] = [TemperatureAnnealing(temp.start, temp.end, steps, temp.schedule)]
+    if prune.enabled:
+        phase = prune.retrain_phase
+        callbacks.append(
+            PruneExperts(
+                prune.after_steps,
+                prune.top_k,
+                prune.retrain,
+                prune.reset_lr_schedule,
+                rule=prune.rule,
+                graph_layers=prune.graph_layers,
+                phase=RetrainPhase(**asdict(phase)) if phase.epochs is not None else None,
+            )
+        )
+    callbacks.append(ExpertImportanceExport())
+    return callbacks
+
+
+METHOD = Method(MoleConfig, build_mole, mole_callbacks)

@@ -31,7 +31,6 @@ from mole_lightning.methods import method_callbacks, method_config
 from mole_lightning.methods.molex import MolexConfig
 from mole_lightning.models.config_store import register_options
 from mole_lightning.models.glue_module import GlueModule
-from mole_lightning.models.heads import HeadConfig
 from mole_lightning.models.tuned_module import parameter_counts
 from mole_lightning.resources import MissingResourcesError, check_resources
 from mole_lightning.utils.checkpoint_io import AtomicCheckpointIO, resume_checkpoint
@@ -46,7 +45,6 @@ from mole_lightning.utils.loggers import build_loggers, finish_wandb
 from mole_lightning.utils.resume import resume_config
 from mole_lightning.utils.run_dir import claimed_run_dir, resumes_in
 from mole_lightning.utils.run_info import METRICS, finish_run, start_run
-from mole_lightning.utils.structured import dataclass_from_node
 
 TRAINER_EXTRA_KEYS = ("compile",)
 log = logging.getLogger(__name__)
@@ -253,9 +251,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
     the start and at the end.
     """
     check_option_types(cfg)
-    # a mistyped or unknown method or head option stops here, before anything is written
-    method_config(cfg.method)
-    dataclass_from_node(HeadConfig, cfg.get("head", {}), "head")
     silence_known_noise()
     if not on_terminal():
         progress_bars_off()

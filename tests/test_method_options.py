@@ -7,6 +7,7 @@ real ``python train.py`` processes for the command-line errors.
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 from pathlib import Path
 
@@ -144,11 +145,11 @@ def test_a_key_no_option_file_has_is_refused_by_hydra(tmp_path: Path) -> None:
         ),
     ],
 )
-def test_train_py_stops_on_a_bad_method_option_before_writing(
+def test_train_py_stops_on_a_bad_method_option(
     override: str, message: str, glue_dir: Path, tmp_path: Path
 ) -> None:
-    """``python train.py``: exit status 2, one ``error:`` line naming the option, and no
-    run files (the check runs before the run folder is claimed)."""
+    """``python train.py``: exit status 2, one ``error:`` line naming the option, no
+    traceback, and the run recorded as failed with that error, before any training."""
     run = tmp_path / "run"
     result = run_cli(
         [
@@ -166,4 +167,7 @@ def test_train_py_stops_on_a_bad_method_option_before_writing(
     assert result.returncode == 2, result.stderr[-2000:]
     assert message in result.stderr
     assert "Traceback" not in result.stderr
-    assert not (run / "run_info.json").exists() and not (run / "resolved_config.yaml").exists()
+    info = json.loads((run / "run_info.json").read_text())
+    assert info["status"] == "failed"
+    assert info["error"].startswith("ConfigError: " + message.removeprefix("error: "))
+    assert not (run / "checkpoints").exists()

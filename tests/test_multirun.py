@@ -152,7 +152,7 @@ def test_a_failed_job_is_recorded_and_the_sweep_goes_on(
         ]
     )
     assert run.returncode != 0  # the sweep reports that a job failed, after running them all
-    assert "error: molex.alpha=2 must lie in [0, 1]" in run.stderr
+    assert "error: molex.alpha=2.0 must lie in [0, 1]" in run.stderr  # a float option
     (sweep,) = (logs / "train" / "multiruns").iterdir()
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
     assert jobs == [
@@ -167,7 +167,7 @@ def test_a_failed_job_is_recorded_and_the_sweep_goes_on(
     out = cli(["scripts/collect.py", str(sweep)], timeout=60)
     assert out.returncode == 0, out.stderr
     assert (
-        "- `1_rte_molex_seed42_alpha2`: failed: ConfigError: molex.alpha=2 must lie in [0, 1]"
+        "- `1_rte_molex_seed42_alpha2`: failed: ConfigError: molex.alpha=2.0 must lie in [0, 1]"
         in out.stdout.splitlines()
     )
 

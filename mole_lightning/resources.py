@@ -22,6 +22,7 @@ from urllib.parse import urlparse
 from omegaconf import DictConfig
 
 from mole_lightning.errors import MoleError
+from mole_lightning.methods import method_config
 
 OFFLINE_PROFILE_HINT = (
     "+profile=offline (MiniLM, spaCy, local GLUE, CSV logger) runs without internet"
@@ -32,7 +33,6 @@ WEIGHT_FILES = (
     "pytorch_model.bin",
     "pytorch_model.bin.index.json",
 )
-GRAPH_EXPERTS = ("syntactic", "semantic", "sequential")
 
 
 class MissingResourcesError(MoleError, OSError):
@@ -274,18 +274,9 @@ def _check_folder(
     ]
 
 
-def needs_graphs(method: DictConfig) -> bool:
-    """Whether the method reads word graphs (MoLE with a graph expert), so needs a parser."""
-    if method.get("name") != "mole":
-        return False
-    structure = method.get("structure")
-    experts = [e for layer in structure for e in layer] if structure else method.get("experts")
-    return any(e in GRAPH_EXPERTS for e in experts or [])
-
-
 def check_parser(cfg: DictConfig) -> list[Missing]:
     """The parser's model, when the method needs word graphs."""
-    if not needs_graphs(cfg.method) or cfg.get("parser") is None:
+    if not method_config(cfg.method).reads_word_graphs() or cfg.get("parser") is None:
         return []
     from mole_lightning.parsing.factory import parser_config, parser_version
 

@@ -28,6 +28,9 @@ from mole_lightning.core.paths import CONFIG_DIR
 from mole_lightning.data.custom import resolve_task
 from mole_lightning.data.datamodule import GlueDataModule
 from mole_lightning.errors import ConfigError, reported_as_exit
+from mole_lightning.methods import method_callbacks, method_config
+from mole_lightning.methods.molex import MolexConfig
+from mole_lightning.models.config_store import register_options
 from mole_lightning.models.glue_module import GlueModule
 from mole_lightning.models.tuned_module import parameter_counts
 from mole_lightning.resources import MissingResourcesError, check_resources
@@ -46,6 +49,7 @@ from mole_lightning.utils.run_info import METRICS, finish_run, start_run
 
 TRAINER_EXTRA_KEYS = ("compile",)
 log = logging.getLogger(__name__)
+register_options()  # the method and head options conf/train.yaml composes
 
 
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path | None = None) -> str | None:
@@ -80,8 +84,6 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path | None = None) -> 
 def build_callbacks(cfg: DictConfig) -> list[Callback]:
     """Checkpointing, validation at the last step, LR monitor, progress log lines, optional
     early stopping, and the method's own callbacks."""
-    from mole_lightning.callbacks import method_callbacks
-
     node = cfg.callbacks
     callbacks: list[Callback] = [
         *build_checkpoint_callbacks(node.model_checkpoint),
@@ -96,7 +98,7 @@ def build_callbacks(cfg: DictConfig) -> list[Callback]:
     if node.early_stopping.enabled:
         es = node.early_stopping
         callbacks.append(EarlyStopping(monitor=es.monitor, mode=es.mode, patience=es.patience))
-    callbacks.extend(method_callbacks(cfg))
+    callbacks.extend(method_callbacks(method_config(cfg.method), cfg))
     callbacks.append(TrainThroughput())  # throughput.json: training samples/s
     return callbacks
 
@@ -143,7 +145,7 @@ def build_module(cfg: DictConfig) -> pl.LightningModule:
                 "length; drop trainer.compile"
             )
         return GenerationModule(cfg.task, cfg.method, cfg.backbone, cfg.optim)
-    return GlueModule(resolve_task(cfg.task, cfg.data), cfg.method, cfg.backbone, cfg.optim)
+    return GlueModule(resolve_task(cfg.task, cfg.data), cfg.method, cfg.backbone, cfg.optim, cfg.head)
 
 
 def is_launch_rank_zero() -> bool:
@@ -285,7 +287,8 @@ def run_training(
                     "trainer.compile with data.pad_to_max_length=false: every new batch "
                     "shape compiles again; set data.pad_to_max_length=true for static shapes"
                 )
-            if cfg.method.name == "molex" and cfg.method.get("dispatch") != "capacity":
+            config = method_config(cfg.method)
+            if isinstance(config, MolexConfig) and config.dispatch != "capacity":
                 rank_zero_warn(
                     "trainer.compile with method=molex and method.dispatch=grouped: the "
                     "graph breaks at every routed layer; method.dispatch=capacity is static"

@@ -47,6 +47,9 @@ def compose_method(method: str, backbone: str, *overrides: str):
     ``overrides`` last."""
     from hydra import compose, initialize_config_dir
 
+    from mole_lightning.models.config_store import register_options
+
+    register_options()
     name, extra = VARIANTS.get(method, (method, []))
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         return compose(
@@ -97,7 +100,7 @@ def measure(method: str, args) -> dict:
     torch.manual_seed(0)
     device = torch.device("cuda" if torch.cuda.is_available() and not args.cpu else "cpu")
     cfg = compose_method(method, args.backbone)
-    model = GlueModule(cfg.task, cfg.method, cfg.backbone, cfg.optim).to(device)
+    model = GlueModule(cfg.task, cfg.method, cfg.backbone, cfg.optim, cfg.head).to(device)
     if method == "mole-pruned":
         model.encoder.parts["mole"].prune(1)
     if args.compile:

@@ -24,6 +24,9 @@ from mole_lightning.data.datamodule import (
     task_splits,
 )
 from mole_lightning.graphs import GRAPH_KINDS
+from mole_lightning.models.config_store import register_options
+
+register_options()  # the method and head options conf/train.yaml composes
 
 
 def parse_task(cfg: DictConfig) -> list[dict]:

@@ -178,7 +178,7 @@ def test_mixed_learning_rates_are_flagged_and_split_with_by(tmp_path: Path) -> N
 def test_options_added_since_a_run_and_the_data_seed_are_not_differences(tmp_path: Path) -> None:
     """A run from before an option existed lacks its key; ``data.seed`` follows the
     seed: neither splits a cell. Two values of the new option among newer runs do."""
-    for name, seed, extra in (("old", 1, {}), ("new", 2, {"head_pooling": "first"})):
+    for name, seed, extra in (("old", 1, {}), ("new", 2, {"zero_down_bias": False})):
         run = write_run(tmp_path, name, "cola", "lora", seed, 0.5)
         config = yaml.safe_load((run / "resolved_config.yaml").read_text())
         config["method"].update(extra)
@@ -187,10 +187,28 @@ def test_options_added_since_a_run_and_the_data_seed_are_not_differences(tmp_pat
     assert not build_table(find_runs(tmp_path)).warnings
     run = write_run(tmp_path, "newer", "cola", "lora", 3, 0.5)
     config = yaml.safe_load((run / "resolved_config.yaml").read_text())
-    config["method"]["head_pooling"] = "mean"
+    config["method"]["zero_down_bias"] = True
     (run / "resolved_config.yaml").write_text(yaml.safe_dump(config))
     (warning,) = build_table(find_runs(tmp_path)).warnings
-    assert "runs differ in method.head_pooling" in warning
+    assert "runs differ in method.zero_down_bias" in warning
+
+
+def test_a_renamed_key_is_read_under_its_new_name(tmp_path: Path) -> None:
+    """A run from before the head group (``method.head_pooling``) and one after it
+    (``head.pooling``) with the same head are one cell; another head splits it."""
+    old = write_run(tmp_path, "old", "cola", "lora", 1, 0.5)
+    config = yaml.safe_load((old / "resolved_config.yaml").read_text())
+    config["method"]["head_pooling"] = "first"
+    (old / "resolved_config.yaml").write_text(yaml.safe_dump(config))
+    for name, seed, pooling in (("new", 2, "first"), ("newer", 3, "mean")):
+        run = write_run(tmp_path, name, "cola", "lora", seed, 0.5)
+        config = yaml.safe_load((run / "resolved_config.yaml").read_text())
+        config["head"] = {"pooling": pooling}
+        (run / "resolved_config.yaml").write_text(yaml.safe_dump(config))
+        if pooling == "first":
+            assert not build_table(find_runs(tmp_path)).warnings
+    (warning,) = build_table(find_runs(tmp_path)).warnings
+    assert "runs differ in head.pooling" in warning
 
 
 def test_csv_mirrors_the_table(runs_dir: Path) -> None:

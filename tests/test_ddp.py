@@ -49,7 +49,7 @@ def train_cli(glue_dir: Path, cache: Path, out: Path, devices: int, batch_size: 
         "backbone=tiny-bert",
         "seed=3",
         "method.dropout=0",
-        "method.head_dropout=0",
+        "head.dropout=0",
         "+backbone.random_init.hidden_dropout_prob=0",
         "+backbone.random_init.attention_probs_dropout_prob=0",
         f"data.dir={glue_dir}",

@@ -18,7 +18,7 @@ from mole_lightning.core.e2e_text import authors_ids, collate_prompts
 from mole_lightning.data.e2e import group_references, read_e2e_csv
 from mole_lightning.data.e2e_datamodule import E2EDataModule, collate_lm
 from mole_lightning.errors import ConfigError
-from mole_lightning.methods.molex_builder import molex_config
+from mole_lightning.methods import method_config
 from mole_lightning.metrics.e2e import METRICS, score_e2e
 from mole_lightning.models.generation_module import GenerationModule
 from mole_lightning.train import build_module, train
@@ -271,7 +271,7 @@ def test_molex_e2e_experiment_has_the_authors_values(tmp_path: Path) -> None:
         4,
     )
     assert cfg.task.label_smoothing == 0.1
-    molex = molex_config(cfg.method)
+    molex = method_config(cfg.method)
     assert (molex.alpha, molex.routing, molex.top_k, molex.learned_alpha) == (
         0.95,
         "batch_vote",

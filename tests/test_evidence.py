@@ -395,10 +395,10 @@ def test_option_added_since_a_cell_ran_is_no_change_unless_the_protocol_sets_it(
         "data.group_by_length"
     ]
     assert config_differences(saved, now, [], ["+data=fast"]) == ["data.group_by_length"]
-    # choosing a group's option (conf/method/) does not set the options added to its file
-    with_head = {**saved, "method": {"name": "lora"}}
-    now_head = OmegaConf.create({**with_head, "method": {"name": "lora", "head_pooling": "first"}})
-    assert config_differences(with_head, now_head, [], ["method=lora", "trainer=cpu"]) == []
+    # choosing a group's option (conf/method/) does not set the options added to it since
+    with_method = {**saved, "method": {"name": "mole"}}
+    now_method = OmegaConf.create({**with_method, "method": {"name": "mole", "rgcn_init": "dgl"}})
+    assert config_differences(with_method, now_method, [], ["method=mole", "trainer=cpu"]) == []
     # a value the cell ran with that changed, or an option removed since, is a change
     assert config_differences({**saved, "optim": {"lr": 1e-3}}, now, [], []) == ["optim.lr"]
     gone = {**saved, "threads": 2}

@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from mole_lightning.errors import ConfigError
-from mole_lightning.models.heads import ClassificationHead
+from mole_lightning.models.heads import ClassificationHead, HeadConfig
 
 
 def head(pooling: str) -> ClassificationHead:
     torch.manual_seed(0)
-    return ClassificationHead(8, 3, dropout=0.0, pooling=pooling).eval()
+    return ClassificationHead(8, 3, HeadConfig(dropout=0.0, pooling=pooling)).eval()
 
 
 def by_hand(model: ClassificationHead, pooled: torch.Tensor) -> torch.Tensor:
@@ -33,12 +33,12 @@ def test_first_and_mean_pooling() -> None:
 
 
 def test_unknown_pooling_is_refused() -> None:
-    with pytest.raises(ConfigError, match="method.head_pooling='cls'.*valid: first, mean, pooler"):
-        ClassificationHead(8, 2, pooling="cls")
+    with pytest.raises(ConfigError, match="head.pooling='cls'.*valid: first, mean, pooler"):
+        HeadConfig(pooling="cls")
 
 
 def test_pooler_head_is_the_backbones_pooler_then_a_linear_layer() -> None:
-    """``head_pooling=pooler``, as transformers' BertForSequenceClassification under
+    """``head.pooling=pooler``, as transformers' BertForSequenceClassification under
     peft: the checkpoint's pooler (dense + tanh on the first token), frozen, then a new
     linear classifier; the only trainable head weights are the classifier's."""
     from transformers import BertConfig, BertModel
@@ -56,7 +56,7 @@ def test_pooler_head_is_the_backbones_pooler_then_a_linear_layer() -> None:
     )
     encoder = TunedEncoder(BertModel(config), "lora")
     pooler = find_pooler(encoder.backbone)
-    model = ClassificationHead(8, 3, dropout=0.0, pooling="pooler", pooler=pooler).eval()
+    model = ClassificationHead(8, 3, HeadConfig(dropout=0.0, pooling="pooler"), pooler).eval()
     hidden = torch.randn(2, 5, 8, generator=torch.Generator().manual_seed(1))
     pooled = torch.tanh(hidden[:, 0] @ pooler.dense.weight.T + pooler.dense.bias)
     expected = pooled @ model.out.weight.T + model.out.bias
@@ -67,14 +67,12 @@ def test_pooler_head_is_the_backbones_pooler_then_a_linear_layer() -> None:
 
 
 def test_pooler_head_without_a_pooler_is_refused() -> None:
-    with pytest.raises(
-        ConfigError, match="method.head_pooling=pooler: this backbone has no pooler"
-    ):
-        ClassificationHead(8, 2, pooling="pooler", pooler=None)
+    with pytest.raises(ConfigError, match="head.pooling=pooler: this backbone has no pooler"):
+        ClassificationHead(8, 2, HeadConfig(pooling="pooler"), pooler=None)
 
 
 def test_pooler_head_in_a_real_run(glue_dir, cache_dir, tmp_path) -> None:
-    """``method.head_pooling=pooler`` trains end to end (real Trainer, real RTE rows):
+    """``head.pooling=pooler`` trains end to end (real Trainer, real RTE rows):
     the trainable weights are LoRA's and the classifier's, the dense layer of the
     default head is gone, and the pooler is the backbone's. The checkpoint leaves the
     frozen pooler out, as it leaves out the rest of the backbone; reloading it rebuilds
@@ -85,7 +83,7 @@ def test_pooler_head_in_a_real_run(glue_dir, cache_dir, tmp_path) -> None:
 
     base = fast_run_overrides(glue_dir, "rte", "lora", "tiny-bert")
     first = train(compose(base, tmp_path / "first", cache_dir))
-    cfg = compose([*base, "method.head_pooling=pooler"], tmp_path / "pooler", cache_dir)
+    cfg = compose([*base, "head.pooling=pooler"], tmp_path / "pooler", cache_dir)
     pooled = train(cfg)
     hidden = 32  # conf/backbone/tiny-bert.yaml
     assert pooled["params/trainable"] == first["params/trainable"] - (hidden * hidden + hidden)

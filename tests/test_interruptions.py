@@ -35,11 +35,11 @@ from pytorch_lightning.callbacks import Callback
 
 import mole_lightning.graphs.store as store_module
 import mole_lightning.train as train_module
-from mole_lightning.callbacks.mole import PruneExperts
 from mole_lightning.data.tokenized_cache import load_or_build
 from mole_lightning.errors import CacheError, CheckpointError, ConfigError
 from mole_lightning.evaluation.cli import evaluate
 from mole_lightning.graphs import GraphStore
+from mole_lightning.methods.mole.callbacks import PruneExperts
 from mole_lightning.probing.cli import load_probed_model
 from mole_lightning.train import resolve_ckpt_path, route_lightning_logs, train
 from mole_lightning.utils.checkpoint_io import (

@@ -25,9 +25,9 @@ import torch
 from mole_lightning.errors import ConfigError
 from mole_lightning.graphs import SentenceGraphs, collate_word_graphs
 from mole_lightning.graphs.batch import WordGraphBatch
+from mole_lightning.methods import method_config
 from mole_lightning.methods.mole import GraphBatchError, MoleConfig, MoleContext
 from mole_lightning.methods.mole.experts import GraphExpert
-from mole_lightning.methods.mole_builder import mole_config
 from tests.conftest import compose
 
 HIDDEN, BOTTLENECK, SEQ = 6, 3, 9
@@ -183,7 +183,7 @@ def test_label_weights_differ_from_relation_means_where_labels_repeat() -> None:
 
 
 def test_the_paper_preset_builds_the_authors_expert(tmp_path) -> None:
-    cfg = mole_config(compose(["experiment=mole_paper", "task=rte"], tmp_path).method)
+    cfg = method_config(compose(["experiment=mole_paper", "task=rte"], tmp_path).method)
     assert (cfg.graph_expert, cfg.wordless_tokens, cfg.message_weights) == (
         "direct",
         "identity",
@@ -309,7 +309,7 @@ def test_the_paper_preset_initialises_its_convolutions_like_dgl(tmp_path) -> Non
     RoBERTa-base's sizes the relation weights start at std 0.021 (768 -> 50) and 0.082
     (50 -> 768), against 0.070 for both with ``glorot`` (ours); the self weights are
     0.070 either way."""
-    cfg = mole_config(compose(["experiment=mole_paper", "task=rte"], tmp_path).method)
+    cfg = method_config(compose(["experiment=mole_paper", "task=rte"], tmp_path).method)
     assert cfg.rgcn_init == "dgl" and cfg.mlp_zero_down_bias
     context = MoleContext(cfg.word_pooling, cfg.rgcn_impl, cfg.num_relations, cfg.message_weights)
     torch.manual_seed(7)
@@ -336,7 +336,7 @@ def test_the_paper_preset_mlp_expert_starts_with_a_zero_down_bias(tmp_path) -> N
     the down weights are drawn the same, the up-projection is zero in both."""
     from mole_lightning.methods.adapter import BottleneckAdapter
 
-    cfg = mole_config(compose(["experiment=mole_paper", "task=rte"], tmp_path).method)
+    cfg = method_config(compose(["experiment=mole_paper", "task=rte"], tmp_path).method)
     experts = {}
     for zero in (True, False):
         torch.manual_seed(3)

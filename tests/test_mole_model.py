@@ -10,7 +10,12 @@ from transformers import AutoModel, BertConfig, DebertaV2Config, RobertaConfig
 
 from mole_lightning.errors import ConfigError
 from mole_lightning.graphs.batch import WordGraphBatch
-from mole_lightning.methods.mole import MissingGraphsError, MoleAdapters, MoleConfig
+from mole_lightning.methods.mole import (
+    MissingGraphsError,
+    MoleAdapters,
+    MoleConfig,
+    TemperatureConfig,
+)
 from mole_lightning.methods.mole.synthetic import random_word_graphs
 
 CONFIGS = {"bert": BertConfig, "roberta": RobertaConfig, "deberta-v2": DebertaV2Config}
@@ -186,7 +191,8 @@ def test_graph_experts_need_graphs_and_mlp_only_models_do_not():
 
 def test_temperature_is_shared_by_every_gate():
     adapters = MoleAdapters.attach(
-        tiny_backbone("deberta-v2"), MoleConfig(bottleneck=8, init_temperature=2.0)
+        tiny_backbone("deberta-v2"),
+        MoleConfig(bottleneck=8, temperature=TemperatureConfig(start=2.0)),
     )
     assert adapters.temperature == 2.0
     adapters.temperature = 0.01

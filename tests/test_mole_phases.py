@@ -13,9 +13,9 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from transformers import AutoModel, BertConfig
 
-from mole_lightning.callbacks.mole import PruneExperts, RetrainPhase
 from mole_lightning.errors import ConfigError
 from mole_lightning.methods.mole import MoleAdapters, MoleConfig
+from mole_lightning.methods.mole.callbacks import PruneExperts, RetrainPhase
 from mole_lightning.models.optim import build_optimizer
 from mole_lightning.train import build_callbacks, build_datamodule, build_module, build_trainer
 from tests.conftest import compose, fast_run_overrides

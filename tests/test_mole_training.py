@@ -10,8 +10,12 @@ import pandas as pd
 import pytest
 import torch
 
-from mole_lightning.callbacks.mole import PruneExperts, TemperatureAnnealing, annealed_temperature
 from mole_lightning.errors import ConfigError
+from mole_lightning.methods.mole.callbacks import (
+    PruneExperts,
+    TemperatureAnnealing,
+    annealed_temperature,
+)
 from mole_lightning.models.glue_module import GlueModule
 from mole_lightning.train import (
     build_callbacks,

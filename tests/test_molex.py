@@ -5,11 +5,9 @@ from __future__ import annotations
 import copy
 import math
 import os
-from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 from peft import LoraConfig, get_peft_model
 from transformers import (
     AutoModel,
@@ -27,6 +25,7 @@ from transformers import (
 from mole_lightning.errors import ConfigError
 from mole_lightning.methods.molex import MolexConfig, MolexRouting, find_layer_stack
 from mole_lightning.methods.molex.router import pool_sequences, switch_balance_loss
+from tests.conftest import compose
 
 VOCAB = 100
 TINY = dict(hidden_size=32, num_attention_heads=2, intermediate_size=64, vocab_size=VOCAB)
@@ -495,8 +494,8 @@ def test_layer_index_errors():
     routing = MolexRouting.attach(bert(), MolexConfig(routed_layers=[0]))
     with pytest.raises(ConfigError, match="routed layer"):
         routing.force_choice({1: 0})
-    # the dataclass default is conf/method/molex.yaml's
-    conf = OmegaConf.load(Path(__file__).parent.parent / "conf" / "method" / "molex.yaml")
+    # the dataclass default is what method=molex composes (conf/method/molex.yaml)
+    conf = compose(["method=molex"]).method
     assert math.isclose(routing.cfg.alpha, conf.alpha) and conf.alpha == 0.9
 
 

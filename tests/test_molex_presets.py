@@ -97,13 +97,13 @@ def preset_module(task: str, tmp_path, *overrides: str) -> tuple[GlueModule, dic
     preset's activation checkpointing), random LoRA B so every layer's LoRA matters, and
     its optimizer settings."""
     cfg = compose([f"experiment=molex_{task}", *overrides], tmp_path)
-    method = OmegaConf.merge(cfg.method, {"head_dropout": 0.0})
+    head = OmegaConf.merge(cfg.head, {"dropout": 0.0})
     optim = OmegaConf.merge(cfg.optim, {"warmup_ratio": 0.0})
     backbone = OmegaConf.create(
         {**TINY_ROBERTA, "activation_checkpointing": cfg.backbone.activation_checkpointing}
     )
     torch.manual_seed(0)
-    module = GlueModule(cfg.task, method, backbone, optim)
+    module = GlueModule(cfg.task, cfg.method, backbone, optim, head)
     with torch.no_grad():
         for name, p in module.named_parameters():
             if "lora_B" in name:
@@ -246,7 +246,7 @@ def test_preset_sets_the_scripts_values(task, tmp_path):
         True,
         8,
     )
-    assert (cfg.method.dropout, cfg.method.head_init_std) == (0.0, 0.02)
+    assert (cfg.method.dropout, cfg.head.init_std) == (0.0, 0.02)
     assert cfg.method.rerun_own_layer_when_chosen and cfg.method.routing == "batch_vote"
     # one optimizer step sees the authors' GPUs' batches; their router group decays its
     # biases; transformers' old AdamW; tutel's cosine embedding init

@@ -152,7 +152,7 @@ def test_a_failed_job_is_recorded_and_the_sweep_goes_on(
         ]
     )
     assert run.returncode != 0  # the sweep reports that a job failed, after running them all
-    assert "error: molex.alpha=2 must lie in [0, 1]" in run.stderr
+    assert "error: molex.alpha=2.0 must lie in [0, 1]" in run.stderr  # a float option
     (sweep,) = (logs / "train" / "multiruns").iterdir()
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
     assert jobs == [
@@ -167,7 +167,7 @@ def test_a_failed_job_is_recorded_and_the_sweep_goes_on(
     out = cli(["scripts/collect.py", str(sweep)], timeout=60)
     assert out.returncode == 0, out.stderr
     assert (
-        "- `1_rte_molex_seed42_alpha2`: failed: ConfigError: molex.alpha=2 must lie in [0, 1]"
+        "- `1_rte_molex_seed42_alpha2`: failed: ConfigError: molex.alpha=2.0 must lie in [0, 1]"
         in out.stdout.splitlines()
     )
 
@@ -216,6 +216,9 @@ def compose_with_hydra(overrides: list[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
+    from mole_lightning.models.config_store import register_options
+
+    register_options()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return hydra_compose(
             config_name="train.yaml", overrides=overrides, return_hydra_config=True

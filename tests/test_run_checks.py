@@ -10,8 +10,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from mole_lightning.callbacks.mole import PruneExperts
 from mole_lightning.errors import ConfigError
+from mole_lightning.methods.mole.callbacks import PruneExperts
 from mole_lightning.models.backbone import load_backbone
 from mole_lightning.train import build_datamodule, check_cpu_devices
 from tests.conftest import compose, fast_run_overrides

@@ -5,7 +5,7 @@ over the runs (seeds) of a task.
 Runs write ``mole_importance.json`` (at the end), ``mole_importance_at_prune.json`` (the
 scores pruning decided on), ``mole_structure.json`` (the experts each layer kept) and
 ``molex_selection.json`` into their directory.
-Both layouts are read: the labelled table of ``mole_lightning.callbacks.export``
+Both layouts are read: the labelled table of ``mole_lightning.reporting.export``
 (``rows``, ``columns``, ``values`` with ``null`` for pruned experts) and the bare forms
 ``{"layers", "experts", "importance"}`` (MoLE) and ``{"counts", "routed_layers"}``
 (MoLEx raw counts, normalised per routed layer here).

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from mole_lightning.utils.config_upgrade import upgrade_config
 from mole_lightning.utils.run_info import METRICS, RESOLVED_CONFIG, RUN_INFO
 
 METRIC_CHOICES = ("best", "final")
@@ -28,7 +29,8 @@ class Run:
         path: the run directory.
         status: ``finished``, ``failed``, ``running`` (or killed), or ``unreadable``.
         info: ``run_info.json`` (task, method, backbone, seed, error, ...).
-        config: ``resolved_config.yaml`` as a dict (``None`` when missing).
+        config: ``resolved_config.yaml`` as a dict, renamed keys under today's names
+            (``upgrade_config``; ``None`` when missing).
         metrics: ``metrics.json`` (``None`` when missing).
         read_errors: files that exist but could not be parsed, with the parser's message.
     """
@@ -159,11 +161,12 @@ def load_run(path: Path) -> Run:
     info = read_json(path / RUN_INFO, errors)
     if info is None:
         return Run(path=path, status="unreadable", read_errors=errors or [f"no {RUN_INFO}"])
+    config = read_yaml(path / RESOLVED_CONFIG, errors)
     return Run(
         path=path,
         status=str(info.get("status", "unknown")),
         info=info,
-        config=read_yaml(path / RESOLVED_CONFIG, errors),
+        config=None if config is None else upgrade_config(config),
         metrics=read_json(path / METRICS, errors),
         read_errors=errors,
     )

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from mole_lightning.errors import CheckpointError, ConfigError
 from mole_lightning.models.glue_module import GlueModule
 from mole_lightning.utils.checkpoint_io import load_checkpoint
+from mole_lightning.utils.config_upgrade import upgrade_config
 from mole_lightning.utils.run_info import METRICS, RESOLVED_CONFIG
 
 
@@ -24,8 +25,9 @@ class EvalRun:
     Attributes:
         ckpt: the checkpoint file.
         run_dir: the run directory (``eval_<suite>.*`` files go here).
-        cfg: the run's resolved config (``resolved_config.yaml``) with the data and cache
-            overrides of the evaluation applied, and the checkpoint's own task node.
+        cfg: the run's resolved config (``resolved_config.yaml``, renamed keys under
+            today's names) with the data and cache overrides of the evaluation applied, and
+            the checkpoint's own task node.
         model: the ``GlueModule`` (backbone from its source + the trained weights and the
             method's structure), in eval mode on ``device``.
         device: where the model runs.
@@ -104,7 +106,7 @@ def load_eval_run(
             f"{config_path} missing: evaluate.py reads the run's data and parser settings from "
             "it; point ckpt_path at a checkpoint inside a run directory written by train.py"
         )
-    cfg = OmegaConf.load(config_path)
+    cfg = OmegaConf.create(upgrade_config(OmegaConf.load(config_path)))
     check_checkpoint(ckpt, cfg, config_path)
     for key, value in (overrides or {}).items():
         if value is not None:

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mole_lightning.core.paths import CONFIG_DIR
 from mole_lightning.errors import ConfigError
+from mole_lightning.models.config_store import register_options
 
 DEFAULT_PROTOCOL = Path(CONFIG_DIR) / "evidence.yaml"
 TRAINERS = ("cpu", "gpu")
@@ -166,6 +167,7 @@ def compose_cell(cell: ProtocolCell, ckpt_path: Path | None = None) -> DictConfi
     does), writing into the cell's folder; ``ckpt_path`` resumes from a checkpoint."""
     from hydra import compose, initialize_config_dir
 
+    register_options()
     overrides = [*cell.overrides, f"paths.output_dir={cell.path.resolve()}"]
     if ckpt_path is not None:
         overrides.append(f"ckpt_path={ckpt_path.resolve()}")

@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from mole_lightning.analysis.runs import Run, load_run
 from mole_lightning.analysis.table import flatten
 from mole_lightning.core.paths import CONFIG_DIR
+from mole_lightning.utils.config_upgrade import upgrade_config
 from mole_lightning.utils.run_info import METRICS, RUN_INFO
 
 DONE, NEW, RESUME, RERUN = "done", "new", "resume", "rerun"
@@ -33,7 +34,9 @@ def config_differences(
 ) -> list[str]:
     """Resolved-config keys whose value differs between a saved run and ``cfg``, beyond
     the ``may_differ`` prefixes. ``cfg`` goes through the same YAML round trip as
-    ``resolved_config.yaml``, so equal values compare equal.
+    ``resolved_config.yaml``, so equal values compare equal, and ``saved`` is read under
+    today's key names (``upgrade_config``: ``method.head_pooling`` is ``head.pooling``),
+    so a run written before a key was renamed is not a changed protocol.
 
     A key the saved run does not have at all is an option added to the framework since
     it ran: it is not a difference unless one of ``overrides`` (the protocol's
@@ -42,7 +45,7 @@ def config_differences(
     config group's option (``method=lora``: a folder ``conf/method/``) does not set the
     options added to that option's file since."""
     expected = flatten(yaml.safe_load(OmegaConf.to_yaml(cfg, resolve=True)))
-    found = flatten(saved)
+    found = flatten(upgrade_config(saved))
     keys = (o.split("=", 1)[0].lstrip("+~") for o in overrides)
     named = tuple(k for k in keys if not (Path(CONFIG_DIR) / k).is_dir())
 

@@ -24,7 +24,7 @@ class TunedEncoder(nn.Module):
         super().__init__()
         for name, p in backbone.named_parameters():
             if name.startswith("pooler.") or ".pooler." in name:
-                p.requires_grad_(False)  # head_pooling=pooler reads it frozen
+                p.requires_grad_(False)  # head.pooling=pooler reads it frozen
         self.backbone = backbone
         self.method = method
         self.parts = nn.ModuleDict(parts or {})
@@ -76,3 +76,9 @@ class TunedEncoder(nn.Module):
 
     def trainable_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+
+def freeze(module: nn.Module) -> None:
+    """Sets ``requires_grad=False`` on every parameter of ``module``."""
+    for p in module.parameters():
+        p.requires_grad_(False)

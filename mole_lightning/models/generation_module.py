@@ -14,13 +14,11 @@ from mole_lightning.core.backbone_source import load_tokenizer
 from mole_lightning.core.e2e_text import E2E_FORMATS, IGNORE_INDEX, collate_prompts
 from mole_lightning.core.paths import run_dir
 from mole_lightning.errors import ConfigError
-from mole_lightning.methods import build_encoder
+from mole_lightning.methods import METHODS, MethodConfig, build_encoder, method_config
+from mole_lightning.methods.molex import MolexConfig
 from mole_lightning.metrics.e2e import score_e2e
 from mole_lightning.models.backbone import load_backbone
 from mole_lightning.models.tuned_module import TunedModule
-
-CAUSAL_LM_METHODS = {"full", "lora", "molex"}
-"""Methods that work on a causal LM; ``molex`` with ``base`` lora or full."""
 
 
 @dataclass
@@ -55,27 +53,25 @@ class GenerationSettings:
         return settings
 
 
-def check_method(method: DictConfig, backbone: DictConfig) -> None:
+def check_method(config: MethodConfig, backbone: DictConfig) -> None:
     """Refuses method × backbone combinations a causal LM cannot run.
 
     Raises:
-        ConfigError: the backbone is not a causal LM, or the method needs something
-            GPT-2 blocks or E2E batches lack (adapter: the BERT-style ``output`` block it
-            hooks; mole: word graphs).
+        ConfigError: the backbone is not a causal LM, or the method's options need
+            something GPT-2 blocks or E2E batches lack (``causal_lm_refusal``: adapter,
+            the BERT-style ``output`` block it hooks; mole, word graphs).
     """
     if not backbone.get("causal_lm"):
         raise ConfigError(
             f"task kind 'generation' needs a causal-LM backbone (gpt2, gpt2-medium, tiny-gpt2); "
             f"backbone={backbone.name!r} is not one (set causal_lm: true in its config if it is)"
         )
-    name = method.name
-    base = method.get("base", "lora") if name == "molex" else None
-    if name not in CAUSAL_LM_METHODS or base == "adapter":
-        what = f"method=molex with method.base={base}" if base else f"method={name}"
+    refusal = config.causal_lm_refusal()
+    if refusal is not None:
+        valid = [n for n, m in METHODS.items() if m.config_cls().causal_lm_refusal() is None]
         raise ConfigError(
-            f"{what} is not supported on the causal LM {backbone.name!r}: parallel adapters hook "
-            "the BERT-style layer 'output' block GPT-2 blocks lack, and MoLE needs word graphs "
-            "the E2E data has none of; valid: full, lora, molex (base lora or full)"
+            f"method={config.name} is not supported on the causal LM {backbone.name!r}: "
+            f"{refusal}; valid: {', '.join(valid)} (with their default options)"
         )
 
 
@@ -109,21 +105,19 @@ class GenerationModule(TunedModule):
         self, task: DictConfig, method: DictConfig, backbone: DictConfig, optim: DictConfig
     ) -> None:
         super().__init__(task, method, backbone, optim, default_mode="min")
-        cfgs = {k: self.config_node(k) for k in ("task", "method", "backbone")}
-        check_method(cfgs["method"], cfgs["backbone"])
-        self.encoder = build_encoder(
-            load_causal_lm(cfgs["backbone"]), cfgs["method"], cfgs["backbone"]
-        )
+        cfgs = {k: self.config_node(k) for k in ("task", "backbone")}
+        config = method_config(self.config_node("method"))
+        check_method(config, cfgs["backbone"])
+        self.encoder = build_encoder(load_causal_lm(cfgs["backbone"]), config, cfgs["backbone"])
         self.tokenizer = load_tokenizer(cfgs["backbone"])
         self.generation = GenerationSettings.from_task(cfgs["task"])
-        method = cfgs["method"]
-        if self.generation.first_step_pad_to is not None and (
-            method.name != "molex" or method.get("routing") != "batch_vote"
+        if self.generation.first_step_pad_to is not None and not (
+            isinstance(config, MolexConfig) and config.routing == "batch_vote"
         ):
             raise ConfigError(
                 "task.first_step_pad_to (padding votes in the first decoding step) needs "
-                f"method=molex with method.routing=batch_vote; got method={method.name} "
-                f"routing={method.get('routing')}"
+                f"method=molex with method.routing=batch_vote; got method={config.name} "
+                f"routing={getattr(config, 'routing', None)}"
             )
         self.label_smoothing = float(cfgs["task"].get("label_smoothing", 0.0))
         self._generated: list[tuple[int, str, list[str]]] = []

@@ -12,8 +12,9 @@ from mole_lightning.core.tasks import task_spec
 from mole_lightning.methods import build_encoder
 from mole_lightning.metrics.glue import glue_metrics
 from mole_lightning.models.backbone import load_backbone
-from mole_lightning.models.heads import ClassificationHead, find_pooler
+from mole_lightning.models.heads import ClassificationHead, HeadConfig, find_pooler
 from mole_lightning.models.tuned_module import TunedModule
+from mole_lightning.utils.structured import dataclass_from_node
 
 
 class GlueModule(TunedModule):
@@ -27,13 +28,21 @@ class GlueModule(TunedModule):
         method: the ``method`` config node.
         backbone: the ``backbone`` config node.
         optim: the ``optim`` config node (lr, weight_decay, warmup_ratio, betas, eps).
+        head: the ``head`` config node (``None``: ``HeadConfig``'s defaults, or for a
+            checkpoint from before the ``head`` group its ``method.head_*`` values).
     """
 
     def __init__(
-        self, task: DictConfig, method: DictConfig, backbone: DictConfig, optim: DictConfig
+        self,
+        task: DictConfig,
+        method: DictConfig,
+        backbone: DictConfig,
+        optim: DictConfig,
+        head: DictConfig | None = None,
     ) -> None:
-        super().__init__(task, method, backbone, optim, default_mode="max")
+        super().__init__(task, method, backbone, optim, default_mode="max", head=head)
         self.spec = task_spec(self.hparams.task)
+        self.head_config = dataclass_from_node(HeadConfig, self.config_node("head"), "head")
         self.encoder = build_encoder(
             load_backbone(self.config_node("backbone")),
             self.config_node("method"),
@@ -50,14 +59,8 @@ class GlueModule(TunedModule):
         """A freshly initialised task head (at build time, and when retraining from scratch)."""
         hidden = self.encoder.backbone.config.hidden_size
         device = next(self.encoder.parameters()).device
-        method = self.hparams.method
         self.head = ClassificationHead(
-            hidden,
-            self.spec.num_labels,
-            method.get("head_dropout", 0.1),
-            method.get("head_init_std"),
-            method.get("head_pooling", "first"),
-            find_pooler(self.encoder.backbone),
+            hidden, self.spec.num_labels, self.head_config, find_pooler(self.encoder.backbone)
         ).to(device)
 
     @property

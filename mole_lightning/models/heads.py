@@ -1,6 +1,8 @@
-"""Task heads on top of an encoder's hidden states."""
+"""Task heads on top of an encoder's hidden states, and their options (``head`` node)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -8,7 +10,32 @@ from torch import nn
 from mole_lightning.errors import ConfigError
 
 POOLINGS = ("first", "mean", "pooler")
-"""Values of ``method.head_pooling``."""
+"""Values of ``head.pooling``."""
+
+
+@dataclass
+class HeadConfig:
+    """Options of the task head (the ``head`` config group, ``conf/head/default.yaml``).
+
+    Attributes:
+        dropout: dropout in the head.
+        pooling: what the head reads: the first token (``first``), the mean of the tokens
+            (``mean``), or the backbone's pretrained pooler, frozen, then a linear layer
+            (``pooler``).
+        init_std: ``None``: PyTorch's default ``nn.Linear`` init of the head; a number:
+            ``N(0, init_std)`` weights and zero biases (the MoLEx authors' RoBERTa head:
+            0.02).
+    """
+
+    dropout: float = 0.1
+    pooling: str = "first"
+    init_std: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.pooling not in POOLINGS:
+            raise ConfigError(
+                f"head.pooling={self.pooling!r} is not a head pooling; valid: {', '.join(POOLINGS)}"
+            )
 
 
 def find_pooler(backbone: nn.Module) -> nn.Module | None:
@@ -28,43 +55,31 @@ class ClassificationHead(nn.Module):
     dropout → out (only out new and trained).
 
     Args:
-        init_std: ``None``: PyTorch's default ``nn.Linear`` init; a number: weights from
-            ``N(0, init_std)`` and zero biases (transformers' init of RoBERTa's head,
-            ``initializer_range`` 0.02, as the MoLEx authors' code has it).
-        pooling: ``"first"`` (the first token: CLS / ``<s>``, RoBERTa's head),
-            ``"mean"`` (the mean over the attention mask's tokens, as sentence-transformers
-            pools MiniLM) or ``"pooler"`` (the backbone's pooler).
+        cfg: the head's options. ``init_std``: transformers' init of RoBERTa's head
+            (``initializer_range`` 0.02, as the MoLEx authors' code has it); ``pooling``:
+            ``"first"`` (CLS / ``<s>``, RoBERTa's head), ``"mean"`` (over the attention
+            mask's tokens, as sentence-transformers pools MiniLM) or ``"pooler"``.
         pooler: the backbone's pooler module, for ``pooling="pooler"``.
     """
 
     def __init__(
-        self,
-        hidden: int,
-        num_labels: int,
-        dropout: float = 0.1,
-        init_std: float | None = None,
-        pooling: str = "first",
-        pooler: nn.Module | None = None,
+        self, hidden: int, num_labels: int, cfg: HeadConfig, pooler: nn.Module | None = None
     ) -> None:
         super().__init__()
-        if pooling not in POOLINGS:
+        if cfg.pooling == "pooler" and pooler is None:
             raise ConfigError(
-                f"method.head_pooling={pooling!r} is not a head pooling; valid: {', '.join(POOLINGS)}"
-            )
-        if pooling == "pooler" and pooler is None:
-            raise ConfigError(
-                "method.head_pooling=pooler: this backbone has no pooler (GPT-2 has none); "
+                "head.pooling=pooler: this backbone has no pooler (GPT-2 has none); "
                 "use first or mean"
             )
-        self.pooling = pooling
-        self.dropout = nn.Dropout(dropout)
+        self.pooling = cfg.pooling
+        self.dropout = nn.Dropout(cfg.dropout)
         # the backbone's module (frozen there), not a copy
-        self.pooler = pooler if pooling == "pooler" else None
-        self.dense = None if pooling == "pooler" else nn.Linear(hidden, hidden)
+        self.pooler = pooler if cfg.pooling == "pooler" else None
+        self.dense = None if cfg.pooling == "pooler" else nn.Linear(hidden, hidden)
         self.out = nn.Linear(hidden, num_labels)
-        if init_std is not None:
+        if cfg.init_std is not None:
             for linear in (m for m in (self.dense, self.out) if m is not None):
-                nn.init.normal_(linear.weight, std=init_std)
+                nn.init.normal_(linear.weight, std=cfg.init_std)
                 nn.init.zeros_(linear.bias)
 
     def forward(

@@ -11,6 +11,7 @@ from torch import nn
 from torchmetrics import MaxMetric, MinMetric
 
 from mole_lightning.models.optim import build_optimizer
+from mole_lightning.utils.config_upgrade import upgrade_config
 
 
 class TunedModule(pl.LightningModule):
@@ -20,12 +21,16 @@ class TunedModule(pl.LightningModule):
     Checkpoints hold only what trains (method parameters, the task head, frozen method
     buffers and the method's structure, e.g. the experts MoLE kept after pruning) plus the
     config; frozen backbone weights are left out, also where another module holds them
-    (``method.head_pooling=pooler`` puts the backbone's pooler in the head). Loading one
+    (``head.pooling=pooler`` puts the backbone's pooler in the head). Loading one
     rebuilds the pre-trained backbone from its source and puts the trained weights on it.
+    A checkpoint written before a key was renamed (``method.head_pooling``, now
+    ``head.pooling``) loads too: its saved nodes are read under today's names
+    (``upgrade_config``) and saved that way from then on.
 
     Args:
         task, method, backbone, optim: the config nodes of the run (saved as hparams).
         default_mode: ``max`` or ``min``, when ``task.mode`` is not set.
+        head: the ``head`` node (saved when given).
     """
 
     def __init__(
@@ -35,18 +40,19 @@ class TunedModule(pl.LightningModule):
         backbone: DictConfig,
         optim: DictConfig,
         default_mode: str,
+        head: DictConfig | None = None,
     ) -> None:
         super().__init__()
+        nodes = {"task": task, "method": method, "backbone": backbone, "optim": optim}
+        if head is not None:
+            nodes["head"] = head
         self.save_hyperparameters(
-            {
-                k: OmegaConf.to_container(v, resolve=True) if isinstance(v, DictConfig) else v
-                for k, v in {
-                    "task": task,
-                    "method": method,
-                    "backbone": backbone,
-                    "optim": optim,
-                }.items()
-            }
+            upgrade_config(
+                {
+                    k: OmegaConf.to_container(v, resolve=True) if isinstance(v, DictConfig) else v
+                    for k, v in nodes.items()
+                }
+            )
         )
         self.strict_loading = False
         self.monitor = self.hparams.task["monitor"]
@@ -56,8 +62,9 @@ class TunedModule(pl.LightningModule):
         self.best_score = MaxMetric() if mode == "max" else MinMetric()
 
     def config_node(self, name: str) -> DictConfig:
-        """A saved config node (``task``, ``method``, ``backbone``, ``optim``)."""
-        return OmegaConf.create(self.hparams[name])
+        """A saved config node (``task``, ``method``, ``backbone``, ``optim``, ``head``;
+        an empty one when the run saved no such node)."""
+        return OmegaConf.create(self.hparams.get(name, {}))
 
     def restart_lr_schedule(
         self, step: int, fresh: bool, steps: int | None = None, optim: dict | None = None

@@ -16,6 +16,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from mole_lightning.errors import ConfigError
+from mole_lightning.utils.config_upgrade import upgrade_config
 from mole_lightning.utils.run_info import RESOLVED_CONFIG
 from mole_lightning.utils.sweep_names import register as register_sweep_names
 
@@ -65,7 +66,8 @@ def _plain(node):
 
 def resume_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
     """The config to run: ``cfg`` itself, or for ``ckpt_path=<run dir>`` the run's saved
-    config with its output folder set to that run directory.
+    config (renamed keys under today's names: ``upgrade_config``) with its output folder
+    set to that run directory.
 
     Args:
         cfg: the config composed from the command line.
@@ -79,7 +81,7 @@ def resume_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
     run = run_dir_of(cfg.get("ckpt_path"))
     if run is None:
         return cfg
-    saved = OmegaConf.load(run / RESOLVED_CONFIG)
+    saved = OmegaConf.create(upgrade_config(OmegaConf.load(run / RESOLVED_CONFIG)))
     changes = {}
     for override in OverridesParser.create().parse_overrides(overrides):
         key = override.key_or_group

@@ -1,4 +1,4 @@
-"""Settings of MoLE, the mixture of linguistic expert adapters."""
+"""Options of ``method=mole``, the mixture of linguistic expert adapters."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from mole_lightning.errors import ConfigError
 from mole_lightning.methods.adapter import AdapterConfig
+from mole_lightning.methods.method import MethodConfig
 
 GRAPH_EXPERTS = ("syntactic", "semantic", "sequential")
 """Experts that run an RGCN over the word graph of the same name."""
@@ -25,8 +26,81 @@ _CHOICES = {
 
 
 @dataclass
-class MoleConfig:
-    """Settings of the MoLE adapters of every layer.
+class TemperatureConfig:
+    """The gates' Gumbel-Softmax temperature schedule (``TemperatureAnnealing``).
+
+    Attributes:
+        start: the temperature at step 0 (the gates start at it).
+        end: the temperature from ``steps`` on.
+        schedule: ``constant``, ``linear`` or ``exponential``.
+        steps: length of the schedule in optimizer steps (``None``: the exploration phase,
+            ``prune.after_steps``, or the whole run without pruning).
+    """
+
+    start: float = 1.0
+    end: float = 0.1
+    schedule: str = "exponential"
+    steps: int | None = None
+
+
+@dataclass
+class RetrainPhaseConfig:
+    """The retrain phase's own length, batch size and schedule, counted from the prune.
+
+    Attributes:
+        epochs: with ``epochs`` set, the epoch of the prune ends there and ``epochs``
+            full epochs follow at ``batch_size`` under a fresh linear schedule with
+            ``warmup_ratio`` (``trainer.max_steps`` still caps the run); ``None``: the run
+            goes on (``trainer.max_epochs`` / ``max_steps``) at ``data.batch_size``.
+        batch_size: the phase's training batch size (``None``: ``data.batch_size``).
+        warmup_ratio: the phase's warmup share (``None``: ``optim.warmup_ratio``).
+    """
+
+    epochs: int | None = None
+    batch_size: int | None = None
+    warmup_ratio: float | None = None
+
+
+@dataclass
+class PruneConfig:
+    """Prune-then-retrain (``PruneExperts``).
+
+    Attributes:
+        enabled: prune after the exploration phase (else every expert trains throughout).
+        after_steps: optimizer steps of the exploration phase (all experts, gated).
+        rule: ``per_layer``: the ``top_k`` most important experts of every layer (the
+            paper's text); ``graph_layers``: a graph expert only in ``graph_layers``
+            layers, the MLP expert everywhere else, layers ranked as the authors' latest
+            code ranks them: by their best graph expert's float32
+            ``softmax(logits / 0.001)``, which saturates at 1.0 for a layer's winner, ties
+            to the LATER layer (a stable ascending sort, the last ``graph_layers``
+            layers); ``graph_layers_softmax``: the same from the unsaturated
+            ``softmax(logits)``, ties to the earlier layer (ranks by the gates'
+            confidence; this project's rule before).
+        top_k: experts kept per layer (``per_layer``).
+        graph_layers: layers that keep a graph expert (the ``graph_layers`` rules).
+        retrain: ``continue`` (kept experts keep weights and optimizer state) or
+            ``scratch`` (re-initialised).
+        reset_lr_schedule: a fresh warmup/decay schedule over the steps after the prune
+            (else the run's goes on).
+        retrain_phase: the retrain phase's own length, batch size and schedule.
+    """
+
+    enabled: bool = True
+    after_steps: int = 1000
+    rule: str = "per_layer"
+    top_k: int = 1
+    graph_layers: int = 2
+    retrain: str = "continue"
+    reset_lr_schedule: bool = True
+    retrain_phase: RetrainPhaseConfig = field(default_factory=RetrainPhaseConfig)
+
+
+@dataclass
+class MoleConfig(MethodConfig):
+    """Options of MoLE: parallel linguistic expert adapters in every layer, mixed by a
+    per-layer Gumbel-Softmax gate; after ``prune.after_steps`` the top experts per layer
+    are kept and retrained. ``experiment=mole_paper`` sets the authors' value of each.
 
     Attributes:
         experts: expert kinds in every layer (subset of ``EXPERTS``, no repeats); their
@@ -42,14 +116,14 @@ class MoleConfig:
         mlp_layer_norm: LayerNorm before the MLP expert's down-projection (the authors).
         hard: straight-through hard Gumbel-Softmax in training (one-hot forward, soft
             gradient) instead of the soft mixture.
-        eval_mode: evaluation mixture: ``"softmax"`` of the gate logits, or ``"argmax"``
-            (the authors; only the chosen expert runs).
-        init_temperature: Gumbel-Softmax temperature at the start (a callback anneals it).
+        eval_mode: evaluation mixture before pruning: ``"softmax"`` of the gate logits,
+            or ``"argmax"`` (the authors; only the chosen expert runs).
         gate_sampling: the training mixture: ``"per_example"`` (the paper: every example
             draws its own Gumbel-Softmax sample), ``"per_batch"`` (one draw shared by the
             batch) or ``"none"`` (no noise: ``softmax(logits / temperature)``).
         gate_lr: the gate logits' learning rate, in their own AdamW group (``None``: the
-            run's ``optim.lr``).
+            run's ``optim.lr``). With Adam a logit moves about ``gate_lr`` per step, so at
+            the run's lr 200 exploration steps move it by at most ~0.2.
         gate_weight_decay: the gate logits' weight decay (``None``: the run's
             ``optim.weight_decay``; 0 keeps the logits from being pulled to uniform).
         rgcn_impl: ``"dense"`` (padded adjacency, one batched matmul; faster, see
@@ -63,7 +137,8 @@ class MoleConfig:
             token's input unchanged).
         message_weights: ``"relation"`` (ours: each relation's incoming messages
             averaged) or ``"label"`` (the authors: each message weighted by
-            1 / edges into its target with the same relation and label).
+            1 / edges into its target with the same relation and label, so children
+            labelled {A, A, B} give (A + A) / 2 + B).
         later_convs_single_relation: RGCN layers after the first read every edge as
             relation 0 (the authors' code), with the same message weights.
         zero_init_up: a graph expert's up-projection starts at zero, so a fresh expert
@@ -76,8 +151,14 @@ class MoleConfig:
             with the ReLU gain, zero bias); see ``RelationalGraphConv``.
         mlp_zero_down_bias: the MLP expert's down-projection bias starts at zero (the
             authors); ``False``: PyTorch's default ``nn.Linear`` bias init.
+        structure: a pruned structure (the kept experts of every layer) to train from the
+            start (``None``: every expert in every layer).
+        temperature: the gates' temperature schedule (the gates start at ``start``).
+        prune: prune-then-retrain.
     """
 
+    name: str = "mole"
+    lr: float = 1.0e-3
     experts: list[str] = field(default_factory=lambda: list(EXPERTS))
     bottleneck: int = 64
     rgcn_layers: int = 2
@@ -88,7 +169,6 @@ class MoleConfig:
     mlp_layer_norm: bool = True
     hard: bool = False
     eval_mode: str = "softmax"
-    init_temperature: float = 1.0
     gate_sampling: str = "per_example"
     gate_lr: float | None = None
     gate_weight_decay: float | None = None
@@ -100,6 +180,9 @@ class MoleConfig:
     zero_init_up: bool = True
     rgcn_init: str = "glorot"
     mlp_zero_down_bias: bool = False
+    structure: list[list[str]] | None = None
+    temperature: TemperatureConfig = field(default_factory=TemperatureConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
 
     def __post_init__(self) -> None:
         self.experts = list(self.experts)
@@ -124,8 +207,16 @@ class MoleConfig:
             value = getattr(self, name)
             if value is not None and (value < 0 or (name == "gate_lr" and value == 0)):
                 raise ConfigError(f"mole.{name}={value} must be positive (null: the run's)")
-        if self.init_temperature <= 0:
-            raise ConfigError(f"mole.init_temperature={self.init_temperature} must be positive")
+        if self.temperature.start <= 0:
+            raise ConfigError(f"mole.temperature.start={self.temperature.start} must be positive")
+
+    def reads_word_graphs(self) -> bool:
+        """Whether a graph expert is in the experts (or the ``structure``)."""
+        used = [e for layer in self.structure for e in layer] if self.structure else self.experts
+        return any(e in GRAPH_EXPERTS for e in used)
+
+    def causal_lm_refusal(self) -> str | None:
+        return "MoLE needs word graphs the E2E data has none of"
 
     def mlp_adapter(self) -> AdapterConfig:
         """The bottleneck-adapter settings of the MLP expert."""

@@ -102,7 +102,7 @@ class MoleAdapters(nn.Module):
         self.layers = layers
         self._context = context
         self._handles = handles
-        self._temperature = cfg.init_temperature
+        self._temperature = cfg.temperature.start
 
     @classmethod
     def attach(
@@ -130,7 +130,7 @@ class MoleAdapters(nn.Module):
             gate = None
             if len(names) > 1:
                 gate = ExpertGate(
-                    len(names), cfg.init_temperature, cfg.hard, cfg.eval_mode, cfg.gate_sampling
+                    len(names), cfg.temperature.start, cfg.hard, cfg.eval_mode, cfg.gate_sampling
                 )
             return MoleLayer(experts, gate)
 

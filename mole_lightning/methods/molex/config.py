@@ -1,12 +1,18 @@
-"""Settings of MoLEx, the mixture of layer experts."""
+"""Options of ``method=molex``, the mixture of layer experts."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from mole_lightning.errors import ConfigError
+from mole_lightning.methods.adapter.config import AdapterConfig
+from mole_lightning.methods.lora.config import LoraConfig
+
+BASES = ("lora", "adapter", "full")
+"""The PEFT methods MoLEx can route over (``base``)."""
 
 _CHOICES = {
+    "base": BASES,
     "pooling": ("mean", "first", "max"),
     "router": ("linear", "cosine"),
     "routing": ("sequence", "batch_vote"),
@@ -24,8 +30,12 @@ _VALUE_FOR_ANY_ROUTING = {
 
 
 @dataclass
-class MolexConfig:
-    """Settings of the layer routing of every routed layer.
+class MolexConfig(AdapterConfig, LoraConfig):
+    """Options of MoLEx: at every routed layer a router picks other layers of the
+    backbone (sparse upcycling), over LoRA-tuned layers by default. The options of its
+    base method are those of ``LoraConfig`` and ``AdapterConfig`` (inherited: ``r``,
+    ``lora_alpha``, ``dropout``, ``target_modules``, ``lora_qkv_slices``, ``bottleneck``,
+    ``scaling``, ``layer_norm``, ``zero_down_bias``); those below are the routing's.
 
     At routed layer ``t`` with input ``z_t`` a router picks ``top_k`` layers ``j`` among
     the candidate layers (``t`` itself included when it is a candidate), and the layer's
@@ -33,9 +43,15 @@ class MolexConfig:
     read the same input and share their (LoRA / adapter) weights, no new expert weights.
 
     Attributes:
+        base: the PEFT method inside the upcycled layers: ``lora``, ``adapter`` or
+            ``full``.
         alpha: mix weight ``w`` of the layer's own output (ours 0.9; the authors: 0.5 or
             0.95); ``1.0`` gives exactly the plain model. With ``learned_alpha`` it is the
-            initial value of the learned weight and must lie strictly inside (0, 1).
+            initial value of the learned weight and must lie strictly inside (0, 1). 0.9
+            keeps each layer near the pre-trained function at the start (measured on CoLA /
+            MiniLM: 0.9 learns earlier and ends higher than 0.5, and a learned alpha
+            started at 0.9 stays at 0.90; docs/notes/2026-11-evidence-notebook.md, "MoLEx:
+            the mix weight").
         top_k: layers picked per sequence; the renormalised router probabilities of the
             picked layers ``p~_j`` share ``1 - w``. ``"batch_vote"`` needs ``top_k == 1``.
         pooling: how a sequence becomes the router's input ``[batch, hidden]``: ``"mean"``
@@ -115,6 +131,9 @@ class MolexConfig:
             ``candidates / top_k`` never drops.
     """
 
+    name: str = "molex"
+    lr: float = 5.0e-4
+    base: str = "lora"
     alpha: float = 0.9
     top_k: int = 1
     pooling: str = "mean"
@@ -190,6 +209,11 @@ class MolexConfig:
                 "molex.router_proj_dim, router_init_std, cosine_embedding_init_std and "
                 "cosine_init_temperature must be positive"
             )
+
+    def causal_lm_refusal(self) -> str | None:
+        if self.base == "adapter":
+            return f"method.base=adapter: {super().causal_lm_refusal()}"
+        return None
 
     def resolve_layers(self, num_layers: int) -> tuple[list[int], list[int]]:
         """Returns ``(routed_layers, candidate_layers)`` for a backbone of ``num_layers``.

@@ -9,8 +9,8 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.trainer.states import TrainerFn
 
-from mole_lightning.callbacks.export import export_table, log_table_to_wandb
 from mole_lightning.core.paths import run_dir
+from mole_lightning.reporting.export import export_table, log_table_to_wandb
 
 
 def shown_model(trainer: pl.Trainer) -> str:

@@ -1,31 +1,11 @@
-"""The bottleneck adapter: the ``adapter`` method and MoLE's MLP expert."""
+"""The bottleneck adapter: the ``adapter`` method's module and MoLE's MLP expert."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-
-@dataclass
-class AdapterConfig:
-    """Settings of a parallel bottleneck adapter in every layer.
-
-    Attributes:
-        bottleneck: size of the down-projection.
-        dropout: dropout on the adapter's output.
-        scaling: factor on the adapter's output (the MoLE authors use 4.0).
-        layer_norm: apply a LayerNorm to the input first (MoLE authors' MLP expert).
-        zero_down_bias: the down-projection's bias starts at zero (the MoLE authors' MLP
-            expert); ``False``: PyTorch's default ``nn.Linear`` init.
-    """
-
-    bottleneck: int = 64
-    dropout: float = 0.1
-    scaling: float = 1.0
-    layer_norm: bool = False
-    zero_down_bias: bool = False
+from mole_lightning.methods.adapter.config import AdapterConfig
 
 
 class BottleneckAdapter(nn.Module):

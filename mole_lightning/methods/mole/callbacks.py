@@ -13,15 +13,15 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
-from mole_lightning.callbacks.export import (
-    export_table,
-    log_structure_to_wandb,
-    log_table_to_wandb,
-)
 from mole_lightning.core.paths import run_dir
 from mole_lightning.errors import ConfigError
 from mole_lightning.methods.adapter import AdapterConfig, BottleneckAdapter
 from mole_lightning.methods.mole import MoleAdapters
+from mole_lightning.reporting.export import (
+    export_table,
+    log_structure_to_wandb,
+    log_table_to_wandb,
+)
 
 SCHEDULES = ("constant", "linear", "exponential")
 

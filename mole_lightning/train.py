@@ -145,7 +145,9 @@ def build_module(cfg: DictConfig) -> pl.LightningModule:
                 "length; drop trainer.compile"
             )
         return GenerationModule(cfg.task, cfg.method, cfg.backbone, cfg.optim)
-    return GlueModule(resolve_task(cfg.task, cfg.data), cfg.method, cfg.backbone, cfg.optim, cfg.head)
+    return GlueModule(
+        resolve_task(cfg.task, cfg.data), cfg.method, cfg.backbone, cfg.optim, cfg.head
+    )
 
 
 def is_launch_rank_zero() -> bool:

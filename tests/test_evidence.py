@@ -118,7 +118,7 @@ def test_lr_grid_and_structure_ablation_protocols_compose(tmp_path: Path) -> Non
     assert len(cells) == 2 * 5 * 3
     for cell in cells[:5]:
         cfg = compose_cell(cell)
-        assert cfg.method.name == "mole" and cfg.optim.lr == 1e-3
+        assert cfg.method.name == "mole" and cfg.optim.lr == 3e-4
         if cell.method == "mole":
             assert cfg.method.structure is None and cfg.method.prune.enabled
         else:
@@ -127,7 +127,7 @@ def test_lr_grid_and_structure_ablation_protocols_compose(tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize(
-    "name", ["evidence.yaml", "evidence_mole_gate.yaml", "evidence_mole_candidate.yaml"]
+    "name", ["evidence.yaml", "evidence_mole_gate.yaml", "evidence_lr_grid.yaml"]
 )
 def test_every_protocol_file_composes_each_method(name: str, tmp_path: Path) -> None:
     """Each method of each protocol file composes (first task, first seed): a typo in an
@@ -145,12 +145,13 @@ def test_every_protocol_file_composes_each_method(name: str, tmp_path: Path) -> 
     for cell in first.values():
         cfg = compose_cell(cell)
         assert cfg.seed == cell.seed and cfg.task.name == cell.task
-        if name == "evidence_mole_candidate.yaml":
-            assert (cfg.optim.lr, cfg.method.gate_lr, cfg.method.gate_weight_decay) == (
-                3e-4,
-                0.05,
-                0.0,
-            )
+        if cfg.method.name != "mole":
+            continue
+        gate = (cfg.method.gate_lr, cfg.method.gate_weight_decay)
+        if name == "evidence.yaml":  # the protocol's MoLE: the default of issue 31
+            assert (cfg.optim.lr, *gate) == (3e-4, 0.05, 0.0)
+        elif "gate_lr" not in cell.method:  # the grid and the gate variants ran without it
+            assert gate == (None, None)
 
 
 def test_protocol_end_to_end(
@@ -395,6 +396,15 @@ def test_option_added_since_a_cell_ran_is_no_change_unless_the_protocol_sets_it(
         "data.group_by_length"
     ]
     assert config_differences(saved, now, [], ["+data=fast"]) == ["data.group_by_length"]
+    # ... unless it sets it to null: the option as before it existed (a protocol pinning
+    # an old default, e.g. method.gate_lr=null once the default became 0.05)
+    with_gate = {**saved, "method": {"name": "mole"}}
+    now_gate = OmegaConf.create({**with_gate, "method": {"name": "mole", "gate_lr": None}})
+    assert config_differences(with_gate, now_gate, [], ["method.gate_lr=null"]) == []
+    now_gate = OmegaConf.create({**with_gate, "method": {"name": "mole", "gate_lr": 0.05}})
+    assert config_differences(with_gate, now_gate, [], ["method.gate_lr=0.05"]) == [
+        "method.gate_lr"
+    ]
     # choosing a group's option (conf/method/) does not set the options added to it since
     with_method = {**saved, "method": {"name": "mole"}}
     now_method = OmegaConf.create({**with_method, "method": {"name": "mole", "rgcn_init": "dgl"}})

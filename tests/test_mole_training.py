@@ -193,7 +193,7 @@ def test_gate_lr_puts_the_gate_logits_in_their_own_group(
 ) -> None:
     """``method.gate_lr`` / ``gate_weight_decay``: one AdamW group of exactly the gate
     logits, also after a top-2 prune replaced them; without them the logits train in the
-    run's decayed group."""
+    run's decayed group (``null``; the default is 0.05 without decay since issue 31)."""
     extra = ("logger=none", "method.prune.top_k=2", "optim.lr=1e-3", "optim.weight_decay=0.01")
     cfg = compose(
         mole_overrides(
@@ -215,7 +215,21 @@ def test_gate_lr_puts_the_gate_logits_in_their_own_group(
     assert {id(p) for p in group["params"]} == {id(p) for p in logits}
     assert group["initial_lr"] == 0.05 and group["weight_decay"] == 0.0
 
-    cfg = compose(mole_overrides(glue_dir, "tiny-bert", 1, 2, *extra), tmp_path / "run", cache_dir)
+    default = compose(mole_overrides(glue_dir, "tiny-bert", 1, 2), tmp_path / "d", cache_dir)
+    assert (default.method.gate_lr, default.method.gate_weight_decay) == (0.05, 0.0)
+    cfg = compose(
+        mole_overrides(
+            glue_dir,
+            "tiny-bert",
+            1,
+            2,
+            *extra,
+            "method.gate_lr=null",
+            "method.gate_weight_decay=null",
+        ),
+        tmp_path / "run",
+        cache_dir,
+    )
     model = build_module(cfg)
     trainer = build_trainer(cfg, build_callbacks(cfg), [])
     trainer.fit(model, datamodule=build_datamodule(cfg, model))

@@ -41,9 +41,12 @@ def config_differences(
     A key the saved run does not have at all is an option added to the framework since
     it ran: it is not a difference unless one of ``overrides`` (the protocol's
     ``key=value`` overrides) sets it or a node above it, because a new option's default
-    keeps the behaviour the run had (the project's rule for new options). Choosing a
-    config group's option (``method=lora``: a folder ``conf/method/``) does not set the
-    options added to that option's file since."""
+    keeps the behaviour the run had (the project's rule for new options). An override
+    that sets such a key to ``null`` is no difference either: ``null`` is how an option
+    spells "as before it existed" (``method.gate_lr=null``: the gates in the run's group),
+    which a protocol writes to keep its later cells like its earlier ones when the
+    option's default changes. Choosing a config group's option (``method=lora``: a folder
+    ``conf/method/``) does not set the options added to that option's file since."""
     expected = flatten(yaml.safe_load(OmegaConf.to_yaml(cfg, resolve=True)))
     found = flatten(upgrade_config(saved))
     keys = (o.split("=", 1)[0].lstrip("+~") for o in overrides)
@@ -57,7 +60,7 @@ def config_differences(
         for k in set(expected) | set(found)
         if not k.startswith(tuple(may_differ))
         and expected.get(k) != found.get(k)
-        and (k in found or set_by_protocol(k))
+        and (k in found or (set_by_protocol(k) and expected.get(k) != repr(None)))
     )
 
 

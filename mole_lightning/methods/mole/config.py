@@ -122,10 +122,14 @@ class MoleConfig(MethodConfig):
             draws its own Gumbel-Softmax sample), ``"per_batch"`` (one draw shared by the
             batch) or ``"none"`` (no noise: ``softmax(logits / temperature)``).
         gate_lr: the gate logits' learning rate, in their own AdamW group (``None``: the
-            run's ``optim.lr``). With Adam a logit moves about ``gate_lr`` per step, so at
-            the run's lr 200 exploration steps move it by at most ~0.2.
+            run's ``optim.lr``, in the run's group). With Adam a logit moves about
+            ``gate_lr`` per step, so at the run's lr (3e-4) 200 exploration steps move it
+            by at most ~0.06 and every importance stays near 1 / experts: the prune then
+            keeps noise. 0.05 (the default since issue 31) lets the gates decide
+            (docs/results.md, "MoLE: does the gate decide?").
         gate_weight_decay: the gate logits' weight decay (``None``: the run's
-            ``optim.weight_decay``; 0 keeps the logits from being pulled to uniform).
+            ``optim.weight_decay``); 0 (the default) keeps the logits from being pulled
+            back to uniform.
         rgcn_impl: ``"dense"`` (padded adjacency, one batched matmul; faster, see
             ``benchmarks/rgcn.md``) or ``"pyg"`` (sparse scatter message passing).
         graph_expert: ``"projected"`` (ours: down-project to ``bottleneck``, RGCN layers
@@ -158,7 +162,7 @@ class MoleConfig(MethodConfig):
     """
 
     name: str = "mole"
-    lr: float = 1.0e-3
+    lr: float = 3.0e-4
     experts: list[str] = field(default_factory=lambda: list(EXPERTS))
     bottleneck: int = 64
     rgcn_layers: int = 2
@@ -170,8 +174,8 @@ class MoleConfig(MethodConfig):
     hard: bool = False
     eval_mode: str = "softmax"
     gate_sampling: str = "per_example"
-    gate_lr: float | None = None
-    gate_weight_decay: float | None = None
+    gate_lr: float | None = 0.05
+    gate_weight_decay: float | None = 0.0
     rgcn_impl: str = "dense"
     graph_expert: str = "projected"
     wordless_tokens: str = "zero"

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import hydra
@@ -204,12 +205,17 @@ def check_cpu_devices(trainer_kwargs: dict) -> None:
         )
 
 
-def build_trainer(cfg: DictConfig, callbacks: list[Callback], loggers: list) -> pl.Trainer:
+def build_trainer(
+    cfg: DictConfig, callbacks: list[Callback], loggers: list, **limits
+) -> pl.Trainer:
+    """The run's Trainer (``cfg.trainer``; ``limits``, e.g. a phase's ``max_epochs``,
+    replace configured values)."""
     kwargs = {
         k: v
         for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items()
         if k not in TRAINER_EXTRA_KEYS
     }
+    kwargs.update(limits)
     check_ddp_launch(kwargs)
     check_cpu_devices(kwargs)
     silence_known_noise()
@@ -230,6 +236,30 @@ def build_trainer(cfg: DictConfig, callbacks: list[Callback], loggers: list) -> 
         plugins=[AtomicCheckpointIO()],  # checkpoint files whole or not at all
         enable_model_summary=False,  # PlainModelSummary instead (mole_lightning.utils.console)
     )
+
+
+def fit_model(
+    cfg: DictConfig,
+    model: pl.LightningModule,
+    datamodule: pl.LightningDataModule,
+    make_trainer: Callable[..., pl.Trainer],
+    ckpt_path: str | None = None,
+) -> pl.Trainer:
+    """Fits ``model`` from ``ckpt_path``: one ``Trainer.fit``, or MoLE's phases
+    (``callbacks.mole_phases``); returns the Trainer of the last fit.
+
+    Args:
+        make_trainer: ``make_trainer(**limits)``, a new Trainer of the run (``build_trainer``).
+    """
+    if cfg.method.name == "mole":
+        from mole_lightning.callbacks.mole_phases import fit_mole
+
+        return fit_mole(cfg.method, model, datamodule, ckpt_path, make_trainer)
+    trainer = make_trainer()
+    # weights_only: Lightning's torch.load refuses a payload (checked already, and
+    # never left to the TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD environment variable)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    return trainer
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -288,13 +318,14 @@ def run_training(
                     "graph breaks at every routed layer; method.dispatch=capacity is static"
                 )
             model.encoder.compile_backbone(cfg.trainer.compile)
-        callbacks = build_callbacks(cfg)
-        trainer = build_trainer(
-            cfg, callbacks, build_loggers(cfg, output_dir, ckpt_path, info.get("wandb_id"))
+        loggers = build_loggers(cfg, output_dir, ckpt_path, info.get("wandb_id"))
+        trainer = fit_model(
+            cfg,
+            model,
+            datamodule,
+            lambda **limits: build_trainer(cfg, build_callbacks(cfg), loggers, **limits),
+            ckpt_path,
         )
-        # weights_only: Lightning's torch.load refuses a payload (checked already, and
-        # never left to the TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD environment variable)
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         validate_last_step(trainer, model, datamodule, cfg)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         best_path = (

@@ -80,16 +80,13 @@ def fit_mole(
         if plan is None:
             export_final_importance(explore, model)
             return explore
-        # rank 0 decides and prunes; the other processes wait, then load what it saved
+        # rank 0 reads where the exploration ended, before anything rewrites it
         end = exploration_end(explore, plan, resumed) if explore.is_global_zero else None
         explored = explore.strategy.broadcast(end)
         if explored is None:  # the run ended before the prune
             export_final_importance(explore, model)
             return explore
-        if explore.is_global_zero:
-            start_retrain(explore, model, plan, explored)
-        explore.strategy.barrier("MoLE prune")
-        resumed = last_checkpoint(explore).path
+        resumed = start_retrain(explore, model, plan, explored)
     else:
         explore = None
     state = retrain_state(resumed, plan)
@@ -150,16 +147,17 @@ def exploration_end(trainer: pl.Trainer, plan: PruneExperts, resumed: Path | Non
 
 def start_retrain(
     trainer: pl.Trainer, model: pl.LightningModule, plan: PruneExperts, explored: Path
-) -> None:
+) -> Path:
     """Prunes ``model`` as it stands in ``explored`` (the exploration's last step) and
-    saves the retrain phase's start as the run's ``last.ckpt`` (global rank 0 only; the
-    retrain fit gives every process the pruned model from that file).
+    saves the retrain phase's start as the run's ``last.ckpt``; returns that path.
 
     The model, the global random states and the exploration's optimizer state come from
     the checkpoint, so a run that stopped between the two fits prunes as an uninterrupted
-    one.
+    one. Every process prunes its model (under DDP each reads the file before rank 0
+    replaces it, and the running best is synchronised); rank 0 writes the files.
     """
     checkpoint = load_checkpoint(explored, mmap=False)
+    trainer.strategy.barrier("MoLE prune: exploration read")
     step, epoch = int(checkpoint["global_step"]), int(checkpoint["epoch"])
     model.on_load_checkpoint(checkpoint)
     model.load_state_dict(checkpoint["state_dict"], strict=False)
@@ -168,8 +166,9 @@ def start_retrain(
     folder = run_dir(trainer)
     mole = mole_part(model)
     before = parameter_counts(model)["params/trainable"]
-    paths = export_importance(folder, mole, "mole_importance_at_prune", step)
-    log_table_to_wandb(trainer, "mole/importance_at_prune", paths)
+    if trainer.is_global_zero:
+        paths = export_importance(folder, mole, "mole_importance_at_prune", step)
+        log_table_to_wandb(trainer, "mole/importance_at_prune", paths)
     set_random_states(checkpoint["random_states"])  # scratch draws as the run would
     structure = prune(model, plan)
     # counting what method=adapter would train builds one: its init draws random numbers
@@ -208,19 +207,20 @@ def start_retrain(
     last = last_checkpoint(trainer).path
     trainer.strategy.save_checkpoint(checkpoint, last)
     after = parameter_counts(model)["params/trainable"]
-    for path in best:
-        if path.parent == last.parent and path != last:
-            path.unlink(missing_ok=True)
-    record = {
-        "pruned_at_step": step,
-        "rule": plan.rule,
-        "top_k": plan.top_k,
-        "graph_layers": plan.graph_layers,
-        "structure": structure,
-    }
-    (folder / "mole_structure.json").write_text(json.dumps(record, indent=2))
-    # the kept structure, instead of gate weights that stay constant from here
-    log_structure_to_wandb(trainer, "mole/structure", structure, mole.expert_names)
+    if trainer.is_global_zero:
+        for path in best:
+            if path.parent == last.parent and path != last:
+                path.unlink(missing_ok=True)
+        record = {
+            "pruned_at_step": step,
+            "rule": plan.rule,
+            "top_k": plan.top_k,
+            "graph_layers": plan.graph_layers,
+            "structure": structure,
+        }
+        (folder / "mole_structure.json").write_text(json.dumps(record, indent=2))
+        # the kept structure, instead of gate weights that stay constant from here
+        log_structure_to_wandb(trainer, "mole/structure", structure, mole.expert_names)
     kept = (
         f"top-{plan.top_k} per layer"
         if plan.rule == "per_layer"
@@ -233,6 +233,8 @@ def start_retrain(
     )
     for logger in trainer.loggers:
         logger.log_metrics({"params/trainable_after_prune": after}, step=step)
+    trainer.strategy.barrier("MoLE prune: retrain start saved")
+    return last
 
 
 def prune(model: pl.LightningModule, plan: PruneExperts) -> list[list[str]]:

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import hydra
@@ -15,13 +16,6 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback, EarlyStopping, LearningRateMonitor
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
-from mole_lightning.callbacks.checkpointing import (
-    LAST,
-    RandomStates,
-    RestoreLoaderPosition,
-    ValidateLastStep,
-    build_checkpoint_callbacks,
-)
 from mole_lightning.callbacks.progress import ProgressLog
 from mole_lightning.callbacks.throughput import TrainThroughput
 from mole_lightning.core.paths import CONFIG_DIR
@@ -34,6 +28,13 @@ from mole_lightning.models.config_store import register_options
 from mole_lightning.models.glue_module import GlueModule
 from mole_lightning.models.tuned_module import parameter_counts
 from mole_lightning.resources import MissingResourcesError, check_resources
+from mole_lightning.utils.checkpoint_callbacks import (
+    LAST,
+    RandomStates,
+    RestoreLoaderPosition,
+    ValidateLastStep,
+    build_checkpoint_callbacks,
+)
 from mole_lightning.utils.checkpoint_io import AtomicCheckpointIO, resume_checkpoint
 from mole_lightning.utils.config_types import check_option_types
 from mole_lightning.utils.console import (
@@ -211,12 +212,17 @@ def check_cpu_devices(trainer_kwargs: dict) -> None:
         )
 
 
-def build_trainer(cfg: DictConfig, callbacks: list[Callback], loggers: list) -> pl.Trainer:
+def build_trainer(
+    cfg: DictConfig, callbacks: list[Callback], loggers: list, **limits
+) -> pl.Trainer:
+    """The run's Trainer (``cfg.trainer``; ``limits``, e.g. a phase's ``max_epochs``,
+    replace configured values)."""
     kwargs = {
         k: v
         for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items()
         if k not in TRAINER_EXTRA_KEYS
     }
+    kwargs.update(limits)
     check_ddp_launch(kwargs)
     check_cpu_devices(kwargs)
     silence_known_noise()
@@ -237,6 +243,31 @@ def build_trainer(cfg: DictConfig, callbacks: list[Callback], loggers: list) -> 
         plugins=[AtomicCheckpointIO()],  # checkpoint files whole or not at all
         enable_model_summary=False,  # PlainModelSummary instead (mole_lightning.utils.console)
     )
+
+
+def fit_model(
+    cfg: DictConfig,
+    model: pl.LightningModule,
+    datamodule: pl.LightningDataModule,
+    make_trainer: Callable[..., pl.Trainer],
+    ckpt_path: str | None = None,
+) -> pl.Trainer:
+    """Fits ``model`` from ``ckpt_path``: one ``Trainer.fit``, or MoLE's phases
+    (``callbacks.mole_phases``); returns the Trainer of the last fit.
+
+    Args:
+        make_trainer: ``make_trainer(**limits)``, a new Trainer of the run (``build_trainer``).
+    """
+    config = method_config(cfg.method)
+    if config.runs_in_phases():
+        from mole_lightning.callbacks.mole_phases import fit_mole
+
+        return fit_mole(config, model, datamodule, ckpt_path, make_trainer)
+    trainer = make_trainer()
+    # weights_only: Lightning's torch.load refuses a payload (checked already, and
+    # never left to the TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD environment variable)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    return trainer
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -296,13 +327,14 @@ def run_training(
                     "graph breaks at every routed layer; method.dispatch=capacity is static"
                 )
             model.encoder.compile_backbone(cfg.trainer.compile)
-        callbacks = build_callbacks(cfg)
-        trainer = build_trainer(
-            cfg, callbacks, build_loggers(cfg, output_dir, ckpt_path, info.get("wandb_id"))
+        loggers = build_loggers(cfg, output_dir, ckpt_path, info.get("wandb_id"))
+        trainer = fit_model(
+            cfg,
+            model,
+            datamodule,
+            lambda **limits: build_trainer(cfg, build_callbacks(cfg), loggers, **limits),
+            ckpt_path,
         )
-        # weights_only: Lightning's torch.load refuses a payload (checked already, and
-        # never left to the TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD environment variable)
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         validate_last_step(trainer, model, datamodule, cfg)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         best_path = (

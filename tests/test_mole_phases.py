@@ -17,7 +17,13 @@ from mole_lightning.errors import ConfigError
 from mole_lightning.methods.mole import MoleAdapters, MoleConfig
 from mole_lightning.methods.mole.callbacks import PruneExperts, RetrainPhase
 from mole_lightning.models.optim import build_optimizer
-from mole_lightning.train import build_callbacks, build_datamodule, build_module, build_trainer
+from mole_lightning.train import (
+    build_callbacks,
+    build_datamodule,
+    build_module,
+    build_trainer,
+    fit_model,
+)
 from tests.conftest import compose, fast_run_overrides
 from tests.test_mole_model import tiny_backbone
 
@@ -213,9 +219,13 @@ def test_paper_preset_runs_its_own_retrain_phase(
     model = build_module(cfg)
     datamodule = build_datamodule(cfg, model)
     recorder = StepRecorder()
-    trainer = build_trainer(cfg, [*build_callbacks(cfg), recorder], [])
     with caplog.at_level("INFO"):
-        trainer.fit(model, datamodule=datamodule)
+        trainer = fit_model(
+            cfg,
+            model,
+            datamodule,
+            lambda **limits: build_trainer(cfg, [*build_callbacks(cfg), recorder], [], **limits),
+        )
 
     decay = [lr * (6 - k) / 6 for k in range(6)]
     expected = [(0, 0, lr, 8), (1, 0, lr, 8)]

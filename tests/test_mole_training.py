@@ -22,6 +22,7 @@ from mole_lightning.train import (
     build_datamodule,
     build_module,
     build_trainer,
+    fit_model,
     train,
 )
 from tests.conftest import compose, fast_run_overrides
@@ -47,6 +48,11 @@ def mole_overrides(
     ]
 
 
+def trainer_maker(cfg):
+    """``make_trainer`` for ``fit_model``: the run's callbacks, no loggers."""
+    return lambda **limits: build_trainer(cfg, build_callbacks(cfg), [], **limits)
+
+
 def test_annealed_temperature_schedules() -> None:
     assert annealed_temperature(0, 1.0, 0.1, 10, "linear") == 1.0
     assert annealed_temperature(5, 1.0, 0.1, 10, "linear") == pytest.approx(0.55)
@@ -67,10 +73,9 @@ def test_prune_then_retrain_on_real_graphs(glue_dir: Path, cache_dir: Path, tmp_
     model = build_module(cfg)
     dm = build_datamodule(cfg, model)
     assert dm.graph_kinds == ["syntactic", "semantic", "sequential"]
-    trainer = build_trainer(cfg, build_callbacks(cfg), [])
     before = {n for n, p in model.named_parameters() if p.requires_grad}
     backbone_before = {k: v.clone() for k, v in model.encoder.backbone.state_dict().items()}
-    trainer.fit(model, datamodule=dm)
+    trainer = fit_model(cfg, model, dm, trainer_maker(cfg))
     assert trainer.global_step == 6
 
     structure = json.loads((tmp_path / "mole_structure.json").read_text())
@@ -203,8 +208,7 @@ def test_gate_lr_puts_the_gate_logits_in_their_own_group(
         cache_dir,
     )
     model = build_module(cfg)
-    trainer = build_trainer(cfg, build_callbacks(cfg), [])
-    trainer.fit(model, datamodule=build_datamodule(cfg, model))
+    trainer = fit_model(cfg, model, build_datamodule(cfg, model), trainer_maker(cfg))
     assert (
         model.encoder.parts["mole"].structure[0]
         and len(model.encoder.parts["mole"].structure[0]) == 2
@@ -231,8 +235,7 @@ def test_gate_lr_puts_the_gate_logits_in_their_own_group(
         cache_dir,
     )
     model = build_module(cfg)
-    trainer = build_trainer(cfg, build_callbacks(cfg), [])
-    trainer.fit(model, datamodule=build_datamodule(cfg, model))
+    trainer = fit_model(cfg, model, build_datamodule(cfg, model), trainer_maker(cfg))
     (group,) = gate_groups(trainer.optimizers[0], model)
     assert group["initial_lr"] == 1e-3 and group["weight_decay"] == 0.01
     assert len(group["params"]) > len(model.encoder.parts["mole"].layers)  # shared with experts

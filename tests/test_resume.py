@@ -20,8 +20,9 @@ import pytest
 import torch
 from pytorch_lightning.callbacks import Callback
 
+import mole_lightning.callbacks.mole_phases as phases_module
 import mole_lightning.train as train_module
-from mole_lightning.errors import ConfigError
+from mole_lightning.errors import CheckpointError, ConfigError
 from mole_lightning.train import train
 from mole_lightning.utils.resume import resume_config
 from tests.conftest import REPO, compose, fast_run_overrides
@@ -127,6 +128,83 @@ def test_kill_and_resume_ends_as_the_uninterrupted_run(
     if method == "mole":
         structure = json.loads((run / "mole_structure.json").read_text())
         assert structure["pruned_at_step"] == 3
+
+
+def assert_ends_alike(resumed: dict, run: Path, straight: dict, straight_dir: Path) -> None:
+    """Same final metrics, weights and ``metrics.csv`` rows as the uninterrupted run."""
+    assert resumed["global_step"] == straight["global_step"]
+    for key in ("val/loss", "val/acc", "best/val/loss", "best/val/acc"):
+        assert resumed[key] == pytest.approx(straight[key], abs=1e-6), key
+    ours, theirs = last_state(run), last_state(straight_dir)
+    assert ours.keys() == theirs.keys()
+    for name in ours:
+        assert torch.allclose(ours[name], theirs[name], atol=1e-6), name
+    ours_rows, theirs_rows = logged_rows(run), logged_rows(straight_dir)
+    assert [sorted(row) for row in ours_rows] == [sorted(row) for row in theirs_rows]
+    for mine, reference in zip(ours_rows, theirs_rows, strict=True):
+        assert mine == pytest.approx(reference, abs=1e-6)
+
+
+def test_a_retrain_phase_killed_in_it_or_between_the_phases_resumes_alike(
+    glue_dir: Path, cache_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """MoLE with its own retrain phase (batch 4, 1 epoch) after 3 steps of 4-batch
+    epochs: the rest of the pruning epoch is skipped. Killed in the retrain phase, or
+    after the exploration's fit and before the prune was saved, the resumed run ends as
+    the uninterrupted one."""
+
+    overrides = run_overrides(
+        glue_dir,
+        "mole",
+        *MOLE,
+        "trainer.limit_train_batches=4",
+        "method.prune.retrain_phase.epochs=1",
+        "method.prune.retrain_phase.batch_size=4",
+    )
+    straight_dir = tmp_path / "straight"
+    straight = train(compose(overrides, straight_dir, cache_dir))
+    assert straight["global_step"] == 6
+    assert json.loads((straight_dir / "mole_structure.json").read_text())["pruned_at_step"] == 3
+
+    run = tmp_path / "killed-in-retrain"
+    resumed = kill_and_resume(overrides, 5, run, cache_dir, monkeypatch)
+    assert_ends_alike(resumed, run, straight, straight_dir)
+
+    def killed(*args, **kwargs):
+        raise Killed("killed before the prune was saved")
+
+    run = tmp_path / "killed-between"
+    with monkeypatch.context() as patch:
+        patch.setattr(phases_module, "start_retrain", killed)
+        with pytest.raises(Killed):
+            train(compose(overrides, run, cache_dir))
+    resume = [f"ckpt_path={run}"]
+    resumed = train(resume_config(compose(resume, cache=cache_dir), resume))
+    assert_ends_alike(resumed, run, straight, straight_dir)
+
+
+def test_an_earlier_versions_checkpoint_between_prune_and_retrain_phase_is_refused(
+    glue_dir: Path, cache_dir: Path, tmp_path: Path
+) -> None:
+    """The earlier version pruned at the end of a step but rebuilt the optimizer only when
+    the retrain phase's first epoch began: a ``last.ckpt`` saved in between holds
+    ``PruneExperts`` state ``{pruned_at: k, phase_start: None}`` with the exploration's
+    optimizer state, which the pruned model cannot load. Resuming it is refused, naming
+    the file and what to do; every other state of that version is one this version
+    writes too (the kill cases above resume them)."""
+    run = tmp_path / "run"
+    phase = ("method.prune.retrain_phase.epochs=1", "trainer.max_steps=4")
+    train(compose(run_overrides(glue_dir, "mole", *MOLE, *phase), run, cache_dir))
+    last = run / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(last, weights_only=True)
+    checkpoint["callbacks"]["PruneExperts"] = {"pruned_at": 3, "phase_start": None}
+    torch.save(checkpoint, last)
+    resume = [f"ckpt_path={run}"]
+    with pytest.raises(CheckpointError) as refused:
+        train(resume_config(compose(resume, cache=cache_dir), resume))
+    message = str(refused.value)
+    assert message.startswith(f"{last}: saved by an earlier version")
+    assert "overwrite_run=true" in message and "before the prune" in message
 
 
 def test_changed_overrides_are_refused_unless_allowed(

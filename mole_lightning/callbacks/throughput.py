@@ -30,7 +30,8 @@ class TrainThroughput(Callback):
     included), and writes ``throughput.json`` into the run directory when fitting ends:
     ``train_samples``, ``train_seconds``, ``train_samples_per_s``, ``steps``.
 
-    A resumed run counts only what it trained itself.
+    A resumed run counts only what it trained itself; the phases of one run (MoLE's
+    exploration and retraining, two fits) count together (``continue_from``).
     """
 
     def __init__(self) -> None:
@@ -39,6 +40,10 @@ class TrainThroughput(Callback):
         self.epoch_started: float | None = None
         self.validation_started: float | None = None
         self.validation_seconds = 0.0
+
+    def continue_from(self, previous: TrainThroughput) -> None:
+        """Goes on counting from ``previous``, the same run's earlier fit."""
+        self.samples, self.seconds = previous.samples, previous.seconds
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.epoch_started, self.validation_seconds = time.perf_counter(), 0.0

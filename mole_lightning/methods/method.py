@@ -33,6 +33,11 @@ class MethodConfig:
         """Whether batches must carry word graphs (so the run needs a parser)."""
         return False
 
+    def runs_in_phases(self) -> bool:
+        """Whether ``train`` fits it through MoLE's exploration and retrain fits
+        (``callbacks.mole_phases.fit_mole``) instead of one ``Trainer.fit``."""
+        return False
+
     def causal_lm_refusal(self) -> str | None:
         """Why these options cannot tune a causal LM (GPT-2 blocks, E2E batches without
         word graphs), or ``None`` when they can."""

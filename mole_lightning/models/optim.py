@@ -123,6 +123,25 @@ def linear_warmup_decay(step: int, warmup: int, total: int) -> float:
     return max(0.0, (total - step) / max(total - warmup, 1))
 
 
+class StepSchedule(LambdaLR):
+    """A per-step ``LambdaLR`` whose optimizer follows the schedule after a restore too.
+
+    Restoring a checkpoint loads the optimizer's saved learning rates, then the
+    scheduler's position; ``load_state_dict`` then sets every group's learning rate to
+    this schedule's value at that position. A schedule that differs from the saved one
+    (MoLE's retrain phase, a resumed run with a longer ``trainer.max_steps``) so starts at
+    its own value instead of the optimizer's last one.
+    """
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        lambdas = zip(self.base_lrs, self.lr_lambdas, strict=True)
+        rates = [base * f(self.last_epoch) for base, f in lambdas]
+        for group, lr in zip(self.optimizer.param_groups, rates, strict=True):
+            group["lr"] = lr
+        self._last_lr = rates
+
+
 def build_optimizer(
     module: nn.Module,
     optim: DictConfig | dict,
@@ -164,5 +183,5 @@ def build_optimizer(
             return 1.0
         return linear_warmup_decay(step + offset, warmup, total)
 
-    scheduler = LambdaLR(optimizer, factor)
+    scheduler = StepSchedule(optimizer, factor)
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

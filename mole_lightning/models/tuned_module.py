@@ -3,6 +3,8 @@ schedule, parameter accounting, and checkpoints that hold only what trains."""
 
 from __future__ import annotations
 
+import math
+
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -67,30 +69,53 @@ class TunedModule(pl.LightningModule):
         return OmegaConf.create(self.hparams.get(name, {}))
 
     def restart_lr_schedule(
-        self, step: int, fresh: bool, steps: int | None = None, optim: dict | None = None
+        self, step: int, fresh: bool, epochs: int | None = None, optim: dict | None = None
     ) -> None:
         """Makes the next ``configure_optimizers`` start at ``step``: a fresh warmup/decay
-        over the remaining steps (or over ``steps``, a phase's own length), or the original
-        schedule continued; ``optim`` overrides ``optim`` values (a phase's own schedule)."""
-        self.lr_schedule = {"start": step, "fresh": fresh, "steps": steps, "optim": optim or {}}
+        over the remaining steps (or over ``epochs`` full epochs, a phase's own length,
+        counted once the trainer knows an epoch's batches), or the original schedule
+        continued; ``optim`` overrides ``optim`` values (a phase's own schedule)."""
+        self.lr_schedule = {"start": step, "fresh": fresh, "steps": None, "optim": optim or {}}
+        if epochs is not None:
+            self.lr_schedule["epochs"] = epochs
+
+    def optimizer_settings(self) -> dict:
+        """The ``optim`` values the optimizer is built with (the run's, then the
+        schedule's overrides)."""
+        return {**self.hparams.optim, **self.lr_schedule.get("optim", {})}
 
     def configure_optimizers(self):
+        trainer = self.trainer
+        total = trainer.estimated_stepping_batches
+        epochs = self.lr_schedule.pop("epochs", None)
+        if epochs is not None:  # a phase of full epochs: its steps, capped by max_steps
+            per_epoch = math.ceil(trainer.num_training_batches / trainer.accumulate_grad_batches)
+            steps = epochs * per_epoch
+            if trainer.max_steps != -1:
+                steps = min(steps, trainer.max_steps - self.lr_schedule["start"])
+            self.lr_schedule["steps"] = steps
         schedule = self.lr_schedule
-        total = self.trainer.estimated_stepping_batches
         if schedule.get("steps") is not None:
             total = schedule["start"] + schedule["steps"]
         return build_optimizer(
             self,
-            {**self.hparams.optim, **schedule.get("optim", {})},
+            self.optimizer_settings(),
             total,
             schedule_start=schedule["start"],
             fresh_schedule=schedule["fresh"],
         )
 
     def on_train_batch_start(self, batch, batch_idx: int) -> int | None:
-        """Returns -1 (Lightning skips the rest of the epoch) once ``end_epoch_early`` is
-        set: a phase change (MoLE's retrain phase) starts with the next epoch."""
+        """Returns -1 (Lightning skips the rest of the epoch) while ``end_epoch_early`` is
+        set: MoLE's exploration ends after its last step, and a retrain phase of its own
+        epochs starts with the epoch after the prune."""
         return -1 if self.end_epoch_early else None
+
+    def lr_scheduler_step(self, scheduler, metric) -> None:
+        """Steps the schedule, except after a batch skipped by ``end_epoch_early``
+        (Lightning calls this for it too): the schedule counts optimizer steps."""
+        if not self.end_epoch_early:
+            super().lr_scheduler_step(scheduler, metric)
 
     def on_train_start(self) -> None:
         counts = parameter_counts(self)

@@ -108,9 +108,10 @@ def finish_wandb(loggers: list[Logger], metrics: dict[str, float]) -> None:
 
     The summary would otherwise hold the last value logged of each key: ``best/*`` are
     never logged as metrics, and the re-validation of the best checkpoint logs ``val/*``
-    with the best checkpoint's values, not the final ones.
+    with the best checkpoint's values, not the final ones. The W&B run exists: fitting
+    started it.
     """
     for logger in loggers:
-        if isinstance(logger, WandbLogger) and logger._experiment is not None:
+        if isinstance(logger, WandbLogger):
             logger.experiment.summary.update(metrics)
             logger.experiment.finish()

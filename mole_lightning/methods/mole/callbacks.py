@@ -1,27 +1,22 @@
-"""MoLE's training phases: temperature annealing, prune-then-retrain, importance export."""
+"""MoLE's callbacks: temperature annealing, the prune-then-retrain plan and phase
+(``PruneExperts``; the phases themselves are ``callbacks.mole_phases``), gate logging."""
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
-from pytorch_lightning.callbacks import Callback, ModelCheckpoint
-from pytorch_lightning.strategies import DDPStrategy
+from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
-from mole_lightning.core.paths import run_dir
 from mole_lightning.errors import ConfigError
 from mole_lightning.methods.adapter import AdapterConfig, BottleneckAdapter
-from mole_lightning.methods.mole import MoleAdapters
-from mole_lightning.reporting.export import (
-    export_table,
-    log_structure_to_wandb,
-    log_table_to_wandb,
-)
+from mole_lightning.methods.mole.config import MoleConfig
+from mole_lightning.reporting.export import export_table
+from mole_lightning.utils.checkpoint_callbacks import LastCheckpoint
 
 SCHEDULES = ("constant", "linear", "exponential")
 
@@ -103,8 +98,16 @@ class RetrainPhase:
 
 
 class PruneExperts(Callback):
-    """Prune-then-retrain: after ``after_steps`` optimizer steps, keep the experts ``rule``
-    picks, delete the rest and their optimizer state, and go on training the pruned model.
+    """MoLE's prune-then-retrain plan and where the run stands in it: exploration (all
+    experts, gated) for ``after_steps`` optimizer steps, then retraining the experts
+    ``rule`` keeps. Each phase is its own ``Trainer.fit`` (``callbacks.mole_phases``
+    prunes between them); this callback ends the exploration and records the phase.
+
+    Exploration (``pruned_at`` is ``None``): after step ``after_steps`` it saves that step
+    (``last.ckpt``, what the retrain phase starts from) and ends the fit without training
+    or validating further. Retrain: with a ``phase``, the rest of the pruning epoch is
+    skipped. The state (``pruned_at``, ``phase_start``) travels in every checkpoint, so a
+    resumed run knows its phase and does not prune twice.
 
     Args:
         after_steps: optimizer steps of the exploration phase.
@@ -122,14 +125,13 @@ class PruneExperts(Callback):
         graph_layers: layers that keep a graph expert under the ``graph_layers`` rules.
         phase: the retrain phase's own epochs, batch size and warmup; ``None``: the run
             goes on as configured. With a phase the rest of the pruning epoch is skipped,
-            the training data is reloaded at the phase's batch size, and the run ends after
+            the training data is read at the phase's batch size, and the run ends after
             ``phase.epochs`` more epochs (or at ``trainer.max_steps``).
 
-    Writes ``mole_importance_at_prune.{json,csv,png}`` (the scores the decision used) and
-    ``mole_structure.json`` into the run directory, and logs how many steps and epochs
-    each phase runs. The pruned structure and the phase travel in every later checkpoint,
-    and a resumed run does not prune twice. Best-checkpoint tracking starts again at
-    pruning (``forget_best_checkpoints``).
+    Attributes:
+        pruned_at: the step of the prune (``None``: exploring).
+        phase_start: ``{"epoch", "step"}`` where the retrain phase starts (with a
+            ``phase``; ``None`` otherwise).
     """
 
     def __init__(
@@ -164,19 +166,17 @@ class PruneExperts(Callback):
         self.pruned_at = state_dict.get("pruned_at")
         self.phase_start = state_dict.get("phase_start")
 
-    @property
-    def phase_pending(self) -> bool:
-        """Pruned, and the retrain phase starts with the next epoch."""
-        return self.phase is not None and self.pruned_at is not None and self.phase_start is None
-
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.phase is not None and self.pruned_at is not None:  # resumed after the prune
-            set_train_batch_size(trainer, self.phase.batch_size)
-            if self.phase_start is not None:
-                trainer.fit_loop.max_epochs = self.phase_start["epoch"] + self.phase.epochs
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit" and last_checkpoint(trainer) is None:
+            raise ConfigError(
+                "MoLE's retrain phase starts from last.ckpt: set "
+                "callbacks.model_checkpoint.save_last=true (or method.prune.enabled=false)"
+            )
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.pruned_at is not None:
+            if self.phase is not None and self.phase_start is not None:
+                self.log_retrain_phase(trainer, pl_module)
             return
         total = trainer.estimated_stepping_batches
         if total < self.after_steps:
@@ -193,6 +193,18 @@ class PruneExperts(Callback):
             f"(lr schedule: {pl_module.hparams.optim.get('schedule', 'linear')})"
         )
 
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if self.pruned_at is None:
+            ends = trainer.global_step >= self.after_steps
+            if ends:  # explored: this fit ends here
+                trainer.should_stop = True
+        else:
+            start = self.phase_start
+            ends = start is not None and trainer.current_epoch < start["epoch"]
+        pl_module.end_epoch_early = ends  # the module skips this batch and the epoch's rest
+
     def on_train_batch_end(
         self,
         trainer: pl.Trainer,
@@ -201,87 +213,17 @@ class PruneExperts(Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        if self.pruned_at is None and trainer.global_step >= self.after_steps:
-            self.prune(trainer, pl_module)
+        if self.pruned_at is None and trainer.global_step == self.after_steps:
+            last_checkpoint(trainer).save_step(trainer)  # where the retrain phase starts
 
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.phase_pending:
-            self.start_phase(trainer, pl_module)
-
-    def prune(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        mole = mole_part(pl_module)
-        before = sum(p.numel() for p in pl_module.parameters() if p.requires_grad)
-        if trainer.is_global_zero:
-            paths = export_importance(trainer, mole, "mole_importance_at_prune")
-            log_table_to_wandb(trainer, "mole/importance_at_prune", paths)
-        if self.rule == "graph_layers":
-            structure = mole.prune_to_graph_layers(self.graph_layers, ranking="authors")
-        elif self.rule == "graph_layers_softmax":
-            structure = mole.prune_to_graph_layers(self.graph_layers, ranking="softmax")
-        else:
-            structure = mole.prune(self.top_k)
-        if self.retrain == "scratch":
-            mole.remove()
-            pl_module.encoder.parts["mole"] = MoleAdapters.attach(
-                pl_module.encoder.backbone, mole.cfg, structure
-            )
-            pl_module.reset_head()
-        self.pruned_at = trainer.global_step
-        forget_best_checkpoints(trainer)
-        if self.phase is None:
-            pl_module.restart_lr_schedule(trainer.global_step, fresh=self.reset_lr_schedule)
-            rebuild_optimizers(trainer, keep_state=self.retrain == "continue")
-        else:
-            # skip the rest of this epoch; the phase starts with the next, on fresh data
-            pl_module.end_epoch_early = True
-            set_train_batch_size(trainer, self.phase.batch_size)
-            trainer.fit_loop._combined_loader = None  # Lightning reloads it at epoch start
-        after = sum(p.numel() for p in pl_module.parameters() if p.requires_grad)
-        if trainer.is_global_zero:
-            (run_dir(trainer) / "mole_structure.json").write_text(
-                json.dumps(
-                    {
-                        "pruned_at_step": self.pruned_at,
-                        "rule": self.rule,
-                        "top_k": self.top_k,
-                        "graph_layers": self.graph_layers,
-                        "structure": structure,
-                    },
-                    indent=2,
-                )
-            )
-            # the kept structure, instead of gate weights that stay constant from here
-            log_structure_to_wandb(trainer, "mole/structure", structure, mole.expert_names)
-        kept = (
-            f"top-{self.top_k} per layer"
-            if self.rule == "per_layer"
-            else f"graph experts in {self.graph_layers} layers ({self.rule}), mlp elsewhere"
-        )
-        rank_zero_info(
-            f"MoLE pruned at step {self.pruned_at} (epoch {trainer.current_epoch}) to {kept}: "
-            f"{structure}; trainable parameters {before:,} -> {after:,} "
-            f"(method=adapter at bottleneck {mole.cfg.bottleneck}: {adapter_equivalent(pl_module, mole.cfg.bottleneck):,})"
-        )
-        for logger in trainer.loggers:
-            logger.log_metrics({"params/trainable_after_prune": after}, step=trainer.global_step)
-
-    def start_phase(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Starts the retrain phase at the beginning of the epoch after the prune: its
-        epoch count, and a fresh optimizer with its own linear schedule over its steps."""
-        assert self.phase is not None
-        pl_module.end_epoch_early = False
-        epoch, step = trainer.current_epoch, trainer.global_step
-        self.phase_start = {"epoch": epoch, "step": step}
-        trainer.fit_loop.max_epochs = epoch + self.phase.epochs
+    def log_retrain_phase(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Logs the retrain phase's length in steps and epochs and its lr schedule."""
+        assert self.phase is not None and self.phase_start is not None
+        step, epoch = self.phase_start["step"], self.phase_start["epoch"]
         batches = trainer.num_training_batches
         full = self.phase.epochs * math.ceil(batches / trainer.accumulate_grad_batches)
-        steps = full if trainer.max_steps == -1 else min(full, trainer.max_steps - step)
-        overrides: dict[str, Any] = {"schedule": "linear"}
-        if self.phase.warmup_ratio is not None:
-            overrides.update(warmup_ratio=self.phase.warmup_ratio, warmup_steps=None)
-        pl_module.restart_lr_schedule(step, fresh=True, steps=steps, optim=overrides)
-        rebuild_optimizers(trainer, keep_state=self.retrain == "continue")
-        warmup_ratio = {**pl_module.hparams.optim, **overrides}.get("warmup_ratio", 0.0)
+        steps = pl_module.lr_schedule["steps"]
+        warmup_ratio = pl_module.optimizer_settings().get("warmup_ratio", 0.0)
         rank_zero_info(
             f"MoLE retrain phase from step {step} (epoch {epoch}): {self.phase.epochs} epochs "
             f"of {batches} batches of {train_batch_size(trainer)} = {full} steps"
@@ -295,10 +237,11 @@ class PruneExperts(Callback):
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.pruned_at is None:
-            rank_zero_info(
-                f"MoLE: training ended at step {trainer.global_step}, before the prune "
-                f"(prune.after_steps={self.after_steps})"
-            )
+            if trainer.global_step < self.after_steps:
+                rank_zero_info(
+                    f"MoLE: training ended at step {trainer.global_step}, before the prune "
+                    f"(prune.after_steps={self.after_steps})"
+                )
             return
         start = self.phase_start["step"] if self.phase_start else self.pruned_at
         steps = trainer.global_step - start
@@ -310,42 +253,31 @@ class PruneExperts(Callback):
         )
 
 
+def prune_plan(config: MoleConfig) -> PruneExperts | None:
+    """The ``PruneExperts`` of a MoLE config (``None`` with ``prune.enabled=false``)."""
+    prune = config.prune
+    if not prune.enabled:
+        return None
+    phase = prune.retrain_phase
+    return PruneExperts(
+        prune.after_steps,
+        prune.top_k,
+        prune.retrain,
+        prune.reset_lr_schedule,
+        rule=prune.rule,
+        graph_layers=prune.graph_layers,
+        phase=RetrainPhase(**asdict(phase)) if phase.epochs is not None else None,
+    )
+
+
+def last_checkpoint(trainer: pl.Trainer) -> LastCheckpoint | None:
+    """The trainer's ``LastCheckpoint`` (``None`` without ``save_last``)."""
+    return next((c for c in trainer.checkpoint_callbacks if isinstance(c, LastCheckpoint)), None)
+
+
 def train_batch_size(trainer: pl.Trainer) -> int | str:
     """The training batch size of the data module (``"?"`` when it has none)."""
     return getattr(trainer.datamodule, "train_batch_size", "?")
-
-
-def set_train_batch_size(trainer: pl.Trainer, batch_size: int | None) -> None:
-    """Sets the data module's training batch size (``None``: unchanged).
-
-    Raises:
-        ConfigError: the data module has no ``train_batch_size``.
-    """
-    if batch_size is None:
-        return
-    if not hasattr(trainer.datamodule, "train_batch_size"):
-        raise ConfigError(
-            "prune.retrain_phase.batch_size needs a data module with a train_batch_size "
-            f"attribute; {type(trainer.datamodule).__name__} has none"
-        )
-    trainer.datamodule.train_batch_size = batch_size
-
-
-def forget_best_checkpoints(trainer: pl.Trainer) -> None:
-    """Restarts best-checkpoint tracking: the exploration phase is another model, so its
-    scores are not compared with the pruned model's and its best checkpoints (which the
-    pruned model cannot load) are deleted. ``last.ckpt`` is kept."""
-    for callback in trainer.checkpoint_callbacks:
-        if not isinstance(callback, ModelCheckpoint) or callback.monitor is None:
-            continue
-        for path in callback.best_k_models:
-            if path != callback.last_model_path:
-                trainer.strategy.remove_checkpoint(path)
-        callback.best_k_models = {}
-        callback.kth_best_model_path = ""
-        callback.best_model_path = ""
-        callback.best_model_score = None
-        callback.kth_value = torch.tensor(math.inf if callback.mode == "min" else -math.inf)
 
 
 def adapter_equivalent(pl_module: pl.LightningModule, bottleneck: int) -> int:
@@ -360,48 +292,26 @@ def adapter_equivalent(pl_module: pl.LightningModule, bottleneck: int) -> int:
     return per_layer * len(mole_part(pl_module).layers) + head
 
 
-def rebuild_optimizers(trainer: pl.Trainer, keep_state: bool) -> None:
-    """Re-creates the optimizers over the current parameters (removed ones are gone from
-    them and from their state); with ``keep_state`` the surviving parameters keep their
-    optimizer state. Under DDP the model is re-wrapped so its reducer forgets removed
-    parameters."""
-    old_states = {}
-    if keep_state:
-        for optimizer in trainer.optimizers:
-            old_states.update(optimizer.state)
-    strategy = trainer.strategy
-    if isinstance(strategy, DDPStrategy):
-        strategy.model = trainer.lightning_module
-        strategy.configure_ddp()
-    strategy.setup_optimizers(trainer)
-    if keep_state:
-        for optimizer in trainer.optimizers:
-            for group in optimizer.param_groups:
-                for p in group["params"]:
-                    if p in old_states:
-                        optimizer.state[p] = old_states[p]
-
-
-def export_importance(trainer: pl.Trainer, mole, stem: str) -> dict:
-    """Writes the layer × expert importance table (JSON, CSV, PNG heatmap)."""
+def export_importance(out_dir: Path, mole, stem: str, step: int) -> dict:
+    """Writes the layer × expert importance table at ``step`` (JSON, CSV, PNG heatmap)
+    into ``out_dir``."""
     importance = mole.importance()
     rows = [f"layer {i}" for i in range(importance.shape[0])]
     return export_table(
-        run_dir(trainer),
+        out_dir,
         stem,
         importance,
         rows,
         mole.expert_names,
-        title=f"MoLE expert importance (step {trainer.global_step})",
+        title=f"MoLE expert importance (step {step})",
         axis_names=("layer", "expert"),
-        extra={"step": trainer.global_step, "structure": mole.structure},
+        extra={"step": step, "structure": mole.structure},
     )
 
 
 class ExpertImportanceExport(Callback):
-    """Logs every gate while training, every ``trainer.log_every_n_steps`` steps, and, at
-    the end of fitting, writes ``mole_importance.{json,csv,png}`` (pruned experts blank)
-    into the run directory and logs it to W&B.
+    """Logs every gate while training, every ``trainer.log_every_n_steps`` steps (the
+    tables at the prune and at the end are written by ``callbacks.mole_phases``).
 
     Logged at the step of the batch that just trained (the step of its ``train/loss``),
     per layer that still has a gate (nothing once pruning left one expert):
@@ -440,8 +350,3 @@ class ExpertImportanceExport(Callback):
         if values:
             for logger in trainer.loggers:
                 logger.log_metrics(values, step=trainer.global_step - 1)
-
-    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.is_global_zero:
-            paths = export_importance(trainer, mole_part(pl_module), "mole_importance")
-            log_table_to_wandb(trainer, "mole/importance", paths)

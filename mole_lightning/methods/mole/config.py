@@ -214,6 +214,10 @@ class MoleConfig(MethodConfig):
         if self.temperature.start <= 0:
             raise ConfigError(f"mole.temperature.start={self.temperature.start} must be positive")
 
+    def runs_in_phases(self) -> bool:
+        """MoLE trains through its phases (one fit when ``prune.enabled`` is false)."""
+        return True
+
     def reads_word_graphs(self) -> bool:
         """Whether a graph expert is in the experts (or the ``structure``)."""
         used = [e for layer in self.structure for e in layer] if self.structure else self.experts

@@ -12,6 +12,9 @@
   draws the same dropout masks and Gumbel noise as an uninterrupted one.
 - ``RestoreLoaderPosition``: the training loader's saved position is put back even when
   Lightning built the loader before restoring the checkpoint.
+
+Only Lightning's public API is used: hooks, ``Trainer`` properties and the checkpoint
+dictionary.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import torch
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import Callback, Checkpoint, ModelCheckpoint
 from pytorch_lightning.trainer.states import TrainerFn
+from pytorch_lightning.utilities import CombinedLoader
 
 from mole_lightning.errors import ConfigError
 
@@ -72,13 +76,17 @@ class LastCheckpoint(Checkpoint):
     A ``Checkpoint`` subclass, so Lightning runs it after the other callbacks (and after
     ``ModelCheckpoint``, when listed after it): the file holds their updated state.
 
-    A periodic save (at a step's ``on_train_batch_end``) goes to ``last.ckpt.pending``
-    and becomes ``last.ckpt`` (a rename) only once the step is known to need no
-    validation: at the next batch's start, the epoch's end or training's end. When the
-    step's validation starts instead, the pending file is dropped and the save after the
-    validation replaces it. Lightning resumes a checkpoint written before a due
+    A periodic save (``save_step``, at a step's ``on_train_batch_end``) goes to
+    ``last.ckpt.pending`` and becomes ``last.ckpt`` (a rename) only once the step is known
+    to need no validation: at the next batch's start, the epoch's end or training's end.
+    When the step's validation starts instead, the pending file is dropped and the save
+    after the validation replaces it. Lightning resumes a checkpoint written before a due
     validation past that validation (it never runs); so a run stopped during a
     validation resumes from an earlier checkpoint and runs it again.
+
+    The save at the end of training is skipped when this fit trained no step (a resumed
+    finished run, MoLE's exploration resumed at its last step): ``last.ckpt`` keeps the
+    state it was resumed from, which is where the run stands.
     """
 
     def __init__(self, dirpath: str | Path, every_n_train_steps: int | None = None) -> None:
@@ -87,6 +95,7 @@ class LastCheckpoint(Checkpoint):
         self.every_n_train_steps = every_n_train_steps
         self._saved_step: int | None = None
         self._pending = False  # this process wrote the pending file
+        self._trained = False  # this fit trained a step
 
     def _save(self, trainer: pl.Trainer, path: Path | None = None) -> bool:
         """Saves the trainer's state to ``path`` (default ``last.ckpt``) unless this step
@@ -114,8 +123,16 @@ class LastCheckpoint(Checkpoint):
             self.pending.unlink(missing_ok=True)
         self._pending = False
 
+    def save_step(self, trainer: pl.Trainer) -> None:
+        """Saves the step that just trained (call at its ``on_train_batch_end``) to
+        ``last.ckpt.pending``, which becomes ``last.ckpt`` unless the step's validation
+        starts: the periodic save, and the last step of MoLE's exploration."""
+        if self._save(trainer, self.pending):
+            self._pending = True
+
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._drop_pending(trainer)
+        self._trained = False
 
     def on_train_batch_end(
         self,
@@ -125,8 +142,9 @@ class LastCheckpoint(Checkpoint):
         batch: Any,
         batch_idx: int,
     ) -> None:
+        self._trained = True
         if self.every_n_train_steps and trainer.global_step % self.every_n_train_steps == 0:
-            self._pending = self._save(trainer, self.pending)
+            self.save_step(trainer)
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
@@ -146,7 +164,8 @@ class LastCheckpoint(Checkpoint):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._commit_pending(trainer)
-        self._save(trainer)
+        if self._trained:
+            self._save(trainer)
 
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
@@ -186,11 +205,33 @@ class ValidateLastStep(Callback):
             self.validated_step = trainer.global_step
 
 
+def random_states() -> dict[str, Any]:
+    """The global random states (torch CPU and CUDA, numpy, ``random``), as a checkpoint
+    holds them (tensors and plain values)."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
+        "python": random.getstate(),
+    }
+
+
+def set_random_states(states: dict[str, Any]) -> None:
+    """Puts back global random states saved by ``random_states``."""
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    name, keys, pos, has_gauss, gauss = states["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    random.setstate(states["python"])
+
+
 class RandomStates(Callback):
-    """Saves the global random states (torch CPU and CUDA, numpy, ``random``) in every
-    checkpoint and restores them when a resumed run starts training (after the sanity
-    check), so the run continues with the random numbers an uninterrupted run would draw.
-    Under DDP the checkpoint holds rank 0's states."""
+    """Saves the global random states (``random_states``) in every checkpoint and
+    restores them when a resumed run starts training (after the sanity check), so the run
+    continues with the random numbers an uninterrupted run would draw. Under DDP the
+    checkpoint holds rank 0's states."""
 
     def __init__(self) -> None:
         self._to_restore: dict | None = None
@@ -198,13 +239,7 @@ class RandomStates(Callback):
     def on_save_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        name, keys, pos, has_gauss, gauss = np.random.get_state()
-        checkpoint["random_states"] = {
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "numpy": (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
-            "python": random.getstate(),
-        }
+        checkpoint["random_states"] = random_states()
 
     def on_load_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
@@ -213,26 +248,47 @@ class RandomStates(Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         states, self._to_restore = self._to_restore, None
-        if states is None:
-            return
-        torch.set_rng_state(states["torch"])
-        if states["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(states["cuda"])
-        name, keys, pos, has_gauss, gauss = states["numpy"]
-        np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-        random.setstate(states["python"])
+        if states is not None:
+            set_random_states(states)
+
+
+def saved_loader_positions(checkpoint: dict[str, Any]) -> list[dict]:
+    """The positions of the stateful training loaders that Lightning saved in
+    ``checkpoint`` (the ``combined_loader`` entry of its loop states: each loader's
+    ``state_dict()``, in loader order); empty when it saved none."""
+    for loop in checkpoint.get("loops", {}).values():
+        positions = loop.get("state_dict", {}).get("combined_loader")
+        if positions:
+            return list(positions)
+    return []
 
 
 class RestoreLoaderPosition(Callback):
-    """Hands the training loader its saved state when a resumed run starts training.
+    """Hands the training loaders the positions saved in the checkpoint when a resumed
+    run starts training.
 
-    Lightning restores a stateful training loader in ``FitLoop.setup_data``, which returns
-    early when the loader already exists: with ``trainer.max_epochs`` set,
-    ``estimated_stepping_batches`` (the LR schedule's length) builds it before the
-    checkpoint's loop state is loaded, and the position would be dropped (the resumed run
-    would start its epoch over). The loader's iterator starts at its first batch, after
-    this hook, so loading here is in time. No-op when Lightning already loaded it.
+    Lightning saves every stateful training loader's ``state_dict()`` in the checkpoint,
+    but gives it back only when it builds the loader after restoring the checkpoint: with
+    ``trainer.max_epochs`` set, ``estimated_stepping_batches`` (the LR schedule's length)
+    builds it before, and the position would be dropped (the resumed run would start its
+    epoch over). The loader's iterator starts at its first batch, after this hook, so
+    loading here is in time; loading a position Lightning loaded already changes nothing.
+    A position from the end of an epoch is reset when the next epoch sets its sampler.
     """
 
+    def __init__(self) -> None:
+        self._positions: list[dict] = []
+
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        self._positions = saved_loader_positions(checkpoint)
+
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        trainer.fit_loop._load_combined_loader_states()
+        positions, self._positions = self._positions, []
+        if not positions:
+            return
+        loaders = CombinedLoader(trainer.train_dataloader).flattened
+        stateful = [dl for dl in loaders if hasattr(dl, "load_state_dict")]
+        for loader, position in zip(stateful, positions, strict=True):
+            loader.load_state_dict(position)

@@ -27,7 +27,7 @@ enhanced UD. It is the ONLY place the derivation lives: a real semantic parser r
    takes its place as the verb's argument with its relation ("the book that Mary bought":
    ``book -obj-> bought`` instead of ``bought -acl:relcl-> book``).
 
-It is still not DM (README, "Parsers and word graphs"): prepositions stay edge labels, and
+It is still not DM (docs/methods.md, "Parsers and word graphs"): prepositions stay edge labels, and
 directions follow the dependency tree, not DM's predicate -> argument arcs.
 """
 

@@ -26,7 +26,8 @@ def read_texts(data_dir: Path, task: str, split: str, limit: int | None) -> list
     ``limit`` rows: the texts a training run parses (``read_glue_split``, ``graph_texts``)."""
     spec = get_task(task)
     examples = read_glue_split(spec, split, data_dir)
-    return graph_texts(examples[:limit] if limit else examples, graph_keys(spec, split)[0])
+    key = graph_keys(spec, split, {})[0]  # a GLUE split: no data files name it
+    return graph_texts(examples[:limit] if limit else examples, key)
 
 
 class TimedParser:

@@ -93,9 +93,13 @@ def test_real_protocol_order_and_configs(tmp_path: Path) -> None:
     assert {c.task for c in cells[24:48]} == {"mrpc", "stsb"}
     assert {(c.task, c.method) for c in cells[48:]} == {("rte", "full")}
     assert cells[0].path == tmp_path / "cola" / "lora" / "seed1"
+    # a stage that names cells of other stages again (MoLE's rerun) plans them once
+    rerun = plan_cells(protocol, "mole_rte_stsb", tmp_path, "cpu")
+    assert {(c.task, c.method) for c in rerun} == {("rte", "mole"), ("stsb", "mole")}
+    assert len(rerun) == 6 and {c.path for c in rerun} <= {c.path for c in cells}
     gpu = plan_cells(protocol, "cola_rte", tmp_path, "gpu")
     by_method = {c.method: c for c in gpu}
-    for method, lr in {"lora": 5e-4, "adapter": 1e-3, "mole": 1e-3, "molex": 5e-4}.items():
+    for method, lr in {"lora": 5e-4, "adapter": 1e-3, "mole": 3e-4, "molex": 5e-4}.items():
         cfg = compose_cell(by_method[method])
         assert cfg.method.name == method and cfg.optim.lr == lr
         assert cfg.backbone.name == "minilm" and cfg.trainer.accelerator == "gpu"

@@ -167,6 +167,6 @@ def test_run_figures_name_the_model_and_both_axes(
         curves = json.loads(image.info["mole_lightning"])
     assert curves["loss_smoothing"] == 0.9 and "EMA 0.9" in curves["titles"][0]
     assert sorted(curves["labels"]) == [
-        "mole optim.lr=0.001 seed 42",
+        "mole optim.lr=0.0003 seed 42",
         "molex optim.lr=0.0005 seed 42",
     ]

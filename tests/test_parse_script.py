@@ -93,7 +93,7 @@ def test_parse_bench_parses_the_texts_training_parses(glue_dir, tmp_path):
     cfg = compose(["task=rte", "parser=spacy", f"data.dir={data}", "method=mole"])
     spec = get_task("rte")
     examples = read_glue_split(spec, "train", data)[:4]
-    texts = graph_texts(examples, graph_keys(spec, "train")[0])
+    texts = graph_texts(examples, graph_keys(spec, "train", {})[0])
     assert texts[0] == sentence
     graphs = GraphStore(cfg.parser, cache, list(GRAPH_KINDS)).load("bench-rte-train-4", texts)
     assert len(graphs) == 4

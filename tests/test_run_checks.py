@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from mole_lightning.core.tasks import task_spec
 from mole_lightning.errors import ConfigError
 from mole_lightning.methods.mole.callbacks import PruneExperts
 from mole_lightning.models.backbone import load_backbone
@@ -31,10 +32,10 @@ def test_max_length_outside_the_backbone_positions_is_refused(
     glue_dir: Path, cache_dir: Path, tmp_path: Path, max_length: int
 ) -> None:
     overrides = [*fast_run_overrides(glue_dir, "rte"), f"data.max_length={max_length}"]
+    cfg = compose(overrides, tmp_path, cache_dir)
+    model = SimpleNamespace(needs_graphs=False, spec=task_spec(cfg.task))
     with pytest.raises(ConfigError, match=rf"data.max_length={max_length}: .* from 2 .* to 512"):
-        build_datamodule(
-            compose(overrides, tmp_path, cache_dir), SimpleNamespace(needs_graphs=False)
-        )
+        build_datamodule(cfg, model)
 
 
 def test_mole_run_shorter_than_exploration_warns() -> None:

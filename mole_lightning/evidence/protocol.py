@@ -137,7 +137,8 @@ def plan_cells(
     protocol: Protocol, stage: str, out: Path, trainer: str, extra: list[str] = ()
 ) -> list[ProtocolCell]:
     """The cells of ``stage`` (or every stage) in run order: stage by stage, and within a
-    stage seed by seed, then task, then method. ``extra`` overrides come last."""
+    stage seed by seed, then task, then method. A cell two stages name (the same folder)
+    is planned once, in the first. ``extra`` overrides come last."""
     if trainer not in TRAINERS:
         raise ConfigError(f"trainer {trainer!r}; valid: {', '.join(TRAINERS)}")
     cells = []
@@ -154,11 +155,9 @@ def plan_cells(
                         [f"seed={seed}"],
                         list(extra),
                     )
-                    cells.append(
-                        ProtocolCell(
-                            name, task, method, seed, out / task / method / f"seed{seed}", overrides
-                        )
-                    )
+                    path = out / task / method / f"seed{seed}"
+                    if all(c.path != path for c in cells):
+                        cells.append(ProtocolCell(name, task, method, seed, path, overrides))
     return cells
 
 

@@ -230,7 +230,9 @@ def sanity_lines(results: list[CellResult], out: Path) -> list[str]:
     the same task and seed: the dev metric after each epoch."""
     files = sorted((out / PLAIN_DIR).glob("*.json"))
     if not files:
-        return [f"No plain-loop result in {out / PLAIN_DIR}/ yet (docs/experiments.md: the sanity row)."]
+        return [
+            f"No plain-loop result in {out / PLAIN_DIR}/ yet (docs/experiments.md: the sanity row)."
+        ]
     lora = {(r.cell.task, r.cell.seed): r for r in results if r.cell.method == BASELINE and r.done}
     lines = [
         "The dev metric (×100) after each epoch: scripts/plain_lora_loop.py (same LoRA "

@@ -2,16 +2,18 @@
 
     python scripts/evidence.py [--stage cola_rte|mrpc_stsb|full|all] [--trainer cpu|gpu]
         [--out docs/evidence/runs] [--override KEY=VALUE ...] [--dry-run] [--cell N]
-    python scripts/evidence.py --report [--results docs/results.md] [--csv docs/evidence_runs.csv]
-        [--figures docs/evidence]
+    python scripts/evidence.py [--protocol FILE --out DIR] --report [--results docs/results.md]
+        [--csv <out>/cells.csv] [--figures <out>/figures]
 
 Each cell (task, method, seed) is one train() run in <out>/<task>/<method>/seed<seed>.
 Running again skips every cell that finished with the protocol's config, resumes a
 killed or failed one from its last.ckpt, and runs the rest; a failed cell is recorded
 and the protocol goes on. Ctrl-C or SIGTERM (kill <pid>) records the running attempt as
 interrupted and stops (exit status 130); the same command continues from its last
-checkpoint. --report writes the results section of docs/results.md
-(between its evidence markers), a CSV of every run and the figures.
+checkpoint. --report writes the protocol's section of docs/results.md (between the
+markers named after the protocol file's stem, so each protocol has its own section), a
+CSV of every cell and the figures: the full report (methods against LoRA), or for a
+protocol with `report: variants` (a grid, an ablation) its variants table.
 
 --cell N runs only the N-th cell of the selection (numbered as --dry-run numbers them),
 holding only that cell's lock: the cells of a SLURM array run at once, one per task
@@ -42,6 +44,8 @@ from mole_lightning.evidence.report import (
     runs_csv,
 )
 from mole_lightning.evidence.runner import LOG_FORMAT, ProtocolRunner
+from mole_lightning.evidence.variants import variants_markdown
+from mole_lightning.utils.run_info import write_text_atomic
 
 INTERRUPTED_EXIT_CODE = 130  # the shell's status for a Ctrl-C
 
@@ -79,9 +83,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--report", action="store_true", help="write the report (every stage), run nothing"
     )
     parser.add_argument("--results", type=Path, default=Path("docs/results.md"))
-    parser.add_argument("--csv", type=Path, default=Path("docs/evidence_runs.csv"))
-    parser.add_argument("--figures", type=Path, default=Path("docs/evidence"))
-    return parser.parse_args(argv)
+    parser.add_argument("--csv", type=Path, help="one line per cell (default: <out>/cells.csv)")
+    parser.add_argument("--figures", type=Path, help="figure folder (default: <out>/figures)")
+    args = parser.parse_args(argv)
+    args.csv = args.csv or args.out / "cells.csv"
+    args.figures = args.figures or args.out / "figures"
+    return args
 
 
 def command(args: argparse.Namespace, stage: str) -> str:
@@ -122,21 +129,29 @@ def report(args: argparse.Namespace, protocol, runner: ProtocolRunner) -> None:
             for name in ("results", "csv", "figures")
         )
     )
-    section = report_markdown(
-        results,
-        protocol.metric,
-        args.figures,
-        args.results,
-        report_command,
-        {stage: command(args, stage) for stage in protocol.stages},
-        args.out,
-    )
-    replace_section(args.results, section)
+    continue_command = {stage: command(args, stage) for stage in protocol.stages}
+    if protocol.report == "variants":
+        section = variants_markdown(
+            results, protocol.metric, protocol.name, report_command, continue_command
+        )
+    else:
+        section = report_markdown(
+            results,
+            protocol.metric,
+            args.figures,
+            args.results,
+            report_command,
+            continue_command,
+            args.out,
+            protocol.name,
+        )
+    replace_section(args.results, section, protocol.name)
     args.csv.parent.mkdir(parents=True, exist_ok=True)
-    args.csv.write_text(runs_csv(results))
+    write_text_atomic(args.csv, runs_csv(results))
     done = sum(r.done for r in results)
     print(
-        f"report: {done}/{len(results)} cells done -> {args.results}, {args.csv}, {args.figures}/"
+        f"report: {done}/{len(results)} cells done -> {args.results} "
+        f"(section {protocol.name}), {args.csv}, {args.figures}/"
     )
 
 

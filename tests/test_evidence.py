@@ -21,13 +21,15 @@ from omegaconf import OmegaConf
 
 from mole_lightning.core.paths import CONFIG_DIR
 from mole_lightning.evidence.protocol import compose_cell, load_protocol, plan_cells
-from mole_lightning.evidence.report import BEGIN, END, replace_section
+from mole_lightning.evidence.report import BEGIN_TEMPLATE, END_TEMPLATE, replace_section
 from mole_lightning.evidence.runner import ProtocolRunner
 from mole_lightning.evidence.state import config_differences
 from scripts.evidence import INTERRUPTED_EXIT_CODE, main
 from scripts.plain_lora_loop import main as plain_lora_loop
 
 CONF = Path(CONFIG_DIR)
+# the markers of conf/evidence.yaml's section of docs/results.md
+BEGIN, END = BEGIN_TEMPLATE.format(name="evidence"), END_TEMPLATE.format(name="evidence")
 
 TINY = [
     "data.batch_size=4",
@@ -130,9 +132,7 @@ def test_lr_grid_and_structure_ablation_protocols_compose(tmp_path: Path) -> Non
             assert list(cfg.method.structure) == [[kind]] * 6 and not cfg.method.prune.enabled
 
 
-@pytest.mark.parametrize(
-    "name", ["evidence.yaml", "evidence_mole_gate.yaml", "evidence_lr_grid.yaml"]
-)
+@pytest.mark.parametrize("name", sorted(p.name for p in CONF.glob("evidence*.yaml")))
 def test_every_protocol_file_composes_each_method(name: str, tmp_path: Path) -> None:
     """Each method of each protocol file composes (first task, first seed): a typo in an
     override fails here, not hours into a protocol."""
@@ -154,7 +154,9 @@ def test_every_protocol_file_composes_each_method(name: str, tmp_path: Path) -> 
         gate = (cfg.method.gate_lr, cfg.method.gate_weight_decay)
         if name == "evidence.yaml":  # the protocol's MoLE: the default of issue 31
             assert (cfg.optim.lr, *gate) == (3e-4, 0.05, 0.0)
-        elif "gate_lr" not in cell.method:  # the grid and the gate variants ran without it
+        elif name in ("evidence_lr_grid.yaml", "evidence_mole_gate.yaml") and (
+            "gate_lr" not in cell.method
+        ):  # the grid and the gate variants ran without it
             assert gate == (None, None)
 
 
@@ -228,8 +230,9 @@ def test_protocol_end_to_end(
     report = report_args(results, tmp_path / "runs.csv", tmp_path / "figures")
     assert evidence(protocol, out, cache_dir, *report) == 0
     text = results.read_text()
-    assert text.startswith("# Results\n\nHand-written text.\n") and text.count(BEGIN) == 1
-    section = text.split(BEGIN)[1].split(END)[0]
+    begin, end = BEGIN_TEMPLATE.format(name="tiny"), END_TEMPLATE.format(name="tiny")
+    assert text.startswith("# Results\n\nHand-written text.\n") and text.count(begin) == 1
+    section = text.split(begin)[1].split(end)[0]
     assert "| lora |" in section and "| adapter |" in section and "RTE (acc)" in section
     assert "Cells done: 2 of 2" in section and "Every cell of the protocol is done." in section
     assert "| adapter | " in section.split("### Paired differences to LoRA")[1]
@@ -559,3 +562,87 @@ def test_a_worker_ended_by_sigterm_is_a_stop_not_a_failure() -> None:
     )
     assert not stopped_by(RuntimeError("DataLoader worker (pid 1) is killed by signal: Killed."))
     assert not stopped_by(ValueError("bad row 12"))
+
+
+def grid_cell(root: Path, task: str, variant: str, score: float | None):
+    """A cell of a grid protocol: done with ``score`` as its best dev metric, or (``None``)
+    not run yet."""
+    from mole_lightning.analysis.runs import Run
+    from mole_lightning.evidence.protocol import ProtocolCell
+    from mole_lightning.evidence.report import CellResult
+    from mole_lightning.evidence.state import DONE, NEW, CellState
+
+    path = root / task / variant / "seed0"
+    cell = ProtocolCell("grid", task, variant, 0, path)
+    if score is None:
+        return CellResult(cell, CellState(NEW, "no run yet"), {}, {})
+    monitor = {"cola": "val/mcc", "mrpc": "val/acc"}[task]
+    run = Run(path, "finished", {}, {"task": {"monitor": monitor}}, {f"best/{monitor}": score})
+    return CellResult(cell, CellState(DONE, "finished with this config", run), {}, {})
+
+
+def test_variants_report_chooses_each_methods_value_once_its_cells_are_done(
+    tmp_path: Path,
+) -> None:
+    """The grid's table, and per method the value with the best mean over the tasks: a
+    method with a cell not done has no choice yet and says how many are missing."""
+    from mole_lightning.evidence.variants import variants_markdown
+
+    scores = {
+        ("cola", "lora@1e-4"): 0.10,
+        ("mrpc", "lora@1e-4"): 0.80,  # mean 45.0
+        ("cola", "lora@3e-4"): 0.22,
+        ("mrpc", "lora@3e-4"): 0.70,  # mean 46.0: chosen though MRPC is lower
+        ("cola", "adapter@1e-4"): 0.30,
+        ("mrpc", "adapter@1e-4"): None,
+    }
+    results = [grid_cell(tmp_path, t, v, s) for (t, v), s in scores.items()]
+    section = variants_markdown(results, "best", "evidence_grid", "REPORT", {"grid": "CONTINUE"})
+    assert section.startswith("<!-- evidence_grid:begin") and section.endswith(
+        "<!-- evidence_grid:end -->\n"
+    )
+    assert "| lora@3e-4 | 22.0 | 70.0 |" in section and "| adapter@1e-4 | 30.0 | – |" in section
+    assert "| lora | 3e-4 | 46.0 | 1e-4: 45.0, 3e-4: 46.0 |" in section
+    assert "| adapter | – (1 cells not done) |" in section
+    assert "- stage grid: 1 cells not run yet (mrpc/adapter@1e-4/seed0)" in section
+    assert "CONTINUE" in section and "best checkpoint, seed 0" in section
+
+
+def test_each_protocol_writes_its_own_section(tmp_path: Path) -> None:
+    """A variants protocol's report goes between markers named after its file, beside the
+    main protocol's section, which it leaves alone; a bad `report` value is refused."""
+    from mole_lightning.errors import ConfigError
+
+    path = tmp_path / "results.md"
+    path.write_text(f"# R\n\n{BEGIN}\nmain\n{END}\n\n## after\n")
+    grid = f"{BEGIN_TEMPLATE.format(name='grid')}\nG1\n{END_TEMPLATE.format(name='grid')}\n"
+    replace_section(path, grid, "grid")
+    replace_section(path, grid.replace("G1", "G2"), "grid")
+    text = path.read_text()
+    assert text.count("grid:begin") == 1 and "G2" in text and "G1" not in text
+    assert text.startswith(f"# R\n\n{BEGIN}\nmain\n{END}\n\n## after\n")
+    path.write_text(text.replace(END_TEMPLATE.format(name="grid"), ""))
+    with pytest.raises(ValueError, match="'grid' section has one marker"):
+        replace_section(path, grid, "grid")
+    protocol = write_protocol(tmp_path / "p.yaml", tmp_path, ["lora"])
+    protocol.write_text(protocol.read_text() + "report: table\n")
+    with pytest.raises(ConfigError, match="report must be one of full, variants, not 'table'"):
+        load_protocol(protocol)
+
+
+def test_variants_report_from_the_command_line(
+    glue_dir: Path, cache_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """`--report` of a `report: variants` protocol with no cell run: its own section
+    lists every cell as not run, and the CSV defaults to <out>/cells.csv."""
+    protocol = write_protocol(tmp_path / "grid.yaml", glue_dir, ["lora", "adapter"])
+    protocol.write_text(protocol.read_text() + "report: variants\n")
+    out = tmp_path / "grid_runs"
+    results = tmp_path / "results.md"
+    assert evidence(protocol, out, cache_dir, "--report", "--results", str(results)) == 0
+    text = results.read_text()
+    assert "<!-- grid:begin" in text and BEGIN not in text
+    assert "| lora | – |" in text and "2 of 2 cells are not done" in text
+    rows = list(csv.DictReader(io.StringIO((out / "cells.csv").read_text())))
+    assert [(r["method"], r["state"]) for r in rows] == [("lora", "new"), ("adapter", "new")]
+    assert "(section grid)" in capsys.readouterr().out

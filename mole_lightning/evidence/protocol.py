@@ -21,6 +21,9 @@ from mole_lightning.models.config_store import register_options
 
 DEFAULT_PROTOCOL = Path(CONFIG_DIR) / "evidence.yaml"
 TRAINERS = ("cpu", "gpu")
+# what --report writes: the full report (methods compared with LoRA), or a variants
+# table (grids and ablations: mole_lightning/evidence/variants.py)
+REPORT_KINDS = ("full", "variants")
 ALL_STAGES = "all"
 
 
@@ -36,6 +39,12 @@ class Protocol:
     stages: dict[str, dict[str, list[str]]]
     metric: str
     may_differ: list[str]
+    report: str = "full"
+
+    @property
+    def name(self) -> str:
+        """The file's stem: the name of its section in docs/results.md."""
+        return self.path.stem
 
     def stage_names(self, stage: str) -> list[str]:
         """The stages ``stage`` selects (``all``: every stage, in file order)."""
@@ -106,9 +115,14 @@ def load_protocol(path: Path = DEFAULT_PROTOCOL) -> Protocol:
         stages=require(node, "stages", dict, path),
         metric=str(node.get("metric", "best")),
         may_differ=[str(k) for k in node.get("may_differ", [])],
+        report=str(node.get("report", "full")),
     )
     if protocol.metric not in ("best", "final"):
         raise ConfigError(f"{path}: metric must be best or final, not {protocol.metric!r}")
+    if protocol.report not in REPORT_KINDS:
+        raise ConfigError(
+            f"{path}: report must be one of {', '.join(REPORT_KINDS)}, not {protocol.report!r}"
+        )
     for name, stage in protocol.stages.items():
         for kind, known in (("tasks", protocol.tasks), ("methods", protocol.methods)):
             unknown = [x for x in stage.get(kind, []) if x not in known]

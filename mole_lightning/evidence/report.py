@@ -33,9 +33,14 @@ from mole_lightning.evidence.protocol import ProtocolCell
 from mole_lightning.evidence.runner import format_duration, read_record, wall_seconds
 from mole_lightning.evidence.state import DONE, NEW, CellState
 from mole_lightning.reporting import HeatmapPanel, draw_heatmap, markdown_table
+from mole_lightning.utils.run_info import write_text_atomic
 
-BEGIN = "<!-- evidence:begin (scripts/evidence.py --report writes this section; edits inside are overwritten) -->"
-END = "<!-- evidence:end -->"
+# each protocol's section is marked with its file's stem (conf/evidence.yaml: evidence)
+BEGIN_TEMPLATE = (
+    "<!-- {name}:begin (scripts/evidence.py --report writes this section; edits inside are "
+    "overwritten) -->"
+)
+END_TEMPLATE = "<!-- {name}:end -->"
 BASELINE = "lora"
 OTHER_METRIC = {"best": "final", "final": "best"}
 
@@ -420,14 +425,15 @@ def report_markdown(
     report_command: str,
     continue_command: dict[str, str],
     out: Path,
+    name: str = "evidence",
 ) -> str:
-    """The whole generated section, between ``BEGIN`` and ``END``; ``out`` is the
+    """The whole generated section, between protocol ``name``'s markers; ``out`` is the
     protocol folder."""
     runs = [r.run for r in results if r.done]
     backbones = sorted({str(r.run.backbone) for r in results if r.done}) or ["no run yet"]
     seeds = sorted({r.cell.seed for r in results})
     lines = [
-        BEGIN,
+        BEGIN_TEMPLATE.format(name=name),
         f"## Evidence protocol: dev scores ({', '.join(backbones)}, seeds {', '.join(map(str, seeds))})",
         "",
     ]
@@ -453,7 +459,7 @@ def report_markdown(
         ["### MoLEx: layer selection", ""] + molex_lines(results, figures, markdown_path) + [""]
     )
     lines += ["### Missing and failed cells", ""] + missing_lines(results, continue_command) + [""]
-    lines += [LIMITS, END]
+    lines += [LIMITS, END_TEMPLATE.format(name=name)]
     return "\n".join(lines) + "\n"
 
 
@@ -526,18 +532,23 @@ def runs_csv(results: list[CellResult]) -> str:
     return out.getvalue()
 
 
-def replace_section(path: Path, section: str) -> None:
-    """Writes ``section`` (which starts with ``BEGIN`` and ends with ``END``) into the
-    Markdown file, replacing the text between the markers, or appending it when the file
-    has none. Running it twice with the same section leaves the file unchanged."""
+def replace_section(path: Path, section: str, name: str = "evidence") -> None:
+    """Writes ``section`` (which starts and ends with protocol ``name``'s markers,
+    ``BEGIN_TEMPLATE`` / ``END_TEMPLATE``) into the Markdown file, replacing the text
+    between those markers, or appending it when the file has none. Other protocols'
+    sections are left alone. Running it twice with the same section leaves the file
+    unchanged."""
+    begin, end = BEGIN_TEMPLATE.format(name=name), END_TEMPLATE.format(name=name)
     text = path.read_text() if path.is_file() else ""
-    if (BEGIN in text) != (END in text):
-        raise ValueError(f"{path}: one evidence marker without the other; fix the file by hand")
-    if BEGIN in text:
-        head, rest = text.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1]
+    if (begin in text) != (end in text):
+        raise ValueError(
+            f"{path}: the {name!r} section has one marker without the other; fix the file by hand"
+        )
+    if begin in text:
+        head, rest = text.split(begin, 1)
+        tail = rest.split(end, 1)[1]
         text = head + section.rstrip("\n") + tail
     else:
         text = text.rstrip("\n") + ("\n\n" if text else "") + section
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    write_text_atomic(path, text)

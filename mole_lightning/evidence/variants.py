@@ -1,0 +1,127 @@
+"""The report of a variants protocol (``report: variants`` in the protocol file): the
+learning-rate grid, MoLE's gate variants, any protocol whose methods are variants of a
+method rather than the methods themselves.
+
+One table of best dev scores (task columns, one row per variant, mean ± std over the
+done seeds), the dev curves, and for a grid (variants named ``<method>@<value>``, e.g.
+``lora@3e-4``) the value each method's rule chooses: the highest mean over the grid's
+tasks of the best score, once every cell of that method is done.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+
+from mole_lightning.analysis.table import task_label, task_order
+from mole_lightning.evidence.report import (
+    BEGIN_TEMPLATE,
+    END_TEMPLATE,
+    CellResult,
+    curve_lines,
+    missing_lines,
+    pct,
+    provenance_lines,
+)
+from mole_lightning.reporting import markdown_table
+
+GRID_SEPARATOR = "@"
+
+
+def score_cell(values: list[float]) -> str:
+    """Scores (×1) as one table cell ×100: ``21.8`` for one seed, ``22.8 ± 4.6`` for more."""
+    mean = pct(statistics.fmean(values))
+    return mean if len(values) == 1 else f"{mean} ± {100 * statistics.stdev(values):.1f}"
+
+
+def scores_by_variant(results: list[CellResult], metric: str) -> dict[tuple[str, str], list[float]]:
+    """``(variant, task) -> [score]`` over the done seeds."""
+    scores: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for r in results:
+        score = r.score(metric)
+        if score is not None:
+            scores[r.cell.method, r.cell.task].append(score)
+    return dict(scores)
+
+
+def grid_choices(results: list[CellResult], metric: str) -> list[list[str]]:
+    """Per grid method (variants ``<method>@<value>``): its value with the highest mean
+    over the tasks of the mean best score, or why none is chosen yet. Rows:
+    ``[method, chosen value, mean score ×100, every value's mean]``."""
+    scores = scores_by_variant(results, metric)
+    variants = list(dict.fromkeys(r.cell.method for r in results))
+    tasks = sorted({r.cell.task for r in results}, key=task_order)
+    groups: dict[str, list[str]] = defaultdict(list)
+    for variant in variants:
+        if GRID_SEPARATOR in variant:
+            groups[variant.split(GRID_SEPARATOR, 1)[0]].append(variant)
+    rows = []
+    for method, members in groups.items():
+        pending = [r.cell.name for r in results if r.cell.method in members and not r.done]
+        if pending:
+            rows.append([method, f"– ({len(pending)} cells not done)", "", ""])
+            continue
+        means = {
+            v: statistics.fmean(statistics.fmean(scores[v, t]) for t in tasks) for v in members
+        }
+        chosen = max(members, key=lambda v: means[v])
+        rows.append(
+            [
+                method,
+                chosen.split(GRID_SEPARATOR, 1)[1],
+                pct(means[chosen]),
+                ", ".join(f"{v.split(GRID_SEPARATOR, 1)[1]}: {pct(m)}" for v, m in means.items()),
+            ]
+        )
+    return rows
+
+
+def variants_markdown(
+    results: list[CellResult],
+    metric: str,
+    name: str,
+    report_command: str,
+    continue_command: dict[str, str],
+) -> str:
+    """The generated section of protocol ``name`` (its file's stem), between its markers."""
+    tasks = sorted({r.cell.task for r in results}, key=task_order)
+    scores = scores_by_variant(results, metric)
+    rows = [
+        [
+            variant,
+            *(score_cell(scores[variant, t]) if (variant, t) in scores else "–" for t in tasks),
+        ]
+        for variant in dict.fromkeys(r.cell.method for r in results)
+    ]
+    seeds = sorted({r.cell.seed for r in results})
+    spread = (
+        f"seed {seeds[0]}"
+        if len(seeds) == 1
+        else f"mean ± std over the done seeds of {', '.join(map(str, seeds))}"
+    )
+    lines = [
+        BEGIN_TEMPLATE.format(name=name),
+        *provenance_lines(results, report_command),
+        "",
+        f"Dev score ×100 ({metric} checkpoint, {spread}; – not done):",
+        "",
+        *markdown_table(
+            ["variant", *(task_label(t) for t in tasks)], rows, "l" + "r" * len(tasks)
+        ).splitlines(),
+        "",
+    ]
+    choices = grid_choices(results, metric)
+    if choices:
+        lines += [
+            "Chosen per method: the value with the highest mean over "
+            f"{', '.join(task_label(t) for t in tasks)} of the {metric} dev score (×100).",
+            "",
+            *markdown_table(
+                ["method", "chosen", "mean", "every value's mean"], choices, "llrl"
+            ).splitlines(),
+            "",
+        ]
+    lines += curve_lines(results) + [""]
+    lines += missing_lines(results, continue_command)
+    lines.append(END_TEMPLATE.format(name=name))
+    return "\n".join(lines) + "\n"

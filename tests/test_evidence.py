@@ -20,7 +20,13 @@ from filelock import FileLock
 from omegaconf import OmegaConf
 
 from mole_lightning.core.paths import CONFIG_DIR
-from mole_lightning.evidence.protocol import compose_cell, load_protocol, plan_cells
+from mole_lightning.evidence.protocol import (
+    ProtocolCell,
+    compose_cell,
+    load_protocol,
+    plan_cells,
+    resolved,
+)
 from mole_lightning.evidence.report import BEGIN_TEMPLATE, END_TEMPLATE, replace_section
 from mole_lightning.evidence.runner import ProtocolRunner
 from mole_lightning.evidence.state import config_differences
@@ -119,17 +125,49 @@ def test_lr_grid_and_structure_ablation_protocols_compose(tmp_path: Path) -> Non
         method, lr = cell.method.split("@")
         assert cfg.method.name == method and cfg.optim.lr == float(lr), cell.name
         assert cfg.trainer.max_epochs == {"cola": 5, "mrpc": 4}[cell.task]
+    # the learned structure is conf/evidence.yaml's MoLE cells, not run again here
     ablation = load_protocol(CONF / "evidence_mole_structures.yaml")
     cells = plan_cells(ablation, "all", tmp_path, "cpu")
-    assert len(cells) == 2 * 5 * 3
-    for cell in cells[:5]:
+    assert len(cells) == 2 * 4 * 3 and "mole" not in {c.method for c in cells}
+    for cell in cells[:4]:
         cfg = compose_cell(cell)
         assert cfg.method.name == "mole" and cfg.optim.lr == 3e-4
-        if cell.method == "mole":
-            assert cfg.method.structure is None and cfg.method.prune.enabled
-        else:
-            kind = cell.method.removeprefix("mole_")
-            assert list(cfg.method.structure) == [[kind]] * 6 and not cfg.method.prune.enabled
+        kind = cell.method.removeprefix("mole_")
+        assert list(cfg.method.structure) == [[kind]] * 6 and not cfg.method.prune.enabled
+
+
+def test_mole_paper_protocol_keeps_the_recipe(tmp_path: Path) -> None:
+    """Each cell of conf/evidence_mole_paper.yaml is `experiment=mole_paper` on MiniLM but
+    for the parser (spaCy: no Stanza models offline) and the retrain phase's epochs: the
+    protocol's common and task overrides undo none of the experiment file's values."""
+    protocol = load_protocol(CONF / "evidence_mole_paper.yaml")
+    cells = plan_cells(protocol, "all", tmp_path, "cpu")
+    assert [(c.task, c.seed) for c in cells] == [
+        (task, seed) for seed in (1, 2, 3) for task in ("cola", "rte")
+    ]
+    for cell in cells[:2]:
+        cfg = compose_cell(cell)
+        recipe_overrides = [
+            f"task={cell.task}",
+            "experiment=mole_paper",
+            "backbone=minilm",
+            "trainer=cpu",
+            "logger=csv",
+            f"seed={cell.seed}",
+        ]
+        recipe = compose_cell(
+            ProtocolCell("recipe", cell.task, "recipe", cell.seed, cell.path, recipe_overrides)
+        )
+        changed = config_differences(resolved(recipe), cfg, protocol.may_differ)
+        assert [k for k in changed if not k.startswith("parser.")] == [
+            "method.prune.retrain_phase.epochs"
+        ]
+        assert cfg.parser.name == "spacy" and recipe.parser.name == "stanza"
+        assert cfg.method.prune.retrain_phase.epochs == 5
+        assert (cfg.optim.lr, cfg.optim.schedule, cfg.optim.weight_decay) == (1e-4, "constant", 0)
+        assert (cfg.data.max_length, cfg.trainer.max_epochs) == (256, -1)
+        assert cfg.method.prune.after_steps == 1000 and cfg.method.prune.retrain == "scratch"
+        assert cfg.callbacks.model_checkpoint.monitor == "val/loss"
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in CONF.glob("evidence*.yaml")))

@@ -684,3 +684,28 @@ def test_variants_report_from_the_command_line(
     rows = list(csv.DictReader(io.StringIO((out / "cells.csv").read_text())))
     assert [(r["method"], r["state"]) for r in rows] == [("lora", "new"), ("adapter", "new")]
     assert "(section grid)" in capsys.readouterr().out
+
+
+def test_variants_curves_show_every_validation_and_the_training_loss(tmp_path: Path) -> None:
+    """SST-2's curve validates four times an epoch: every validation is a point (at its
+    step), not only each epoch's last; the training loss is the mean of each epoch's
+    logged values; the best checkpoint's re-validation at the final step is left out."""
+    from mole_lightning.evidence.variants import curve_rows
+
+    rows = {
+        0: "0,10,,0.60\n0,20,,0.40\n0,20,0.50,\n0,40,0.70,\n1,50,,0.30\n1,80,0.75,\n1,80,0.75,\n",
+        1: "0,10,,0.80\n0,20,0.60,\n",  # a shorter run: the first point only
+    }
+    results = []
+    for seed, lines in rows.items():
+        result = done_cell(tmp_path, "sst2", "lora", seed, {})
+        result.run.config = {"task": {"monitor": "val/acc"}}
+        result.run.metrics = {"global_step": 80 if seed == 0 else 30}
+        (result.cell.path / "csv").mkdir()
+        (result.cell.path / "csv" / "metrics.csv").write_text(
+            "epoch,step,val/acc,train/loss\n" + lines.replace(",80,0.75,\n", ",79,0.75,\n", 1)
+        )
+        results.append(result)
+    assert curve_rows(results) == [
+        ["SST-2", "lora", 2, "55.0, 70.0, 75.0", "20, 40, 79", "0.650, 0.300"]
+    ]

@@ -58,20 +58,38 @@ def training_points(run: Run, points: list[MetricPoint]) -> list[MetricPoint]:
     return points if final is None else [p for p in points if p.step < final]
 
 
-def validations_by_epoch(run: Run) -> dict[int, float]:
-    """``epoch (0-based) -> the monitored dev metric`` of each validation during fitting
-    (empty without ``csv/metrics.csv``). Keyed by epoch, a run whose file lost its earlier
-    epochs (resumed before the CSV logger kept them) lines up with the others instead of
-    shifting."""
+def validation_points(run: Run) -> list[MetricPoint]:
+    """The monitored dev metric at each validation during fitting, in order (empty
+    without ``csv/metrics.csv``)."""
     path = metrics_csv_path(run)
     if not path.is_file() or run.monitor is None:
-        return {}
-    found = {}
-    for point in training_points(run, read_metrics_csv(path).get(run.monitor, [])):
+        return []
+    points = training_points(run, read_metrics_csv(path).get(run.monitor, []))
+    for point in points:
         if point.epoch is None:
             raise ValueError(f"{path}: {run.monitor} at step {point.step} has no epoch")
-        found[point.epoch] = point.value
-    return found
+    return points
+
+
+def validations_by_epoch(run: Run) -> dict[int, float]:
+    """``epoch (0-based) -> the monitored dev metric`` of the last validation of each
+    epoch during fitting. Keyed by epoch, a run whose file lost its earlier epochs
+    (resumed before the CSV logger kept them) lines up with the others instead of
+    shifting."""
+    return {point.epoch: point.value for point in validation_points(run)}
+
+
+def train_loss_by_epoch(run: Run) -> dict[int, float]:
+    """``epoch (0-based) -> mean of the training losses logged in it`` (every
+    ``trainer.log_every_n_steps``; empty without ``csv/metrics.csv``)."""
+    path = metrics_csv_path(run)
+    if not path.is_file():
+        return {}
+    losses: dict[int, list[float]] = defaultdict(list)
+    for point in training_points(run, read_metrics_csv(path).get(TRAIN_LOSS, [])):
+        if point.epoch is not None:
+            losses[point.epoch].append(point.value)
+    return {epoch: sum(v) / len(v) for epoch, v in losses.items()}
 
 
 def curve_labeller(by: tuple[str, ...] = ()) -> Callable[[Run], str]:

@@ -3,7 +3,8 @@ learning-rate grid, MoLE's gate variants, any protocol whose methods are variant
 method rather than the methods themselves.
 
 One table of best dev scores (task columns, one row per variant, mean ± std over the
-done seeds), the dev curves, and for a grid (variants named ``<method>@<value>``, e.g.
+done seeds), the curves (the dev metric at each validation, the mean training loss of each
+epoch), and for a grid (variants named ``<method>@<value>``, e.g.
 ``lora@3e-4``) the value each method's rule chooses: the highest mean over the grid's
 tasks of the best score, once every cell of that method is done.
 """
@@ -13,12 +14,12 @@ from __future__ import annotations
 import statistics
 from collections import defaultdict
 
+from mole_lightning.analysis.curves import train_loss_by_epoch, validation_points
 from mole_lightning.analysis.table import task_label, task_order
 from mole_lightning.evidence.report import (
     BEGIN_TEMPLATE,
     END_TEMPLATE,
     CellResult,
-    curve_lines,
     missing_lines,
     pct,
     provenance_lines,
@@ -76,6 +77,39 @@ def grid_choices(results: list[CellResult], metric: str) -> list[list[str]]:
     return rows
 
 
+def mean_by_index(series: list[list[float]]) -> list[float]:
+    """Position-wise means of lists of unequal length (a position's mean over the lists
+    that reach it)."""
+    width = max(map(len, series), default=0)
+    return [statistics.fmean(s[i] for s in series if len(s) > i) for i in range(width)]
+
+
+def curve_rows(results: list[CellResult]) -> list[list]:
+    """Per task and variant: the dev metric ×100 at each validation and the mean training
+    loss of each epoch, both averaged over the done seeds, and the validation steps."""
+    by_row: dict[tuple[str, str], list[CellResult]] = defaultdict(list)
+    for r in results:
+        if r.done:
+            by_row[r.cell.task, r.cell.method].append(r)
+    rows = []
+    for (task, variant), done in sorted(by_row.items(), key=lambda kv: task_order(kv[0][0])):
+        points = [validation_points(r.run) for r in done]
+        losses = [train_loss_by_epoch(r.run) for r in done]
+        dev = mean_by_index([[p.value for p in run] for run in points])
+        loss = mean_by_index([[v for _, v in sorted(run.items())] for run in losses])
+        rows.append(
+            [
+                task_label(task),
+                variant,
+                len(done),
+                ", ".join(pct(v) for v in dev) or "–",
+                ", ".join(str(p.step) for p in max(points, key=len)) or "–",
+                ", ".join(f"{v:.3f}" for v in loss) or "–",
+            ]
+        )
+    return rows
+
+
 def variants_markdown(
     results: list[CellResult],
     metric: str,
@@ -121,7 +155,19 @@ def variants_markdown(
             ).splitlines(),
             "",
         ]
-    lines += curve_lines(results) + [""]
+    curves = curve_rows(results)
+    if curves:
+        lines += [
+            "Curves, mean over the done seeds: the dev metric ×100 at each validation (at the "
+            "steps given), the mean of the training losses logged in each epoch.",
+            "",
+            *markdown_table(
+                ["task", "variant", "seeds", "dev", "validation steps", "train loss per epoch"],
+                curves,
+                "llrlll",
+            ).splitlines(),
+            "",
+        ]
     lines += missing_lines(results, continue_command)
     lines.append(END_TEMPLATE.format(name=name))
     return "\n".join(lines) + "\n"

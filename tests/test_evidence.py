@@ -861,3 +861,15 @@ def test_protocol_evaluates_its_cells_and_reports_the_tables(
     assert "- rte/adapter/seed2: perturb (no checkpoint: no eval_perturb.json; " in missing
     perturb = section.split("### Robustness: perturbations")[1].split("###")[0]
     assert f"| {100 * typo['adapter', 1]['drop']:.1f} (n=1) |" in perturb
+
+    # a failed evaluation (a damaged checkpoint) is reported, the protocol goes on, exit 1
+    (lost / "checkpoints").mkdir()
+    (lost / "checkpoints" / "best-4.ckpt").write_bytes(b"not a checkpoint")
+    assert evidence(path, out, cache_dir) == 1
+    captured = capsys.readouterr()
+    assert "[evidence 4/4] rte/adapter/seed2: eval perturb failed: CheckpointError: " in (
+        captured.out
+    )
+    assert "error in rte/adapter/seed2 eval perturb: CheckpointError" in captured.err
+    assert "evaluations: 0 written, 1 failed, 0 without a checkpoint" in captured.out
+    assert (lost / "run_info.json").stat().st_mtime_ns == stamp

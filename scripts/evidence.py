@@ -2,6 +2,7 @@
 
     python scripts/evidence.py [--stage cola_rte|mrpc_stsb|full|all] [--trainer cpu|gpu]
         [--out docs/evidence/runs] [--override KEY=VALUE ...] [--dry-run] [--cell N]
+        [--evaluate-only]
     python scripts/evidence.py [--protocol FILE --out DIR] --report [--results docs/results.md]
         [--csv <out>/cells.csv] [--figures <out>/figures]
 
@@ -10,10 +11,13 @@ Running again skips every cell that finished with the protocol's config, resumes
 killed or failed one from its last.ckpt, and runs the rest; a failed cell is recorded
 and the protocol goes on. Ctrl-C or SIGTERM (kill <pid>) records the running attempt as
 interrupted and stops (exit status 130); the same command continues from its last
-checkpoint. --report writes the protocol's section of docs/results.md (between the
-markers named after the protocol file's stem, so each protocol has its own section), a
-CSV of every cell and the figures: the full report (methods against LoRA), or for a
-protocol with `report: variants` (a grid, an ablation) its variants table.
+checkpoint. After a cell has trained (or, for a cell done earlier, when it comes up),
+the evaluations the protocol's `evaluations:` section names run on its best checkpoint
+(eval_<suite>.json in the cell's folder); --evaluate-only runs only those of the done
+cells, training nothing. --report writes the protocol's section of docs/results.md
+(between the markers named after the protocol file's stem, so each protocol has its own
+section), a CSV of every cell and the figures: the full report (methods against LoRA), or
+for a protocol with `report: variants` (a grid, an ablation) its variants table.
 
 --cell N runs only the N-th cell of the selection (numbered as --dry-run numbers them),
 holding only that cell's lock: the cells of a SLURM array run at once, one per task
@@ -37,12 +41,8 @@ from mole_lightning.evidence.protocol import (
     load_protocol,
     plan_cells,
 )
-from mole_lightning.evidence.report import (
-    gather,
-    replace_section,
-    report_markdown,
-    runs_csv,
-)
+from mole_lightning.evidence.report import replace_section, report_markdown, runs_csv
+from mole_lightning.evidence.results import gather
 from mole_lightning.evidence.runner import LOG_FORMAT, ProtocolRunner
 from mole_lightning.evidence.variants import variants_markdown
 from mole_lightning.utils.run_info import write_text_atomic
@@ -80,6 +80,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="only cell N of the selection, as --dry-run numbers them (a SLURM array task)",
     )
     parser.add_argument(
+        "--evaluate-only",
+        action="store_true",
+        help="train nothing: run the pending evaluations of the done cells",
+    )
+    parser.add_argument(
         "--report", action="store_true", help="write the report (every stage), run nothing"
     )
     parser.add_argument("--results", type=Path, default=Path("docs/results.md"))
@@ -100,6 +105,8 @@ def command(args: argparse.Namespace, stage: str) -> str:
         parts += ["--override", override]
     if args.cell is not None:
         parts += ["--cell", str(args.cell)]
+    if args.evaluate_only:
+        parts.append("--evaluate-only")
     return "python scripts/evidence.py " + " ".join(shlex.quote(p) for p in parts)
 
 
@@ -143,6 +150,7 @@ def report(args: argparse.Namespace, protocol, runner: ProtocolRunner) -> None:
             report_command,
             continue_command,
             args.out,
+            command(args, ALL_STAGES) + " --evaluate-only",
             protocol.name,
         )
     replace_section(args.results, section, protocol.name)
@@ -172,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             command(args, stage),
             train,
             holds_protocol_lock=args.cell is None,
+            evaluate_only=args.evaluate_only,
         )
         if args.report:
             report(args, protocol, runner)
@@ -190,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
                     file=sys.stderr,
                 )
                 return INTERRUPTED_EXIT_CODE
-            return 1 if counts["failed"] else 0
+            return 1 if counts["failed"] or counts["evaluation failed"] else 0
     return 0
 
 

@@ -13,7 +13,7 @@ import torch
 from omegaconf import OmegaConf
 
 from mole_lightning.core.tasks import get_task
-from mole_lightning.data.glue import GlueExample
+from mole_lightning.data.glue import GlueExample, read_glue_split
 from mole_lightning.errors import ConfigError, DataFileError
 from mole_lightning.evaluation.advglue import advglue_sets, read_advglue
 from mole_lightning.evaluation.cli import evaluate, list_override
@@ -176,13 +176,33 @@ def test_evaluate_dev_equals_metrics_json_and_writes_suites(
     adv = json.loads((run_dir / "eval_advglue.json").read_text())["rows"][0]
     assert adv["set"] == "rte" and adv["n"] == 81
     assert adv["drop"] == pytest.approx(recorded["val/acc"] - adv["acc"])
+    # always answering one class: the label shares of the AdvGLUE set and of the dev set
+    advglue = json.loads((shared_data / "advglue" / "dev.json").read_text())["rte"]
+    entailment = sum(item["label"] == 0 for item in advglue)  # AdvGLUE's RTE id 0
+    assert (adv["const_entailment"], adv["const_not_entailment"]) == pytest.approx(
+        (entailment / 81, 1 - entailment / 81)
+    )
+    dev_labels = [e.label for e in read_glue_split(get_task("rte"), "validation", glue_dir)]
+    dev_share = dev_labels.count(0) / len(dev_labels)
+    assert adv["clean_const_entailment"] == pytest.approx(dev_share)
+    assert results["advglue"].metrics["advglue/rte/const/not_entailment"] == pytest.approx(
+        1 - entailment / 81
+    )
     perturb = (run_dir / "eval_perturb.csv").read_text().splitlines()
     assert perturb[0].startswith("kind,p,n,acc,drop") and len(perturb) == 3
     figure = read_figure_info(run_dir / "eval_perturb.png")
     assert figure["titles"][0].startswith("rte lora: dev under perturbations")
     assert figure["labels"] == ["typo"]  # one line per kind
     assert results["perturb"].rows[0]["acc"] == recorded["val/acc"]  # p = 0 is clean dev
-    assert results["transfer_rte"].metrics == {"transfer/rte/acc": recorded["val/acc"]}
+    assert results["transfer_rte"].metrics == pytest.approx(
+        {
+            "transfer/rte/acc": recorded["val/acc"],
+            "transfer/rte/const/entailment": dev_share,
+            "transfer/rte/const/not_entailment": 1 - dev_share,
+        }
+    )
+    transfer = json.loads((run_dir / "eval_transfer_rte.json").read_text())
+    assert transfer["settings"]["targets"] == ["rte"]
     assert (run_dir / "eval_transfer_rte.csv").is_file()
 
 

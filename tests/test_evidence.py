@@ -7,7 +7,10 @@ import csv
 import io
 import json
 import os
+import re
+import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -50,18 +53,27 @@ TINY = [
 
 
 def write_protocol(
-    path: Path, glue_dir: Path, methods: list[str], task: str = "rte", epochs: int = 2
+    path: Path,
+    glue_dir: Path,
+    methods: list[str],
+    task: str = "rte",
+    epochs: int = 2,
+    seeds: tuple[int, ...] = (1,),
+    evaluations: dict | None = None,
 ) -> Path:
-    """A two-cell protocol in the format of conf/evidence.yaml."""
+    """A protocol of one task in the format of conf/evidence.yaml (one cell per method
+    and seed), with an ``evaluations`` section when given."""
     protocol = {
         "common": ["backbone=minilm", f"data.dir={glue_dir}", "logger=csv"],
         "tasks": {task: [f"trainer.max_epochs={epochs}"]},
         "methods": {"lora": ["optim.lr=5.0e-4"], "adapter": ["optim.lr=1.0e-3"]},
-        "seeds": [1],
+        "seeds": list(seeds),
         "stages": {"tiny": {"tasks": [task], "methods": methods}},
         "metric": "best",
         "may_differ": ["paths.", "ckpt_path", "callbacks.model_checkpoint.dirpath"],
     }
+    if evaluations is not None:
+        protocol["evaluations"] = evaluations
     path.write_text(yaml.safe_dump(protocol))
     return path
 
@@ -331,7 +343,7 @@ def done_cell(root: Path, task: str, method: str, seed: int, files: dict[str, di
     """A done cell as the runner and train() leave it, with the method's export files."""
     from mole_lightning.analysis.runs import Run
     from mole_lightning.evidence.protocol import ProtocolCell
-    from mole_lightning.evidence.report import CellResult
+    from mole_lightning.evidence.results import CellResult
     from mole_lightning.evidence.state import DONE, CellState
 
     path = root / task / method / f"seed{seed}"
@@ -607,7 +619,7 @@ def grid_cell(root: Path, task: str, variant: str, score: float | None):
     not run yet."""
     from mole_lightning.analysis.runs import Run
     from mole_lightning.evidence.protocol import ProtocolCell
-    from mole_lightning.evidence.report import CellResult
+    from mole_lightning.evidence.results import CellResult
     from mole_lightning.evidence.state import DONE, NEW, CellState
 
     path = root / task / variant / "seed0"
@@ -709,3 +721,307 @@ def test_variants_curves_show_every_validation_and_the_training_loss(tmp_path: P
     assert curve_rows(results) == [
         ["SST-2", "lora", 2, "55.0, 70.0, 75.0", "20, 40, 79", "0.650, 0.300"]
     ]
+
+
+def test_evaluations_of_the_real_protocol_leave_every_cell_config_as_it_was(
+    tmp_path: Path,
+) -> None:
+    """conf/evidence.yaml's evaluations: which suites run on which cells, with the
+    protocol's options over conf/eval/<suite>.yaml's; the section is no part of any
+    cell's config (the same overrides and resolved config without it)."""
+    protocol = load_protocol()
+    cells = plan_cells(protocol, "all", tmp_path, "cpu")
+    by_key = {(c.task, c.method, c.seed): c for c in cells}
+
+    def names(task: str, method: str, seed: int = 1) -> list[str]:
+        return [e.name for e in by_key[task, method, seed].evaluations]
+
+    assert names("rte", "lora") == names("rte", "molex", 3) == ["advglue", "perturb"]
+    assert names("cola", "mole", 2) == ["perturb"]
+    assert names("mrpc", "adapter") == ["perturb", "transfer_stsb"]
+    assert names("stsb", "molex") == ["perturb", "transfer_mrpc"]
+    assert names("rte", "full") == []  # not among evaluations.methods
+    advglue, perturb = by_key["rte", "lora", 1].evaluations
+    defaults = OmegaConf.load(CONF / "eval" / "advglue.yaml")
+    assert advglue.options["sets"] == OmegaConf.to_container(defaults.sets)
+    assert advglue.given == ()
+    assert perturb.options == {
+        "kinds": ["typo", "dropout", "swap"],
+        "rates": [0.0, 0.1, 0.2],
+        "seed": 0,
+    }
+    transfer = by_key["stsb", "lora", 1].evaluations[1]
+    assert transfer.options == {"targets": ["mrpc"], "mappings_dir": None}
+    # SST-2 has evaluations before a stage trains it: they match no cell yet
+    assert [e.name for e in protocol.evaluations["sst2"]] == ["advglue", "perturb"]
+    assert not any(c.task == "sst2" for c in cells)
+
+    node = yaml.safe_load((CONF / "evidence.yaml").read_text())
+    del node["evaluations"]
+    without = tmp_path / "without.yaml"
+    without.write_text(yaml.safe_dump(node, sort_keys=False))
+    plain = plan_cells(load_protocol(without), "all", tmp_path, "cpu")
+    assert [(c.path, c.overrides) for c in plain] == [(c.path, c.overrides) for c in cells]
+    assert all(c.evaluations == [] for c in plain)
+    for cell in (by_key["rte", "lora", 1], by_key["stsb", "molex", 2]):
+        (same,) = [c for c in plain if c.path == cell.path]
+        assert OmegaConf.to_container(compose_cell(same)) == OmegaConf.to_container(
+            compose_cell(cell)
+        )
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        (
+            {"methods": ["lora"], "tasks": {"rte": {"advglue": {}}}, "suites": {}},
+            "evaluations.suites: unknown key; valid: methods, options, tasks",
+        ),
+        (
+            {"methods": ["lora", "molex"], "tasks": {"rte": {"advglue": {}}}},
+            "evaluations.methods names 'molex', not a method under 'methods' "
+            "(valid: adapter, lora)",
+        ),
+        ({"tasks": {"rte": {"advglue": {}}}}, "evaluations.methods must be a list"),
+        (
+            {"methods": ["lora"], "tasks": {"sts": {"perturb": {}}}},
+            "evaluations.tasks.sts: unknown task 'sts'; valid: cola, sst2, mrpc",
+        ),
+        (
+            {"methods": ["lora"], "tasks": {"rte": ["advglue"]}},
+            "evaluations.tasks.rte must be a mapping, not ['advglue']",
+        ),
+        (
+            {"methods": ["lora"], "tasks": {"rte": {"robustness": {}}}},
+            "evaluations.tasks.rte.robustness: unknown evaluation suite 'robustness'; "
+            "valid: advglue, dev, perturb, transfer",
+        ),
+        (
+            {"methods": ["lora"], "tasks": {"rte": {"perturb": {"rate": [0.1]}}}},
+            "evaluations.tasks.rte.perturb.rate: unknown option of suite perturb "
+            "(conf/eval/perturb.yaml); valid: kinds, rates, seed",
+        ),
+        (
+            {
+                "methods": ["lora"],
+                "options": {"perturb": {"kinds": ["shuffle"]}},
+                "tasks": {"rte": {"perturb": {}}},
+            },
+            "evaluations.tasks.rte.perturb: unknown perturbation kind(s) ['shuffle']; "
+            "valid: typo, dropout, swap",
+        ),
+        (
+            {"methods": ["lora"], "tasks": {"rte": {"perturb": {"rates": [0.1, 2]}}}},
+            "evaluations.tasks.rte.perturb: rates [0.1, 2] must be numbers in [0, 1]",
+        ),
+        (
+            {"methods": ["lora"], "tasks": {"cola": {"advglue": {}}}},
+            "evaluations.tasks.cola.advglue: AdvGLUE has no set for task 'cola'",
+        ),
+        (
+            {"methods": ["lora"], "tasks": {"stsb": {"transfer": {}}}},
+            "evaluations.tasks.stsb.transfer: transfer needs targets: [<task>, ...]",
+        ),
+        (
+            {"methods": ["lora"], "tasks": {"rte": {"transfer": {"targets": ["cola"]}}}},
+            "evaluations.tasks.rte.transfer: no transfer mapping from 'rte' to 'cola'",
+        ),
+    ],
+)
+def test_evaluations_section_errors_name_the_key(
+    section: dict, message: str, tmp_path: Path
+) -> None:
+    from mole_lightning.errors import ConfigError
+
+    path = write_protocol(tmp_path / "p.yaml", tmp_path, ["lora"], evaluations=section)
+    with pytest.raises(ConfigError, match=re.escape(f"{path}: {message}")):
+        load_protocol(path)
+
+
+def eval_stamps(cells: list[Path]) -> dict[str, int]:
+    return {
+        str(p): p.stat().st_mtime_ns for cell in cells for p in sorted(cell.glob("eval_*.json"))
+    }
+
+
+def test_protocol_evaluates_its_cells_and_reports_the_tables(
+    glue_dir: Path,
+    shared_data: Path,
+    cache_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    """Tiny real RTE cells (lora, adapter, seeds 1 and 2): a cell trained before the
+    protocol had evaluations stays done; --evaluate-only evaluates it alone; a run trains
+    the others and evaluates each after it trained; a second run does nothing; changed
+    settings and a lost checkpoint are listed, never retrained; the report's AdvGLUE,
+    perturbation and transfer tables hold the eval JSONs' numbers."""
+    from mole_lightning.core.tasks import get_task
+    from mole_lightning.data.glue import read_glue_split
+
+    out = tmp_path / "evidence"
+    path = tmp_path / "tiny.yaml"
+    methods = ["lora", "adapter"]
+    write_protocol(path, glue_dir, methods, seeds=(1, 2))
+    assert evidence(path, out, cache_dir, "--cell", "1") == 0
+    capsys.readouterr()
+    cells = [out / "rte" / m / f"seed{s}" for s in (1, 2) for m in methods]
+    stamp = (cells[0] / "run_info.json").stat().st_mtime_ns
+
+    mappings = tmp_path / "mappings"  # an identity mapping: transfer must equal dev
+    mappings.mkdir()
+    (mappings / "rte_to_rte.yaml").write_text(
+        "kind: labels\nlabels: {entailment: entailment, not_entailment: not_entailment}\n"
+    )
+    evaluations = {
+        "methods": methods,
+        "options": {"perturb": {"kinds": ["typo"], "rates": [0.0, 0.2]}},
+        "tasks": {
+            "rte": {
+                "advglue": {},
+                "perturb": {},
+                "transfer": {"targets": ["rte"], "mappings_dir": str(mappings)},
+            },
+            "sst2": {"advglue": {}},  # no stage trains SST-2: nothing to evaluate
+        },
+    }
+    write_protocol(path, glue_dir, methods, seeds=(1, 2), evaluations=evaluations)
+    assert evidence(path, out, cache_dir, "--dry-run") == 0
+    dry = capsys.readouterr().out
+    assert "[1/4] rte/lora/seed1 (tiny): done: finished with this config" in dry
+    assert "    eval advglue: pending: no eval_advglue.json" in dry
+    assert "    eval transfer_rte: pending: no eval_transfer_rte.json" in dry
+    assert dry.count("    then evaluates: advglue, perturb, transfer_rte") == 3
+
+    # --evaluate-only: the done cell's evaluations, no training
+    assert evidence(path, out, cache_dir, "--evaluate-only") == 0
+    first = capsys.readouterr().out
+    assert "[evidence 1/4] rte/lora/seed1: evaluating best-" in first
+    for name in ("advglue", "perturb", "transfer_rte"):
+        assert f"[evidence 1/4] rte/lora/seed1: eval {name} written in " in first
+    assert first.count("not trained (--evaluate-only)") == 3
+    assert "evaluations: 3 written, 0 failed" in first
+    assert not cells[1].exists() and (cells[0] / "run_info.json").stat().st_mtime_ns == stamp
+
+    # a run trains the other cells, each evaluated right after its training
+    assert evidence(path, out, cache_dir) == 0
+    second = capsys.readouterr().out
+    assert "[evidence 1/4] rte/lora/seed1: done earlier, skipped" in second
+    assert "rte/lora/seed1: evaluating" not in second
+    assert second.count(": eval perturb written in ") == 3
+    assert "3 finished, 0 failed; evaluations: 9 written" in second
+    stamps = eval_stamps(cells)
+    assert len(stamps) == 12
+
+    # a second run: nothing to train, nothing to evaluate
+    assert evidence(path, out, cache_dir) == 0
+    third = capsys.readouterr().out
+    assert third.count("done earlier, skipped") == 4 and "evaluating" not in third
+    assert "evaluations: 0 written" in third and eval_stamps(cells) == stamps
+
+    # the eval JSONs of the best checkpoint
+    results: dict[tuple[str, int], dict[str, dict]] = {}
+    for cell in cells:
+        key = (cell.parent.name, int(cell.name.removeprefix("seed")))
+        results[key] = {
+            name: json.loads((cell / f"eval_{name}.json").read_text())
+            for name in ("advglue", "perturb", "transfer_rte")
+        }
+        assert Path(results[key]["advglue"]["checkpoint"]).name.startswith("best-")
+    adv = {k: v["advglue"]["rows"][0] for k, v in results.items()}
+    advglue_items = json.loads((shared_data / "advglue" / "dev.json").read_text())["rte"]
+    entailment = sum(item["label"] == 0 for item in advglue_items) / len(advglue_items)
+    dev_labels = [e.label for e in read_glue_split(get_task("rte"), "validation", glue_dir)]
+    dev_entailment = dev_labels.count(0) / len(dev_labels)
+    assert all(row["const_entailment"] == pytest.approx(entailment) for row in adv.values())
+
+    results_md = tmp_path / "results.md"
+    report = report_args(results_md, tmp_path / "runs.csv", tmp_path / "figures")
+    assert evidence(path, out, cache_dir, *report) == 0
+    begin, end = BEGIN_TEMPLATE.format(name="tiny"), END_TEMPLATE.format(name="tiny")
+    section = results_md.read_text().split(begin)[1].split(end)[0]
+
+    def level(values: list[float]) -> str:
+        mean, std = statistics.fmean(values), statistics.stdev(values)
+        return f"{100 * mean:.1f} ± {100 * std:.1f} (n={len(values)})"
+
+    def diff(key, method: str = "adapter") -> str:
+        values = [100 * (key(method, s) - key("lora", s)) for s in (1, 2)]
+        return f"{statistics.fmean(values):+.1f} ± {statistics.stdev(values):.1f} (n=2)"
+
+    advglue = section.split("### Robustness: AdvGLUE")[1].split("###")[0]
+    assert "RTE, AdvGLUE set `rte` (81 examples):" in advglue
+    for method in methods:
+        rows = [adv[method, s] for s in (1, 2)]
+        cells_text = [level([r[k] for r in rows]) for k in ("acc", "clean_acc", "drop")]
+        assert f"| {method} | {' | '.join(cells_text)} |" in advglue
+    always = f"| {100 * entailment:.1f} | {100 * dev_entailment:.1f} | "
+    assert f"| always entailment {always}" in advglue
+    assert f"| always not_entailment | {100 * (1 - entailment):.1f} | " in advglue
+    acc, drop = (diff(lambda m, s, k=k: adv[m, s][k]) for k in ("acc", "drop"))
+    assert f"| adapter | {acc} | {drop} |" in advglue
+
+    perturb = section.split("### Robustness: perturbations")[1].split("###")[0]
+    typo = {k: v["perturb"]["rows"][1] for k, v in results.items()}
+    assert all(row["p"] == 0.2 for row in typo.values())
+    assert "| task | method | metric | clean | typo p=0.2 |" in perturb
+    lora_drop = level([typo["lora", s]["drop"] for s in (1, 2)])
+    lora_clean = level([adv["lora", s]["clean_acc"] for s in (1, 2)])  # p = 0: clean dev
+    assert f"| RTE | lora | acc | {lora_clean} | {lora_drop} |" in perturb
+    assert f"| RTE | adapter | {diff(lambda m, s: typo[m, s]['drop'])} |" in perturb
+
+    transfer = section.split("### Zero-shot transfer")[1].split("###")[0]
+    for method in methods:  # the identity mapping: the clean dev accuracy
+        scores = [results[method, s]["transfer_rte"]["metrics"]["transfer/rte/acc"] for s in (1, 2)]
+        assert scores == [adv[method, s]["clean_acc"] for s in (1, 2)]
+        assert f"| RTE → RTE | {method} | acc | {level(scores)} |" in transfer
+    assert f"| RTE → RTE | always entailment | acc | {100 * dev_entailment:.1f} |" in transfer
+    assert "| RTE → RTE | adapter | " in transfer.split("Paired difference")[1]
+    assert "Every evaluation of the done cells is done (12)." in section
+
+    # other settings: the evaluation is pending again (its checkpoint is here)
+    evaluations["options"]["perturb"]["rates"] = [0.0, 0.1]
+    write_protocol(path, glue_dir, methods, seeds=(1, 2), evaluations=evaluations)
+    assert evidence(path, out, cache_dir, "--dry-run") == 0
+    dry = capsys.readouterr().out
+    assert dry.count("eval perturb: pending: eval_perturb.json has other settings (rates)") == 4
+    evaluations["options"]["perturb"]["rates"] = [0.0, 0.2]
+    write_protocol(path, glue_dir, methods, seeds=(1, 2), evaluations=evaluations)
+
+    # a lost checkpoint: listed with what to do, the finished cell never trained again
+    lost = cells[3]  # rte/adapter/seed2
+    shutil.rmtree(lost / "checkpoints")
+    (lost / "eval_perturb.json").unlink()
+    stamp = (lost / "run_info.json").stat().st_mtime_ns
+    assert evidence(path, out, cache_dir, "--dry-run") == 0
+    dry = capsys.readouterr().out
+    assert (
+        "    eval perturb: no checkpoint: no eval_perturb.json; no checkpoints/best-*.ckpt here"
+        in dry
+    )
+    assert "run `python scripts/evidence.py --evaluate-only` there" in dry
+    assert evidence(path, out, cache_dir) == 0
+    run = capsys.readouterr().out
+    assert "[evidence 4/4] rte/adapter/seed2: eval perturb cannot run: no eval_perturb.json" in run
+    assert "evaluations: 0 written, 0 failed, 1 without a checkpoint" in run
+    assert (lost / "run_info.json").stat().st_mtime_ns == stamp
+    assert evidence(path, out, cache_dir, *report) == 0
+    begin, end = BEGIN_TEMPLATE.format(name="tiny"), END_TEMPLATE.format(name="tiny")
+    section = results_md.read_text().split(begin)[1].split(end)[0]
+    missing = section.split("### Missing evaluations")[1].split("###")[0]
+    assert "1 of 12 evaluations of the done cells are not done." in missing
+    assert "- rte/adapter/seed2: perturb (no checkpoint: no eval_perturb.json; " in missing
+    perturb = section.split("### Robustness: perturbations")[1].split("###")[0]
+    assert f"| {100 * typo['adapter', 1]['drop']:.1f} (n=1) |" in perturb
+
+    # a failed evaluation (a damaged checkpoint) is reported, the protocol goes on, exit 1
+    (lost / "checkpoints").mkdir()
+    (lost / "checkpoints" / "best-4.ckpt").write_bytes(b"not a checkpoint")
+    assert evidence(path, out, cache_dir) == 1
+    captured = capsys.readouterr()
+    assert "[evidence 4/4] rte/adapter/seed2: eval perturb failed: CheckpointError: " in (
+        captured.out
+    )
+    assert "error in rte/adapter/seed2 eval perturb: CheckpointError" in captured.err
+    assert "evaluations: 0 written, 1 failed, 0 without a checkpoint" in captured.out
+    assert (lost / "run_info.json").stat().st_mtime_ns == stamp

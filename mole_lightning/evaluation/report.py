@@ -14,9 +14,9 @@ from mole_lightning.utils.run_info import write_json
 
 
 def write_result(run: EvalRun, result: SuiteResult) -> list[Path]:
-    """Writes ``eval_<name>.json`` (task, method, seed, checkpoint, settings, headline
-    ``metrics``, ``rows``), ``eval_<name>.csv`` (the rows) and the figure, if any;
-    returns the paths."""
+    """Writes ``eval_<name>.csv`` (the rows), the figure, if any, and last, atomically,
+    ``eval_<name>.json`` (task, method, seed, checkpoint, settings, headline ``metrics``,
+    ``rows``): the JSON exists only once the result is whole. Returns the paths."""
     stem = run.run_dir / f"eval_{result.name}"
     payload = {
         "suite": result.name,
@@ -31,7 +31,6 @@ def write_result(run: EvalRun, result: SuiteResult) -> list[Path]:
         "rows": result.rows,
     }
     paths = [stem.with_suffix(".json"), stem.with_suffix(".csv")]
-    write_json(paths[0], payload)
     columns = list(dict.fromkeys(k for row in result.rows for k in row))
     with paths[1].open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
@@ -40,6 +39,7 @@ def write_result(run: EvalRun, result: SuiteResult) -> list[Path]:
     if result.plot is not None:
         paths.append(stem.with_suffix(".png"))
         result.plot(paths[-1])
+    write_json(paths[0], payload)
     return paths
 
 

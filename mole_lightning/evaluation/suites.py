@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
-from mole_lightning.core.tasks import get_task
+from mole_lightning.core.tasks import GlueTaskSpec, get_task
 from mole_lightning.data.datamodule import read_split
 from mole_lightning.data.glue import read_glue_split
 from mole_lightning.errors import ConfigError
@@ -43,7 +44,9 @@ class SuiteResult:
         name: file stem after ``eval_`` (``dev``, ``advglue``, ``perturb``, ``transfer_mrpc``).
         metrics: flat headline metrics (``advglue/rte/acc``, ``perturb/typo/0.1/acc``, ...).
         rows: the table, one flat dict per row (CSV columns = their keys).
-        settings: what was evaluated (files, rates, seeds, mapping).
+        settings: what was evaluated (files, rates, seeds, mapping): the suite's options
+            (the keys of ``conf/eval/<suite>.yaml``) and what they resolved to; the
+            evidence protocol compares them with the options it asks for.
         plot: draws the suite's figure to a path, or ``None``.
         notes: what a reader of the table must know (printed under it).
     """
@@ -71,12 +74,13 @@ class Evaluator:
 
     @cached_property
     def dev(self) -> dict[str, dict[str, float]]:
-        """Clean dev metrics per dev split (``validation``, MNLI's ``validation_mismatched``)."""
-        self.dev_sizes: dict[str, int] = {}
+        """Clean dev metrics per dev split (``validation``, MNLI's ``validation_mismatched``);
+        the gold labels of each split are kept in ``dev_labels`` (``[N]`` per split)."""
+        self.dev_labels: dict[str, torch.Tensor] = {}
         metrics = {}
         for split, loader in dev_loaders(self.run).items():
             predictions = predict(self.run.model, loader, self.run.device, f"dev {split}")
-            self.dev_sizes[split] = len(predictions.labels)
+            self.dev_labels[split] = predictions.labels
             metrics[split] = task_metrics(self.spec, predictions)
         return metrics
 
@@ -117,11 +121,11 @@ def dev_suite(ev: Evaluator, cfg: DictConfig) -> list[SuiteResult]:
     recorded = ev.run.reference_metrics()
     metrics, rows, notes = {}, [], []
     for i, (split, values) in enumerate(ev.dev.items()):
-        part = recorded_part(ev.run.run_dir, ev.dev_sizes[split]) if recorded else None
+        part = recorded_part(ev.run.run_dir, len(ev.dev_labels[split])) if recorded else None
         if part:
             notes.append(
                 f"{split}: the run recorded its dev metrics on part of the split, {part}; "
-                f"this evaluation reads all {ev.dev_sizes[split]} examples, so 'equal' is "
+                f"this evaluation reads all {len(ev.dev_labels[split])} examples, so 'equal' is "
                 "not expected to hold"
             )
         for metric, value in values.items():
@@ -141,15 +145,32 @@ def dev_suite(ev: Evaluator, cfg: DictConfig) -> list[SuiteResult]:
     return [SuiteResult("dev", metrics, rows, settings, notes=notes)]
 
 
+def constant_accuracies(spec: GlueTaskSpec, labels: torch.Tensor) -> dict[str, float]:
+    """The accuracy of always answering each class, ``label name -> share of the rows
+    with that gold label``: what a model that learned nothing the set rewards scores.
+
+    Args:
+        labels: ``[N]`` gold class ids of ``spec``.
+    """
+    return {name: float((labels == i).float().mean()) for i, name in enumerate(spec.labels)}
+
+
 def advglue_suite(ev: Evaluator, cfg: DictConfig) -> list[SuiteResult]:
-    """Accuracy on each AdvGLUE set of the task and its drop from clean dev accuracy."""
+    """Accuracy on each AdvGLUE set of the task and its drop from clean dev accuracy,
+    beside the accuracy of always answering each class on the set (``const_<label>``)
+    and on the clean dev split (``clean_const_<label>``)."""
     metrics, rows = {}, []
     for name in advglue_sets(ev.run.task, cfg.sets):
         node = cfg.sets[name]
         preds = ev.evaluate(f"advglue-{name}", read_advglue(cfg.file, name, node))
         acc = task_metrics(ev.spec, preds)["acc"]
-        clean = ev.dev[node.get("clean_split", "validation")]["acc"]
+        split = node.get("clean_split", "validation")
+        clean = ev.dev[split]["acc"]
+        const = constant_accuracies(ev.spec, preds.labels)
+        clean_const = constant_accuracies(ev.spec, ev.dev_labels[split])
         metrics |= {f"advglue/{name}/acc": acc, f"advglue/{name}/drop": clean - acc}
+        metrics |= {f"advglue/{name}/const/{label}": v for label, v in const.items()}
+        metrics |= {f"advglue/{name}/clean_const/{label}": v for label, v in clean_const.items()}
         rows.append(
             {
                 "set": name,
@@ -157,9 +178,12 @@ def advglue_suite(ev: Evaluator, cfg: DictConfig) -> list[SuiteResult]:
                 "acc": acc,
                 "clean_acc": clean,
                 "drop": clean - acc,
+                **{f"const_{label}": v for label, v in const.items()},
+                **{f"clean_const_{label}": v for label, v in clean_const.items()},
             }
         )
-    return [SuiteResult("advglue", metrics, rows, {"file": str(cfg.file)})]
+    settings = {"file": str(cfg.file), "sets": OmegaConf.to_container(cfg.sets, resolve=True)}
+    return [SuiteResult("advglue", metrics, rows, settings)]
 
 
 def perturb_suite(ev: Evaluator, cfg: DictConfig) -> list[SuiteResult]:
@@ -212,7 +236,9 @@ def perturbation_panel(rows: list[dict], metric: str, title: str) -> LinePanel:
 
 
 def transfer_suite(ev: Evaluator, cfg: DictConfig) -> list[SuiteResult]:
-    """Zero-shot scores on each target task's dev set through the declared mapping."""
+    """Zero-shot scores on each target task's dev set through the declared mapping, one
+    result per target (its settings name that one target); a classification target's
+    result has the accuracy of always answering each class too (``const/<label>``)."""
     if not cfg.targets:
         mappings_dir = cfg.get("mappings_dir") or MAPPINGS_DIR
         mapped = mapped_targets(ev.run.task, mappings_dir)
@@ -253,12 +279,20 @@ def transfer_suite(ev: Evaluator, cfg: DictConfig) -> list[SuiteResult]:
             preds.labels,
             preds.batch_size,
         )
+        if not target_spec.is_regression:
+            const = constant_accuracies(target_spec, preds.labels)
+            values |= {f"const/{label}": v for label, v in const.items()}
         rows = [
             {"source": ev.run.task, "target": target, "n": len(examples), "metric": k, "value": v}
             for k, v in values.items()
         ]
         metrics = {f"transfer/{target}/{k}": v for k, v in values.items()}
-        settings = {"mapping": OmegaConf.to_container(mapping), "split": split}
+        settings = {
+            "mapping": OmegaConf.to_container(mapping),
+            "split": split,
+            "targets": [target],
+            "mappings_dir": cfg.get("mappings_dir"),
+        }
         results.append(SuiteResult(f"transfer_{target}", metrics, rows, settings))
     return results
 

@@ -27,7 +27,7 @@ from mole_lightning.evidence.protocol import (
     plan_cells,
     resolved,
 )
-from mole_lightning.evidence.report import CellResult, gather, mean_std
+from mole_lightning.evidence.results import CellResult, gather, mean_std
 from mole_lightning.evidence.state import NEW, cell_state, config_differences
 from mole_lightning.reporting import draw_bars, markdown_table
 

@@ -3,11 +3,15 @@
 A protocol file (``conf/evidence.yaml``) names tasks, methods, seeds and stages; each
 (stage, seed, task, method) is one cell, one ``train()`` run in its own folder
 ``<out>/<task>/<method>/seed<seed>``. A cell's config is composed by Hydra from
-``conf/train.yaml`` exactly as ``train.py`` composes it.
+``conf/train.yaml`` exactly as ``train.py`` composes it. Its ``evaluations`` section says
+which evaluation suites (``scripts/evaluate.py``'s) run on which cells once they have
+trained; it is no part of a cell's config.
 """
 
 from __future__ import annotations
 
+import copy
+import functools
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +20,11 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from mole_lightning.core.paths import CONFIG_DIR
+from mole_lightning.core.tasks import GLUE_TASKS
 from mole_lightning.errors import ConfigError
+from mole_lightning.evaluation.advglue import advglue_sets
+from mole_lightning.evaluation.perturb import PERTURBATIONS
+from mole_lightning.evaluation.transfer import MAPPINGS_DIR, load_mapping
 from mole_lightning.models.config_store import register_options
 
 DEFAULT_PROTOCOL = Path(CONFIG_DIR) / "evidence.yaml"
@@ -25,11 +33,39 @@ TRAINERS = ("cpu", "gpu")
 # table (grids and ablations: mole_lightning/evidence/variants.py)
 REPORT_KINDS = ("full", "variants")
 ALL_STAGES = "all"
+EVALUATION_KEYS = ("methods", "options", "tasks")
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One evaluation suite a protocol runs on a trained cell's best checkpoint.
+
+    Attributes:
+        suite: a suite of ``scripts/evaluate.py`` (``conf/eval/<suite>.yaml``).
+        options: the suite's options: those of ``conf/eval/<suite>.yaml`` (resolved),
+            each key the protocol gives replacing the file's value; a transfer evaluation
+            has one target.
+        given: the option keys the protocol gives.
+    """
+
+    suite: str
+    options: dict = field(hash=False)
+    given: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        """The result's file stem after ``eval_`` (``advglue``, ``transfer_mrpc``)."""
+        if self.suite == "transfer":
+            return f"transfer_{self.options['targets'][0]}"
+        return self.suite
 
 
 @dataclass
 class Protocol:
-    """A protocol file's content (see ``conf/evidence.yaml`` for each key)."""
+    """A protocol file's content (see ``conf/evidence.yaml`` for each key).
+
+    ``evaluations``: task -> the evaluations of its cells whose method is one of
+    ``evaluation_methods``."""
 
     path: Path
     common: list[str]
@@ -45,6 +81,15 @@ class Protocol:
     def name(self) -> str:
         """The file's stem: the name of its section in docs/results.md."""
         return self.path.stem
+
+    evaluation_methods: list[str] = field(default_factory=list)
+    evaluations: dict[str, list[Evaluation]] = field(default_factory=dict)
+
+    def evaluations_of(self, task: str, method: str) -> list[Evaluation]:
+        """The evaluations of a cell of ``task`` and ``method``, in file order."""
+        if method not in self.evaluation_methods:
+            return []
+        return list(self.evaluations.get(task, []))
 
     def stage_names(self, stage: str) -> list[str]:
         """The stages ``stage`` selects (``all``: every stage, in file order)."""
@@ -66,6 +111,7 @@ class ProtocolCell:
         path: its folder, ``<out>/<task>/<method>/seed<seed>``.
         overrides: every Hydra override of the run except ``paths.output_dir`` and a
             resume ``ckpt_path`` (merged by key: a later override replaces an earlier one).
+        evaluations: what runs on its best checkpoint once it has trained.
     """
 
     stage: str
@@ -74,6 +120,7 @@ class ProtocolCell:
     seed: int
     path: Path
     overrides: list[str] = field(default_factory=list)
+    evaluations: list[Evaluation] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -96,7 +143,8 @@ def load_protocol(path: Path = DEFAULT_PROTOCOL) -> Protocol:
 
     Raises:
         ConfigError: a missing key, a wrong type, a stage naming a task or method the
-            file does not define, or an unknown ``metric``; the message names the file.
+            file does not define, an unknown ``metric``, or a bad ``evaluations``
+            section (``parse_evaluations``); the message names the file.
     """
     path = Path(path)
     if not path.is_file():
@@ -131,7 +179,158 @@ def load_protocol(path: Path = DEFAULT_PROTOCOL) -> Protocol:
                     f"{path}: stage {name!r} needs a list of {kind} defined under '{kind}' "
                     f"(unknown: {', '.join(unknown) or 'none given'})"
                 )
+    protocol.evaluation_methods, protocol.evaluations = parse_evaluations(
+        node.get("evaluations"), protocol
+    )
     return protocol
+
+
+@functools.cache
+def suite_defaults() -> dict[str, dict]:
+    """Each evaluation suite's options as ``scripts/evaluate.py`` composes them
+    (``conf/eval/<suite>.yaml``, interpolations resolved), by suite name."""
+    from hydra import compose, initialize_config_dir
+
+    names = sorted(p.stem for p in (Path(CONFIG_DIR) / "eval").glob("*.yaml"))
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="evaluate.yaml", overrides=[f"eval=[{','.join(names)}]"])
+    return OmegaConf.to_container(cfg.suites, resolve=True)
+
+
+def parse_evaluations(node, protocol: Protocol) -> tuple[list[str], dict[str, list[Evaluation]]]:
+    """The ``evaluations`` section of a protocol file: ``(methods, task -> evaluations)``.
+
+    The section (optional; absent: no evaluation)::
+
+        evaluations:
+          methods: [lora, molex]         # whose cells are evaluated (under 'methods')
+          options:                       # per suite, for every task (optional)
+            perturb: {rates: [0.0, 0.1]}
+          tasks:                         # per task: suite -> its own options (or {})
+            rte: {advglue: {}, perturb: {}}
+            stsb: {transfer: {targets: [mrpc]}}
+
+    A task must be a GLUE task; one the protocol does not train (no cell of it) is
+    allowed and evaluates nothing until a stage trains it.
+
+    Raises:
+        ConfigError: naming the file and the key (``evaluations.tasks.cola.advglue``): an
+            unknown key, suite, option, method or task, a suite that does not apply to
+            the task (AdvGLUE has no set for it; a transfer without targets or without a
+            declared mapping), or an unknown perturbation kind or a rate outside [0, 1].
+    """
+    path = protocol.path
+    if node is None:
+        return [], {}
+    if not isinstance(node, dict):
+        raise ConfigError(
+            f"{path}: 'evaluations' must be a mapping of {', '.join(EVALUATION_KEYS)}"
+        )
+    for key in node:
+        if key not in EVALUATION_KEYS:
+            raise ConfigError(
+                f"{path}: evaluations.{key}: unknown key; valid: {', '.join(EVALUATION_KEYS)}"
+            )
+    methods = node.get("methods")
+    if not isinstance(methods, list) or not methods:
+        raise ConfigError(
+            f"{path}: evaluations.methods must be a list of the methods (under 'methods') "
+            "whose cells are evaluated"
+        )
+    for method in methods:
+        if method not in protocol.methods:
+            raise ConfigError(
+                f"{path}: evaluations.methods names {method!r}, not a method under "
+                f"'methods' (valid: {', '.join(protocol.methods)})"
+            )
+    shared = mapping_at(node.get("options"), "evaluations.options", path)
+    for suite, options in shared.items():
+        check_options(suite, mapping_at(options, f"evaluations.options.{suite}", path), path)
+    tasks = node.get("tasks")
+    if not isinstance(tasks, dict) or not tasks:
+        raise ConfigError(f"{path}: evaluations.tasks must map tasks to their suites")
+    evaluations = {}
+    for task, suites in tasks.items():
+        key = f"evaluations.tasks.{task}"
+        if task not in GLUE_TASKS:
+            raise ConfigError(
+                f"{path}: {key}: unknown task {task!r}; valid: {', '.join(GLUE_TASKS)}"
+            )
+        found: dict[str, Evaluation] = {}
+        for suite, options in mapping_at(suites, key, path).items():
+            own = mapping_at(options, f"{key}.{suite}", path)
+            check_options(suite, own, path, f"{key}.{suite}")
+            given = {**(shared.get(suite) or {}), **own}
+            resolved_options = {**copy.deepcopy(suite_defaults()[suite]), **given}
+            for evaluation in suite_evaluations(suite, task, resolved_options, given, path, key):
+                found[evaluation.name] = evaluation
+        evaluations[task] = list(found.values())
+    return list(methods), evaluations
+
+
+def mapping_at(node, key: str, path: Path) -> dict:
+    """``node`` as a mapping (``None``: empty).
+
+    Raises:
+        ConfigError: anything else, naming ``key``.
+    """
+    if node is None:
+        return {}
+    if not isinstance(node, dict):
+        raise ConfigError(f"{path}: {key} must be a mapping, not {node!r}")
+    return node
+
+
+def check_options(suite: str, options: dict, path: Path, key: str | None = None) -> None:
+    """Raises ``ConfigError`` for an unknown suite, or an option its config file lacks."""
+    defaults = suite_defaults()
+    key = key or f"evaluations.options.{suite}"
+    if suite not in defaults:
+        raise ConfigError(
+            f"{path}: {key}: unknown evaluation suite {suite!r}; valid: {', '.join(defaults)}"
+        )
+    for option in options:
+        if option not in defaults[suite]:
+            valid = ", ".join(defaults[suite]) or "none"
+            raise ConfigError(
+                f"{path}: {key}.{option}: unknown option of suite {suite} "
+                f"(conf/eval/{suite}.yaml); valid: {valid}"
+            )
+
+
+def suite_evaluations(
+    suite: str, task: str, options: dict, given: dict, path: Path, key: str
+) -> list[Evaluation]:
+    """The evaluations of ``suite`` on cells of ``task`` (a transfer: one per target),
+    checked against the task.
+
+    Raises:
+        ConfigError: the suite does not apply to the task (see ``parse_evaluations``).
+    """
+    where = f"{path}: {key}.{suite}"
+    try:
+        if suite == "advglue":
+            advglue_sets(task, options["sets"])
+        if suite == "transfer":
+            targets = options["targets"]
+            if not isinstance(targets, list) or not targets:
+                raise ConfigError(
+                    f"transfer needs targets: [<task>, ...] (a mapping {task}_to_<task>.yaml)"
+                )
+            for target in targets:
+                load_mapping(task, target, options.get("mappings_dir") or MAPPINGS_DIR)
+            return [Evaluation(suite, {**options, "targets": [t]}, tuple(given)) for t in targets]
+        if suite == "perturb":
+            unknown = [k for k in options["kinds"] if k not in PERTURBATIONS]
+            if unknown:
+                raise ConfigError(
+                    f"unknown perturbation kind(s) {unknown}; valid: {', '.join(PERTURBATIONS)}"
+                )
+            if not all(isinstance(p, int | float) and 0 <= p <= 1 for p in options["rates"]):
+                raise ConfigError(f"rates {options['rates']} must be numbers in [0, 1]")
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from None
+    return [Evaluation(suite, options, tuple(given))]
 
 
 def merge_overrides(*groups: list[str]) -> list[str]:
@@ -171,7 +370,17 @@ def plan_cells(
                     )
                     path = out / task / method / f"seed{seed}"
                     if all(c.path != path for c in cells):
-                        cells.append(ProtocolCell(name, task, method, seed, path, overrides))
+                        cells.append(
+                            ProtocolCell(
+                                name,
+                                task,
+                                method,
+                                seed,
+                                path,
+                                overrides,
+                                protocol.evaluations_of(task, method),
+                            )
+                        )
     return cells
 
 

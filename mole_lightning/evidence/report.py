@@ -3,9 +3,11 @@ run, and figures (MoLE's pruned structures, MoLEx's selection heatmaps, learning
 
 Reads only what the cells left on disk (``run_info.json``, ``resolved_config.yaml``,
 ``metrics.json``, ``throughput.json``, ``evidence_cell.json``, ``csv/metrics.csv``,
-``mole_structure.json``, ``molex_selection.json``). Only cells whose saved config is
-the protocol's (``state.DONE``) enter the tables; every other cell is listed as missing,
-failed or stale, with the command that continues the protocol.
+``mole_structure.json``, ``molex_selection.json``, ``eval_<suite>.json``). Only cells
+whose saved config is the protocol's (``state.DONE``) enter the tables, and of those only
+the evaluations done with the protocol's settings (``evaluation_report``); every other
+cell and evaluation is listed as missing, failed or stale, with the command that
+continues the protocol.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import json
 import os
 import statistics
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,12 +27,17 @@ from mole_lightning.analysis.curves import (
     validations_by_epoch,
 )
 from mole_lightning.analysis.heatmaps import average_tables, read_expert_table
-from mole_lightning.analysis.runs import Run
 from mole_lightning.analysis.table import build_table, human_count, task_label, task_order
-from mole_lightning.callbacks.throughput import THROUGHPUT_FILE
-from mole_lightning.evidence.protocol import ProtocolCell
-from mole_lightning.evidence.runner import format_duration, read_record, wall_seconds
-from mole_lightning.evidence.state import DONE, NEW, CellState
+from mole_lightning.evidence.evaluation_report import evaluation_sections
+from mole_lightning.evidence.results import (
+    BASELINE,
+    CellResult,
+    mean_std,
+    paired_to_baseline,
+    pct,
+)
+from mole_lightning.evidence.runner import format_duration, wall_seconds
+from mole_lightning.evidence.state import NEW
 from mole_lightning.reporting import HeatmapPanel, draw_heatmap, markdown_table
 from mole_lightning.utils.run_info import write_text_atomic
 
@@ -41,7 +47,6 @@ BEGIN_TEMPLATE = (
     "overwritten) -->"
 )
 END_TEMPLATE = "<!-- {name}:end -->"
-BASELINE = "lora"
 OTHER_METRIC = {"best": "final", "final": "best"}
 
 LIMITS = """What this protocol cannot show:
@@ -54,67 +59,15 @@ LIMITS = """What this protocol cannot show:
   MRPC 408 examples), and `best` scores select the checkpoint on the same dev set."""
 
 
-@dataclass
-class CellResult:
-    """A planned cell with its state and, when it ran, its run, record and throughput."""
-
-    cell: ProtocolCell
-    state: CellState
-    record: dict
-    throughput: dict
-
-    @property
-    def run(self) -> Run | None:
-        return self.state.run
-
-    @property
-    def done(self) -> bool:
-        return self.state.kind == DONE
-
-    def score(self, metric: str) -> float | None:
-        return self.run.score(metric) if self.done and self.run else None
-
-
-def read_throughput(path: Path) -> dict:
-    try:
-        return json.loads((path / THROUGHPUT_FILE).read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-
-
-def gather(cells: list[ProtocolCell], states: list[CellState]) -> list[CellResult]:
-    return [
-        CellResult(cell, state, read_record(cell.path), read_throughput(cell.path))
-        for cell, state in zip(cells, states, strict=True)
-    ]
-
-
-def pct(value: float | None, decimals: int = 1) -> str:
-    return "–" if value is None else f"{100 * value:.{decimals}f}"
-
-
-def mean_std(values: list[float], decimals: int = 1) -> str:
-    """``mean ± std (n=k)`` (sample std; no ± for one value)."""
-    mean = statistics.fmean(values)
-    std = f" ± {statistics.stdev(values):.{decimals}f}" if len(values) > 1 else ""
-    return f"{mean:+.{decimals}f}{std} (n={len(values)})"
-
-
 def paired_differences(
     results: list[CellResult], metric: str
 ) -> dict[tuple[str, str], list[float]]:
     """``(method, task) -> [100 * (score - LoRA's score)]`` over the seeds where both the
     method's and LoRA's cell are done."""
-    base = {
-        (r.cell.task, r.cell.seed): r.score(metric) for r in results if r.cell.method == BASELINE
-    }
-    diffs: dict[tuple[str, str], list[float]] = defaultdict(list)
-    for r in results:
-        lora = base.get((r.cell.task, r.cell.seed))
-        score = r.score(metric)
-        if r.cell.method != BASELINE and score is not None and lora is not None:
-            diffs[r.cell.method, r.cell.task].append(100 * (score - lora))
-    return dict(diffs)
+    scores = {(r.cell.method, r.cell.task, r.cell.seed): r.score(metric) for r in results}
+    return paired_to_baseline(
+        {key: 100 * score for key, score in scores.items() if score is not None}
+    )
 
 
 def difference_lines(results: list[CellResult], metric: str) -> list[str]:
@@ -425,10 +378,11 @@ def report_markdown(
     report_command: str,
     continue_command: dict[str, str],
     out: Path,
+    evaluate_command: str,
     name: str = "evidence",
 ) -> str:
     """The whole generated section, between protocol ``name``'s markers; ``out`` is the
-    protocol folder."""
+    protocol folder, ``evaluate_command`` runs the pending evaluations."""
     runs = [r.run for r in results if r.done]
     backbones = sorted({str(r.run.backbone) for r in results if r.done}) or ["no run yet"]
     seeds = sorted({r.cell.seed for r in results})
@@ -458,6 +412,7 @@ def report_markdown(
     lines += (
         ["### MoLEx: layer selection", ""] + molex_lines(results, figures, markdown_path) + [""]
     )
+    lines += evaluation_sections(results, evaluate_command)
     lines += ["### Missing and failed cells", ""] + missing_lines(results, continue_command) + [""]
     lines += [LIMITS, END_TEMPLATE.format(name=name)]
     return "\n".join(lines) + "\n"

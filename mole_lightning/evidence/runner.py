@@ -1,6 +1,7 @@
 """Running the protocol's cells one after another: skip the done, resume the killed,
 record every attempt, print a progress line per cell, go on after a failure, and stop
-on Ctrl-C or SIGTERM."""
+on Ctrl-C or SIGTERM. A trained cell's pending evaluations run next, in-process on its
+best checkpoint."""
 
 from __future__ import annotations
 
@@ -16,16 +17,25 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from filelock import FileLock, Timeout
+from omegaconf import DictConfig, OmegaConf
 
 from mole_lightning.analysis.runs import read_json
 from mole_lightning.errors import ConfigError
-from mole_lightning.evidence.protocol import ProtocolCell, compose_cell
+from mole_lightning.evaluation.checkpoint import load_eval_run
+from mole_lightning.evaluation.report import write_result
+from mole_lightning.evaluation.suites import SUITES, Evaluator
+from mole_lightning.evidence.protocol import Evaluation, ProtocolCell, compose_cell
 from mole_lightning.evidence.state import (
     DONE,
+    NO_CHECKPOINT,
+    NO_CHECKPOINT_HELP,
+    PENDING,
     RERUN,
     RESUME,
     CellState,
+    best_checkpoint,
     cell_state,
+    evaluation_state,
     last_checkpoint,
 )
 from mole_lightning.utils.machine import machine_record
@@ -35,6 +45,16 @@ CELL_RECORD = "evidence_cell.json"
 CELL_LOG = "train.log"
 PREVIOUS_DIR = "_previous"
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
+COUNTS = (
+    "done",
+    "finished",
+    "failed",
+    "not done",
+    "evaluated",
+    "evaluation failed",
+    "no checkpoint",
+)
+"""What ``ProtocolRunner.run`` counts: cells, then evaluations."""
 
 
 class StopSignal:
@@ -135,6 +155,23 @@ def move_aside(cell: ProtocolCell, out: Path) -> Path:
     return target
 
 
+def eval_overrides(cfg: DictConfig) -> dict:
+    """The evaluation's data settings from the cell's config as the protocol composes it
+    now (the saved run's may be another machine's: ``may_differ``)."""
+    return {
+        "data.dir": cfg.data.get("dir"),
+        "paths.cache_dir": cfg.paths.cache_dir,
+        "data.num_workers": cfg.data.num_workers,
+    }
+
+
+def run_evaluation(evaluator: Evaluator, evaluation: Evaluation) -> None:
+    """Runs one evaluation's suite with its options on the loaded checkpoint and writes
+    each result (``eval_<name>.json`` last, atomically) into the run's folder."""
+    for result in SUITES[evaluation.suite](evaluator, OmegaConf.create(evaluation.options)):
+        write_result(evaluator.run, result)
+
+
 def cell_lock(cell: ProtocolCell) -> FileLock:
     """The lock a runner holds while it works on ``cell``: ``.seed<k>.lock`` beside the
     cell's folder (which a rerun moves aside), e.g. ``<out>/rte/lora/.seed1.lock``."""
@@ -207,6 +244,9 @@ class ProtocolRunner:
             runner of the protocol is refused; ``False`` for a runner of one cell
             (``scripts/evidence.py --cell``, a task of a SLURM array), which holds only
             the cell's lock, as every runner does while it works on a cell.
+        evaluate_only: train nothing; run the pending evaluations of the done cells only
+            (``--evaluate-only``). It holds no protocol lock, so it can run beside a
+            runner that trains; it holds a cell's lock while it evaluates the cell.
     """
 
     def __init__(
@@ -218,10 +258,12 @@ class ProtocolRunner:
         train_fn: Callable,
         log: Callable[[str], None] = print,
         holds_protocol_lock: bool = True,
+        evaluate_only: bool = False,
     ) -> None:
         self.cells, self.out, self.may_differ = cells, out, may_differ
         self.protocol_command, self.train_fn, self.log = protocol_command, train_fn, log
-        self.holds_protocol_lock = holds_protocol_lock
+        self.holds_protocol_lock = holds_protocol_lock and not evaluate_only
+        self.evaluate_only = evaluate_only
         self.stop_signal = StopSignal()
 
     def states(self) -> list[CellState]:
@@ -231,7 +273,9 @@ class ProtocolRunner:
         ]
 
     def dry_run(self) -> list[CellState]:
-        """Prints what each cell would do, with its single-run command."""
+        """Prints what each cell would do, with its single-run command, and each of its
+        evaluations that is not done (a cell not done yet: the evaluations that follow
+        its training)."""
         states = self.states()
         for i, (cell, state) in enumerate(zip(self.cells, states, strict=True), start=1):
             self.log(
@@ -239,11 +283,25 @@ class ProtocolRunner:
             )
             if state.kind != DONE:
                 self.log(f"    {cell.train_command()}")
+                if cell.evaluations:
+                    names = ", ".join(e.name for e in cell.evaluations)
+                    self.log(f"    then evaluates: {names}")
+                continue
+            blocked = False
+            for evaluation in cell.evaluations:
+                found = evaluation_state(cell.path, evaluation)
+                if found.kind != DONE:
+                    self.log(f"    eval {evaluation.name}: {found.kind}: {found.reason}")
+                    blocked |= found.kind == NO_CHECKPOINT
+            if blocked:
+                self.log(f"    ({NO_CHECKPOINT_HELP})")
         return states
 
     def run(self) -> dict[str, int]:
-        """Runs every cell that is not done; returns counts of ``done`` (skipped),
-        ``finished`` and ``failed`` cells.
+        """Runs every cell that is not done, then the pending evaluations of every done
+        cell (``evaluate_only``: the evaluations only); returns counts of ``done``
+        (skipped), ``finished``, ``failed`` and ``not done`` (``evaluate_only``) cells, and
+        of evaluations ``evaluated``, ``evaluation failed`` and ``no checkpoint``.
 
         Raises:
             KeyboardInterrupt: Ctrl-C or SIGTERM; the running attempt is recorded as
@@ -268,16 +326,83 @@ class ProtocolRunner:
 
     def _run_cells(self) -> dict[str, int]:
         started = time.monotonic()
-        counts = {"done": 0, "finished": 0, "failed": 0}
+        counts = dict.fromkeys(COUNTS, 0)
         total = len(self.cells)
         for i, cell in enumerate(self.cells, start=1):
+            prefix = f"[evidence {i}/{total}] {cell.name}"
+            if self.evaluate_only:
+                state = cell_state(cell.path, compose_cell(cell), self.may_differ, cell.overrides)
+                if state.kind != DONE:
+                    self.log(
+                        f"{prefix}: {state.kind} ({state.reason}): not trained (--evaluate-only)"
+                    )
+                    counts["not done"] += 1
+                    continue
+                counts["done"] += 1
             with held(cell_lock(cell), f"another scripts/evidence.py is running {cell.name}"):
-                counts[self._visit(cell, f"[evidence {i}/{total}] {cell.name}", i, started)] += 1
+                if not self.evaluate_only:
+                    outcome = self._visit(cell, prefix, i, started)
+                    counts[outcome] += 1
+                    if outcome == "failed":
+                        continue
+                self._evaluate(cell, prefix, counts)
+        cells = (
+            f"{counts['not done']} not done (not trained: --evaluate-only)"
+            if self.evaluate_only
+            else f"{counts['finished']} finished, {counts['failed']} failed"
+        )
         self.log(
-            f"[evidence] {counts['done']} done earlier, {counts['finished']} finished, "
-            f"{counts['failed']} failed, in {format_duration(time.monotonic() - started)}"
+            f"[evidence] {counts['done']} done earlier, {cells}; evaluations: "
+            f"{counts['evaluated']} written, {counts['evaluation failed']} failed, "
+            f"{counts['no checkpoint']} without a checkpoint; in "
+            f"{format_duration(time.monotonic() - started)}"
         )
         return counts
+
+    def _evaluate(self, cell: ProtocolCell, prefix: str, counts: dict[str, int]) -> None:
+        """Runs the pending evaluations of a trained cell on its best checkpoint, each
+        result written atomically into the cell's folder; says which cannot run (no
+        checkpoint) and goes on after a failed one (counted in ``counts``)."""
+        pending = {}
+        for evaluation in cell.evaluations:
+            state = evaluation_state(cell.path, evaluation)
+            if state.kind == NO_CHECKPOINT:
+                self.log(
+                    f"{prefix}: eval {evaluation.name} cannot run: {state.reason} "
+                    f"({NO_CHECKPOINT_HELP})"
+                )
+                counts["no checkpoint"] += 1
+            elif state.kind == PENDING:
+                pending[evaluation] = state.reason
+        if not pending:
+            return
+        ckpt = best_checkpoint(cell.path)
+        self.log(
+            f"{prefix}: evaluating {ckpt.name}: "
+            + ", ".join(f"{e.name} ({why})" for e, why in pending.items())
+        )
+        evaluator = None
+        for evaluation in pending:
+            begin = time.monotonic()
+            try:
+                evaluator = evaluator or Evaluator(
+                    load_eval_run(ckpt, overrides=eval_overrides(compose_cell(cell)))
+                )
+                run_evaluation(evaluator, evaluation)
+            except Exception as err:
+                if self.stop_signal.received or stopped_by(err):
+                    raise KeyboardInterrupt(str(err)) from err
+                # a failed evaluation is reported and the protocol goes on
+                error = f"{type(err).__name__}: {err}"
+                self.log(f"{prefix}: eval {evaluation.name} failed: {error}")
+                print(f"error in {cell.name} eval {evaluation.name}: {error}", file=sys.stderr)
+                counts["evaluation failed"] += 1
+                continue
+            self.log(
+                f"{prefix}: eval {evaluation.name} written in "
+                f"{format_duration(time.monotonic() - begin)}"
+            )
+            counts["evaluated"] += 1
 
     def _visit(self, cell: ProtocolCell, prefix: str, i: int, started: float) -> str:
         """Skips cell number ``i`` (of ``self.cells``, from 1) when it is done, else runs

@@ -1,20 +1,32 @@
-"""Where a protocol cell stands on disk: done, new, to resume, or to run again."""
+"""Where a protocol cell stands on disk: done, new, to resume, or to run again; and where
+each of its evaluations stands: done, to run, or impossible (its checkpoint is gone)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from mole_lightning.analysis.runs import Run, load_run
+from mole_lightning.analysis.runs import Run, load_run, read_json
 from mole_lightning.analysis.table import flatten
 from mole_lightning.core.paths import CONFIG_DIR
+from mole_lightning.evidence.protocol import Evaluation
 from mole_lightning.utils.config_upgrade import upgrade_config
 from mole_lightning.utils.run_info import METRICS, RUN_INFO
 
 DONE, NEW, RESUME, RERUN = "done", "new", "resume", "rerun"
+PENDING, NO_CHECKPOINT = "pending", "no checkpoint"
+NO_CHECKPOINT_HELP = (
+    "checkpoints stay on the machine that trained the cell: run `python scripts/evidence.py "
+    "--evaluate-only` there and commit the cell's eval_*.json, or train the cell again (move "
+    "its folder aside, then run the protocol); a finished cell is never trained again by itself"
+)
+"""What to do about an evaluation whose cell's best checkpoint is gone."""
+LOCATION_OPTIONS = ("file",)
+"""Suite options that say where the data is on this machine, not what is evaluated."""
 
 
 @dataclass
@@ -93,3 +105,56 @@ def cell_state(
     if last_checkpoint(path) is not None:
         return CellState(RESUME, f"{what}; resuming from checkpoints/last.ckpt", run)
     return CellState(RERUN, f"{what}; no checkpoint to resume from", run)
+
+
+def best_checkpoint(path: Path) -> Path | None:
+    """The cell's best checkpoint (``checkpoints/best-<step>.ckpt``, the one its ``best``
+    scores come from; the newest when a resumed run left several), or ``None``."""
+    found = sorted((path / "checkpoints").glob("best*.ckpt"), key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None
+
+
+@dataclass
+class EvaluationState:
+    """``kind``: ``done`` (its ``eval_<name>.json`` has the protocol's settings, from the
+    best checkpoint: ``result`` holds it), ``pending`` (to run: the checkpoint is here) or
+    ``no checkpoint`` (to run, but the best checkpoint is not in the folder); ``reason``
+    says why."""
+
+    kind: str
+    reason: str
+    result: dict | None = None
+
+
+def settings_differences(evaluation: Evaluation, settings: dict) -> list[str]:
+    """Options of ``evaluation`` whose value differs in an eval JSON's ``settings``,
+    beyond ``LOCATION_OPTIONS``. As for a cell's config, an option the JSON lacks is one
+    added to the suite since it ran: a difference only when the protocol gives it."""
+    return sorted(
+        k
+        for k, value in evaluation.options.items()
+        if k not in LOCATION_OPTIONS
+        and (k in settings or k in evaluation.given)
+        and settings.get(k) != json.loads(json.dumps(value))
+    )
+
+
+def evaluation_state(path: Path, evaluation: Evaluation) -> EvaluationState:
+    """Where ``evaluation`` of the finished cell folder ``path`` stands."""
+    name = f"eval_{evaluation.name}.json"
+    errors: list[str] = []
+    result = read_json(path / name, errors)
+    if result is None:
+        why = "; ".join(errors) or f"no {name}"
+    else:
+        changed = settings_differences(evaluation, result.get("settings") or {})
+        checkpoint = Path(str(result.get("checkpoint"))).name
+        if not checkpoint.startswith("best"):
+            why = f"{name} evaluated {checkpoint}, not the best checkpoint"
+        elif changed:
+            why = f"{name} has other settings ({', '.join(changed)})"
+        else:
+            return EvaluationState(DONE, "evaluated with these settings", result)
+    if best_checkpoint(path) is None:
+        return EvaluationState(NO_CHECKPOINT, f"{why}; no checkpoints/best-*.ckpt here")
+    return EvaluationState(PENDING, why)

@@ -19,11 +19,10 @@ from mole_lightning.analysis.table import task_label, task_order
 from mole_lightning.evidence.report import (
     BEGIN_TEMPLATE,
     END_TEMPLATE,
-    CellResult,
     missing_lines,
-    pct,
     provenance_lines,
 )
+from mole_lightning.evidence.results import CellResult, pct
 from mole_lightning.reporting import markdown_table
 
 GRID_SEPARATOR = "@"

@@ -105,14 +105,26 @@ def report_args(results: Path, runs_csv: Path, figures: Path) -> list[str]:
 def test_real_protocol_order_and_configs(tmp_path: Path) -> None:
     protocol = load_protocol()
     cells = plan_cells(protocol, "all", tmp_path, "cpu")
-    assert len(cells) == 4 * 4 * 3 + 3
+    assert len(cells) == 4 * 4 * 3 + 3 + 2 * 4 * 3
     first = cells[:24]
     assert {c.task for c in first} == {"cola", "rte"}
     assert {c.method for c in first} == {"lora", "adapter", "mole", "molex"}
     assert [c.seed for c in first] == [1] * 8 + [2] * 8 + [3] * 8  # seed by seed
     assert {c.task for c in cells[24:48]} == {"mrpc", "stsb"}
-    assert {(c.task, c.method) for c in cells[48:]} == {("rte", "full")}
+    assert {(c.task, c.method) for c in cells[48:51]} == {("rte", "full")}
     assert cells[0].path == tmp_path / "cola" / "lora" / "seed1"
+    # the fast-settings check: the cola_rte cells again, in folders of their own, with
+    # bf16-mixed and length grouping on top of each method's settings
+    fast = cells[51:]
+    assert {c.variant for c in fast} == {"fast"} and {c.variant for c in cells[:51]} == {None}
+    assert [(c.task, c.method, c.seed) for c in fast] == [(c.task, c.method, c.seed) for c in first]
+    assert fast[0].path == tmp_path / "cola" / "lora@fast" / "seed1" and not fast[0].evaluations
+    cfg, base = compose_cell(fast[0]), compose_cell(first[0])
+    assert (cfg.trainer.precision, cfg.data.group_by_length) == ("bf16-mixed", True)
+    assert config_differences(resolved(base), cfg, ["paths.", "callbacks.model_checkpoint."]) == [
+        "data.group_by_length",
+        "trainer.precision",
+    ]
     # a stage that names cells of other stages again (MoLE's rerun) plans them once
     rerun = plan_cells(protocol, "mole_rte_stsb", tmp_path, "cpu")
     assert {(c.task, c.method) for c in rerun} == {("rte", "mole"), ("stsb", "mole")}
@@ -1025,3 +1037,36 @@ def test_protocol_evaluates_its_cells_and_reports_the_tables(
     assert "error in rte/adapter/seed2 eval perturb: CheckpointError" in captured.err
     assert "evaluations: 0 written, 1 failed, 0 without a checkpoint" in captured.out
     assert (lost / "run_info.json").stat().st_mtime_ns == stamp
+
+
+def test_stage_variants_are_compared_with_the_methods_own_cells(tmp_path: Path) -> None:
+    """A stage variant's cells against the same task, method and seed: paired
+    difference, the base cells' seed spread and the speed ratio; a variant with no
+    pair yet says so; bad stage keys are refused with the file and stage named."""
+    from mole_lightning.errors import ConfigError
+    from mole_lightning.evidence.report import stage_variant_lines
+
+    results = []
+    for seed, (base, fast) in {1: (0.20, 0.22), 2: (0.30, 0.26), 3: (0.25, None)}.items():
+        for variant, score, speed in ((None, base, 10.0), ("fast", fast, 25.0)):
+            result = grid_cell(tmp_path / str(seed), "cola", "lora", score)
+            result.cell.seed, result.cell.variant = seed, variant
+            result.throughput["train_samples_per_s"] = speed * seed
+            results.append(result)
+    molex = grid_cell(tmp_path, "cola", "molex", None)
+    molex.cell.variant = "fast"
+    lines = stage_variant_lines([*results, molex], "best")
+    assert "| fast | CoLA | lora | 2 of 3 | -1.0 ± 4.2 | 7.1 | 2.50x |" in lines
+    assert "| fast | CoLA | molex | 0 of 1 |  |  |  |" in lines
+    assert stage_variant_lines(results[::2], "best") == []  # no variant cell: no section
+    protocol = write_protocol(tmp_path / "p.yaml", tmp_path, ["lora"])
+    text = protocol.read_text()
+    for stage, message in (
+        ("{tasks: [rte], methods: [lora], variant: fast}", "needs both 'variant'"),
+        ("{tasks: [rte], methods: [lora], variant: a/b, overrides: [x=1]}", "without '/'"),
+        ("{tasks: [rte], methods: [lora], variant: f, overrides: [x]}", "list of key=value"),
+        ("{tasks: [rte], methods: [lora], seeds: [1]}", "unknown key(s) 'seeds'"),
+    ):
+        protocol.write_text(text.replace("stages:\n", f"stages:\n  bad: {stage}\n"))
+        with pytest.raises(ConfigError, match=rf"p.yaml: stage 'bad'.*{re.escape(message)}"):
+            load_protocol(protocol)

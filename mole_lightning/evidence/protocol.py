@@ -33,6 +33,8 @@ TRAINERS = ("cpu", "gpu")
 # table (grids and ablations: mole_lightning/evidence/variants.py)
 REPORT_KINDS = ("full", "variants")
 ALL_STAGES = "all"
+STAGE_KEYS = ("tasks", "methods", "variant", "overrides")
+VARIANT_SEPARATOR = "@"
 EVALUATION_KEYS = ("methods", "options", "tasks")
 
 
@@ -108,7 +110,7 @@ class ProtocolCell:
 
     Attributes:
         stage, task, method, seed: what it runs.
-        path: its folder, ``<out>/<task>/<method>/seed<seed>``.
+        path: its folder, ``<out>/<task>/<label>/seed<seed>``.
         overrides: every Hydra override of the run except ``paths.output_dir`` and a
             resume ``ckpt_path`` (merged by key: a later override replaces an earlier one).
         evaluations: what runs on its best checkpoint once it has trained.
@@ -121,10 +123,22 @@ class ProtocolCell:
     path: Path
     overrides: list[str] = field(default_factory=list)
     evaluations: list[Evaluation] = field(default_factory=list)
+    variant: str | None = None
+    """A stage variant's name (its stage's ``variant``): the method's cell with the stage's
+    ``overrides`` on top, beside the method's own cell of the same task and seed."""
+
+    @property
+    def label(self) -> str:
+        """``method``, or ``method@variant`` for a stage variant's cell (its folder)."""
+        return (
+            self.method
+            if self.variant is None
+            else f"{self.method}{VARIANT_SEPARATOR}{self.variant}"
+        )
 
     @property
     def name(self) -> str:
-        return f"{self.task}/{self.method}/seed{self.seed}"
+        return f"{self.task}/{self.label}/seed{self.seed}"
 
     def train_command(self) -> str:
         """The equivalent single-run command line."""
@@ -172,6 +186,7 @@ def load_protocol(path: Path = DEFAULT_PROTOCOL) -> Protocol:
             f"{path}: report must be one of {', '.join(REPORT_KINDS)}, not {protocol.report!r}"
         )
     for name, stage in protocol.stages.items():
+        check_stage(path, name, stage)
         for kind, known in (("tasks", protocol.tasks), ("methods", protocol.methods)):
             unknown = [x for x in stage.get(kind, []) if x not in known]
             if not stage.get(kind) or unknown:
@@ -183,6 +198,43 @@ def load_protocol(path: Path = DEFAULT_PROTOCOL) -> Protocol:
         node.get("evaluations"), protocol
     )
     return protocol
+
+
+def check_stage(path: Path, name: str, stage) -> None:
+    """A stage is ``tasks`` and ``methods``, and for a stage variant a ``variant`` name
+    with the ``overrides`` its cells add (a list of ``key=value``).
+
+    Raises:
+        ConfigError: naming the file, the stage and the bad key.
+    """
+    if not isinstance(stage, dict):
+        raise ConfigError(f"{path}: stage {name!r} must be a mapping of {', '.join(STAGE_KEYS)}")
+    unknown = [k for k in stage if k not in STAGE_KEYS]
+    if unknown:
+        raise ConfigError(
+            f"{path}: stage {name!r} has unknown key(s) {', '.join(map(repr, unknown))}; "
+            f"valid: {', '.join(STAGE_KEYS)}"
+        )
+    if ("variant" in stage) != ("overrides" in stage):
+        raise ConfigError(
+            f"{path}: stage {name!r}: a stage variant needs both 'variant' (its name) and "
+            "'overrides' (what its cells change); without a variant name its cells would "
+            "share the method's folders"
+        )
+    if "variant" in stage:
+        variant = stage["variant"]
+        if not isinstance(variant, str) or not variant or any(c in variant for c in "/@ "):
+            raise ConfigError(
+                f"{path}: stage {name!r}: variant must be a non-empty name without '/', "
+                f"'@' or spaces, not {variant!r}"
+            )
+        overrides = stage["overrides"]
+        if not isinstance(overrides, list) or not all(
+            isinstance(o, str) and "=" in o for o in overrides
+        ):
+            raise ConfigError(
+                f"{path}: stage {name!r}: overrides must be a list of key=value, not {overrides!r}"
+            )
 
 
 @functools.cache
@@ -351,12 +403,14 @@ def plan_cells(
 ) -> list[ProtocolCell]:
     """The cells of ``stage`` (or every stage) in run order: stage by stage, and within a
     stage seed by seed, then task, then method. A cell two stages name (the same folder)
-    is planned once, in the first. ``extra`` overrides come last."""
+    is planned once, in the first. A stage variant's overrides come after the method's;
+    ``extra`` overrides come last."""
     if trainer not in TRAINERS:
         raise ConfigError(f"trainer {trainer!r}; valid: {', '.join(TRAINERS)}")
     cells = []
     for name in protocol.stage_names(stage):
         spec = protocol.stages[name]
+        variant = spec.get("variant")
         for seed in protocol.seeds:
             for task in spec["tasks"]:
                 for method in spec["methods"]:
@@ -365,22 +419,23 @@ def plan_cells(
                         protocol.common,
                         protocol.tasks[task],
                         protocol.methods[method],
+                        [str(o) for o in spec.get("overrides", [])],
                         [f"seed={seed}"],
                         list(extra),
                     )
-                    path = out / task / method / f"seed{seed}"
-                    if all(c.path != path for c in cells):
-                        cells.append(
-                            ProtocolCell(
-                                name,
-                                task,
-                                method,
-                                seed,
-                                path,
-                                overrides,
-                                protocol.evaluations_of(task, method),
-                            )
-                        )
+                    cell = ProtocolCell(
+                        name,
+                        task,
+                        method,
+                        seed,
+                        Path(),
+                        overrides,
+                        [] if variant else protocol.evaluations_of(task, method),
+                        variant,
+                    )
+                    cell.path = out / task / cell.label / f"seed{seed}"
+                    if all(c.path != cell.path for c in cells):
+                        cells.append(cell)
     return cells
 
 

@@ -370,6 +370,65 @@ def write_figures(results: list[CellResult], figures: Path, link: Path) -> list[
     ]
 
 
+def stage_variant_lines(results: list[CellResult], metric: str) -> list[str]:
+    """Each stage variant's cells (``method@variant``) against the method's own cells of
+    the same task and seed: the paired difference of the dev score, the method's seed
+    spread beside it, and the training speed ratio (samples/s, variant over base)."""
+    base = {(r.cell.task, r.cell.method, r.cell.seed): r for r in results if r.cell.variant is None}
+    rows = []
+    for variant in dict.fromkeys(r.cell.variant for r in results if r.cell.variant):
+        cells = [r for r in results if r.cell.variant == variant]
+        for task in sorted({r.cell.task for r in cells}, key=task_order):
+            for method in dict.fromkeys(r.cell.method for r in cells if r.cell.task == task):
+                pairs = [
+                    (base[task, method, r.cell.seed], r)
+                    for r in cells
+                    if r.cell.task == task
+                    and r.cell.method == method
+                    and r.done
+                    and (task, method, r.cell.seed) in base
+                    and base[task, method, r.cell.seed].done
+                ]
+                planned = sum(1 for r in cells if r.cell.task == task and r.cell.method == method)
+                if not pairs:
+                    rows.append([variant, task_label(task), method, f"0 of {planned}", "", "", ""])
+                    continue
+                diffs = [v.score(metric) - b.score(metric) for b, v in pairs]
+                base_scores = [b.score(metric) for b, _ in pairs]
+                speeds = [
+                    v.throughput["train_samples_per_s"] / b.throughput["train_samples_per_s"]
+                    for b, v in pairs
+                    if v.throughput.get("train_samples_per_s")
+                    and b.throughput.get("train_samples_per_s")
+                ]
+                rows.append(
+                    [
+                        variant,
+                        task_label(task),
+                        method,
+                        f"{len(pairs)} of {planned}",
+                        f"{100 * statistics.fmean(diffs):+.1f}"
+                        + (f" ± {100 * statistics.stdev(diffs):.1f}" if len(diffs) > 1 else ""),
+                        f"{100 * statistics.stdev(base_scores):.1f}" if len(pairs) > 1 else "–",
+                        f"{statistics.fmean(speeds):.2f}x" if speeds else "–",
+                    ]
+                )
+    if not rows:
+        return []
+    return [
+        f"Each variant's cell against the method's own cell of the same task and seed ({metric} "
+        "dev score ×100, variant minus base, mean ± std over the seeds where both are done), "
+        "the base cells' own seed spread (std) for scale, and the training speed of the "
+        "variant over the base (samples/s, mean of the per-seed ratios).",
+        "",
+        *markdown_table(
+            ["variant", "task", "method", "pairs", "difference", "base std", "speed"],
+            rows,
+            "lllrrrr",
+        ).splitlines(),
+    ]
+
+
 def report_markdown(
     results: list[CellResult],
     metric: str,
@@ -382,7 +441,11 @@ def report_markdown(
     name: str = "evidence",
 ) -> str:
     """The whole generated section, between protocol ``name``'s markers; ``out`` is the
-    protocol folder, ``evaluate_command`` runs the pending evaluations."""
+    protocol folder, ``evaluate_command`` runs the pending evaluations. The tables hold
+    the methods' own cells; stage variants' cells (``method@variant``) are compared with
+    them in a section of their own."""
+    every = results
+    results = [r for r in every if r.cell.variant is None]
     runs = [r.run for r in results if r.done]
     backbones = sorted({str(r.run.backbone) for r in results if r.done}) or ["no run yet"]
     seeds = sorted({r.cell.seed for r in results})
@@ -413,7 +476,10 @@ def report_markdown(
         ["### MoLEx: layer selection", ""] + molex_lines(results, figures, markdown_path) + [""]
     )
     lines += evaluation_sections(results, evaluate_command)
-    lines += ["### Missing and failed cells", ""] + missing_lines(results, continue_command) + [""]
+    variant_lines = stage_variant_lines(every, metric)
+    if variant_lines:
+        lines += ["### Stage variants against the methods' own cells", "", *variant_lines, ""]
+    lines += ["### Missing and failed cells", ""] + missing_lines(every, continue_command) + [""]
     lines += [LIMITS, END_TEMPLATE.format(name=name)]
     return "\n".join(lines) + "\n"
 
@@ -422,7 +488,7 @@ def runs_csv(results: list[CellResult]) -> str:
     """One line per planned cell: state, scores (×1, unrounded), every best/val metric,
     LoRA difference, parameters, time, throughput, machine, commit, folder."""
     diffs = {
-        (r.cell.task, r.cell.seed): r.score("best") for r in results if r.cell.method == BASELINE
+        (r.cell.task, r.cell.seed): r.score("best") for r in results if r.cell.label == BASELINE
     }
     extra = sorted(
         {
@@ -466,13 +532,13 @@ def runs_csv(results: list[CellResult]) -> str:
             [
                 r.cell.stage,
                 r.cell.task,
-                r.cell.method,
+                r.cell.label,
                 r.cell.seed,
                 r.state.kind,
                 run.monitor if done else "",
                 "" if best is None else best,
                 "" if r.score("final") is None else r.score("final"),
-                "" if best is None or lora is None or r.cell.method == BASELINE else best - lora,
+                "" if best is None or lora is None or r.cell.label == BASELINE else best - lora,
                 metrics.get("params/trainable", ""),
                 wall_seconds(r.record) or "",
                 len(attempts),

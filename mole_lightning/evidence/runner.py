@@ -142,12 +142,12 @@ def format_duration(seconds: float | None) -> str:
 
 def move_aside(cell: ProtocolCell, out: Path) -> Path:
     """Moves a cell folder that will run from scratch to
-    ``<out>/_previous/<task>/<method>/seed<k>-<time>`` (kept, never deleted)."""
+    ``<out>/_previous/<task>/<label>/seed<k>-<time>`` (kept, never deleted)."""
     target = (
         out
         / PREVIOUS_DIR
         / cell.task
-        / cell.method
+        / cell.label
         / f"seed{cell.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -211,7 +211,7 @@ def estimate_left(cells: list[ProtocolCell], walls: dict[str, float]) -> tuple[f
     total = 0.0
     for cell in (c for c in cells if c.name not in walls):
         same = [
-            w for name, w in walls.items() if name.rsplit("/", 1)[0] == f"{cell.task}/{cell.method}"
+            w for name, w in walls.items() if name.rsplit("/", 1)[0] == f"{cell.task}/{cell.label}"
         ]
         total += statistics.fmean(same) if same else overall
     return total, len(walls)

@@ -426,7 +426,8 @@ def print_metrics(metrics: dict[str, float], monitor: str) -> None:
     """Prints the dev (and test) metrics, the monitored one first."""
     shown = [k for k in metrics if k.startswith(("val/", "best/", "test/"))]
     shown.sort(key=lambda k: (k != monitor, k))
-    rank_zero_info("dev metrics:\n" + "\n".join(f"  {k:<28} {metrics[k]:.4f}" for k in shown))
+    heading = "dev and test metrics" if any(k.startswith("test/") for k in shown) else "dev metrics"
+    rank_zero_info(f"{heading}:\n" + "\n".join(f"  {k:<28} {metrics[k]:.4f}" for k in shown))
 
 
 def route_lightning_logs() -> None:

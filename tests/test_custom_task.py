@@ -464,9 +464,14 @@ def test_mole_reuses_the_graphs_of_a_renamed_file(
     assert [len(g) for g in datamodule.graphs["train"]] == [400]
 
 
-def test_regression_run_and_test_file(cache_dir: Path, tmp_path: Path) -> None:
+def test_regression_run_and_test_file(
+    cache_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
     metrics = train(compose(custom_overrides(REGRESSION), tmp_path / "scores", cache_dir))
     assert {"val/pearson", "val/spearman", "best/val/pearson"} <= set(metrics)
+    assert "dev metrics:\n  val/pearson" in caplog.text
+    caplog.clear()
     overrides = [
         *custom_overrides(SINGLE),
         f"data.test_file={ASSETS / 'sst2_single_test.jsonl'}",
@@ -474,6 +479,7 @@ def test_regression_run_and_test_file(cache_dir: Path, tmp_path: Path) -> None:
     ]
     metrics = train(compose(overrides, tmp_path / "tested", cache_dir))
     assert {"test/acc", "test/f1", "test/mcc", "test/loss"} <= set(metrics)
+    assert "dev and test metrics:\n  val/f1" in caplog.text  # the closing summary's heading
     saved = json.loads((tmp_path / "tested" / "metrics.json").read_text())
     assert saved["test/f1"] == pytest.approx(metrics["test/f1"])
     assert "best/val/f1" in saved

@@ -663,7 +663,8 @@ def test_variants_report_chooses_each_methods_value_once_its_cells_are_done(
     assert section.startswith("<!-- evidence_grid:begin") and section.endswith(
         "<!-- evidence_grid:end -->\n"
     )
-    assert "| lora@3e-4 | 22.0 | 70.0 |" in section and "| adapter@1e-4 | 30.0 | – |" in section
+    assert "| lora@3e-4 | 22.0 (n=1) | 70.0 (n=1) |" in section
+    assert "| adapter@1e-4 | 30.0 (n=1) | – |" in section
     assert "| lora | 3e-4 | 46.0 | 1e-4: 45.0, 3e-4: 46.0 |" in section
     assert "| adapter | – (1 cells not done) |" in section
     assert "- stage grid: 1 cells not run yet (mrpc/adapter@1e-4/seed0)" in section
@@ -1056,7 +1057,7 @@ def test_stage_variants_are_compared_with_the_methods_own_cells(tmp_path: Path) 
     molex = grid_cell(tmp_path, "cola", "molex", None)
     molex.cell.variant = "fast"
     lines = stage_variant_lines([*results, molex], "best")
-    assert "| fast | CoLA | lora | 2 of 3 | -1.0 ± 4.2 | 7.1 | 2.50x |" in lines
+    assert "| fast | CoLA | lora | 2 of 3 | -1.0 ± 4.2 (n=2) | 7.1 | 2.50x |" in lines
     assert "| fast | CoLA | molex | 0 of 1 |  |  |  |" in lines
     assert stage_variant_lines(results[::2], "best") == []  # no variant cell: no section
     protocol = write_protocol(tmp_path / "p.yaml", tmp_path, ["lora"])

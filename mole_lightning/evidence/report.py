@@ -407,8 +407,7 @@ def stage_variant_lines(results: list[CellResult], metric: str) -> list[str]:
                         task_label(task),
                         method,
                         f"{len(pairs)} of {planned}",
-                        f"{100 * statistics.fmean(diffs):+.1f}"
-                        + (f" ± {100 * statistics.stdev(diffs):.1f}" if len(diffs) > 1 else ""),
+                        mean_std([100 * d for d in diffs]),
                         f"{100 * statistics.stdev(base_scores):.1f}" if len(pairs) > 1 else "–",
                         f"{statistics.fmean(speeds):.2f}x" if speeds else "–",
                     ]

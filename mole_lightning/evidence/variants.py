@@ -22,16 +22,10 @@ from mole_lightning.evidence.report import (
     missing_lines,
     provenance_lines,
 )
-from mole_lightning.evidence.results import CellResult, pct
+from mole_lightning.evidence.results import CellResult, mean_std, pct
 from mole_lightning.reporting import markdown_table
 
 GRID_SEPARATOR = "@"
-
-
-def score_cell(values: list[float]) -> str:
-    """Scores (×1) as one table cell ×100: ``21.8`` for one seed, ``22.8 ± 4.6`` for more."""
-    mean = pct(statistics.fmean(values))
-    return mean if len(values) == 1 else f"{mean} ± {100 * statistics.stdev(values):.1f}"
 
 
 def scores_by_variant(results: list[CellResult], metric: str) -> dict[tuple[str, str], list[float]]:
@@ -122,7 +116,12 @@ def variants_markdown(
     rows = [
         [
             variant,
-            *(score_cell(scores[variant, t]) if (variant, t) in scores else "–" for t in tasks),
+            *(
+                mean_std([100 * v for v in scores[variant, t]], signed=False)
+                if (variant, t) in scores
+                else "–"
+                for t in tasks
+            ),
         ]
         for variant in dict.fromkeys(r.cell.method for r in results)
     ]

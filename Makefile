@@ -19,10 +19,10 @@ install:
 	$(PY) -m mole_lightning.utils.environment $(LOCK)
 
 test:
-	$(PY) -m pytest -q
-
-test-fast:
 	$(PY) -m pytest -q -m "not slow"
+
+test-slow:
+	$(PY) -m pytest -q -m slow
 
 # the full suite on the newest releases pyproject.toml allows (torch stays $(TORCH)):
 # run it before refreshing the lock, and whenever a dependency has a new release

@@ -5,9 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO
 
 
+@pytest.mark.slow  # every method timed in a subprocess: about 55 s
 def test_bench_quick_prints_the_table() -> None:
     out = subprocess.run(
         [

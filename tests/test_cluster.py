@@ -115,6 +115,7 @@ def run_info(job: Path) -> dict:
     return json.loads((job / "run_info.json").read_text())
 
 
+@pytest.mark.slow  # two submitit jobs, one requeued: about 45 s
 def test_a_two_job_sweep_runs_as_parallel_processes_and_both_finish(local_sweep: Path) -> None:
     jobs = sorted(p for p in local_sweep.iterdir() if p.is_dir() and p.name[0].isdigit())
     assert [j.name for j in jobs] == ["0_rte_lora_seed7", "1_rte_lora_seed7"]
@@ -125,6 +126,7 @@ def test_a_two_job_sweep_runs_as_parallel_processes_and_both_finish(local_sweep:
     assert spans[0][0] < spans[1][1] and spans[1][0] < spans[0][1], spans  # at once
 
 
+@pytest.mark.slow  # the two-job sweep (module fixture): about 45 s
 def test_a_requeued_job_resumes_to_the_metrics_of_an_uninterrupted_one(
     local_sweep: Path,
 ) -> None:
@@ -144,6 +146,7 @@ def test_a_requeued_job_resumes_to_the_metrics_of_an_uninterrupted_one(
         assert mine == pytest.approx(expected, abs=1e-6)
 
 
+@pytest.mark.slow  # the two-job sweep (module fixture): about 45 s
 def test_only_a_rerun_of_the_same_job_resumes_its_folder(local_sweep: Path, tmp_path: Path) -> None:
     job = local_sweep / "0_rte_lora_seed7"
     own = recorded_job_id(job)

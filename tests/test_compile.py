@@ -92,6 +92,7 @@ def test_training_and_eval_trace_without_breaks_or_recompiles(name: str) -> None
     assert all(p.grad is not None for p in trained)
 
 
+@pytest.mark.slow  # Inductor compiles four graphs: about 80 s of one CPU core
 def test_compiled_mole_run_prunes_and_retrains(
     glue_dir: Path, cache_dir: Path, tmp_path: Path
 ) -> None:

@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO
 
 
+@pytest.mark.slow  # real runs of every setting: about 30 s
 def test_settings_table_from_real_runs(glue_dir: Path, tmp_path: Path) -> None:
     out = subprocess.run(
         [

@@ -114,7 +114,7 @@ def ablation_results(
     learned_cells = [
         c
         for c in plan_cells(learned, ALL_STAGES, learned_out, PLANNING_TRAINER)
-        if c.method == LEARNED_METHOD and (c.task, c.seed) in pairs
+        if c.method == LEARNED_METHOD and c.variant is None and (c.task, c.seed) in pairs
     ]
     absent = [p for p in pairs if p not in {(c.task, c.seed) for c in learned_cells}]
     if absent:

@@ -104,6 +104,11 @@ class Protocol:
         return [stage]
 
 
+def cell_label(method: str, variant: str | None) -> str:
+    """A cell's folder name under its task: the method, or ``method@variant``."""
+    return method if variant is None else f"{method}{VARIANT_SEPARATOR}{variant}"
+
+
 @dataclass
 class ProtocolCell:
     """One run of the protocol.
@@ -130,11 +135,7 @@ class ProtocolCell:
     @property
     def label(self) -> str:
         """``method``, or ``method@variant`` for a stage variant's cell (its folder)."""
-        return (
-            self.method
-            if self.variant is None
-            else f"{self.method}{VARIANT_SEPARATOR}{self.variant}"
-        )
+        return cell_label(self.method, self.variant)
 
     @property
     def name(self) -> str:
@@ -423,19 +424,14 @@ def plan_cells(
                         [f"seed={seed}"],
                         list(extra),
                     )
-                    cell = ProtocolCell(
-                        name,
-                        task,
-                        method,
-                        seed,
-                        Path(),
-                        overrides,
-                        [] if variant else protocol.evaluations_of(task, method),
-                        variant,
-                    )
-                    cell.path = out / task / cell.label / f"seed{seed}"
-                    if all(c.path != cell.path for c in cells):
-                        cells.append(cell)
+                    path = out / task / cell_label(method, variant) / f"seed{seed}"
+                    if all(c.path != path for c in cells):
+                        evaluations = [] if variant else protocol.evaluations_of(task, method)
+                        cells.append(
+                            ProtocolCell(
+                                name, task, method, seed, path, overrides, evaluations, variant
+                            )
+                        )
     return cells
 
 

@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             protocol.may_differ,
             command(args, stage),
             train,
-            holds_protocol_lock=args.cell is None,
+            skips_busy_cells=args.cell is None,
             evaluate_only=args.evaluate_only,
         )
         if args.report:

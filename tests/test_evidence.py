@@ -484,19 +484,28 @@ def test_option_added_since_a_cell_ran_is_no_change_unless_the_protocol_sets_it(
     assert config_differences(gone, now, [], []) == ["threads"]
 
 
-def test_second_runner_on_the_same_folder_is_refused(
+def test_runners_on_one_folder_share_its_cells(
     glue_dir: Path, cache_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    """Two runners would train the same cell into one folder: the second stops, names
-    the lock, and trains nothing."""
-    protocol = write_protocol(tmp_path / "tiny.yaml", glue_dir, ["lora"])
+    """A second runner of the same command (another core) skips the cell the first one
+    holds and trains the next; once the first has finished, a runner skips it as done."""
+    protocol = write_protocol(tmp_path / "tiny.yaml", glue_dir, ["lora", "adapter"])
     out = tmp_path / "evidence"
-    out.mkdir()
-    with FileLock(out / ".protocol.lock"), pytest.raises(SystemExit) as stopped:
-        evidence(protocol, out, cache_dir)
-    assert stopped.value.code == 2
-    assert f"another scripts/evidence.py is running on {out}" in capsys.readouterr().err
-    assert not (out / "rte").exists()
+    lora, adapter = (out / "rte" / m / "seed1" for m in ("lora", "adapter"))
+    lora.parent.mkdir(parents=True)
+    with FileLock(lora.parent / ".seed1.lock"):  # the first runner works on the LoRA cell
+        assert evidence(protocol, out, cache_dir) == 0
+    logged = capsys.readouterr().out
+    assert "[evidence 1/2] rte/lora/seed1: busy (another scripts/evidence.py has it), skipped" in (
+        logged
+    )
+    assert "0 done earlier, 1 finished, 0 failed, 1 busy (another runner has them)" in logged
+    assert not lora.exists()
+    assert json.loads((adapter / "run_info.json").read_text())["status"] == "finished"
+    assert evidence(protocol, out, cache_dir) == 0  # the first runner has stopped
+    logged = capsys.readouterr().out
+    assert "rte/adapter/seed1: done earlier, skipped" in logged
+    assert json.loads((lora / "run_info.json").read_text())["status"] == "finished"
 
 
 def test_one_cell_per_slurm_array_task(
@@ -504,8 +513,8 @@ def test_one_cell_per_slurm_array_task(
 ) -> None:
     """``--cell N`` (what each task of a SLURM array runs, docs/experiments.md) trains the
     N-th cell of the dry run's list and no other, while another runner works on another
-    cell; a cell another runner holds is refused, by a whole-protocol runner too; a
-    number outside the list names the valid ones."""
+    cell; ``--cell`` of a cell another runner holds is refused; a number outside the list
+    names the valid ones."""
     protocol = write_protocol(tmp_path / "tiny.yaml", glue_dir, ["lora", "adapter"])
     out = tmp_path / "evidence"
     assert evidence(protocol, out, cache_dir, "--dry-run") == 0
@@ -515,7 +524,7 @@ def test_one_cell_per_slurm_array_task(
     with FileLock(lora.parent / ".seed1.lock"):  # array task 1 works on the LoRA cell
         assert evidence(protocol, out, cache_dir, "--cell", "2") == 0
         with pytest.raises(SystemExit) as stopped:
-            evidence(protocol, out, cache_dir)
+            evidence(protocol, out, cache_dir, "--cell", "1")
     assert stopped.value.code == 2
     assert "another scripts/evidence.py is running rte/lora/seed1 (it holds " in (
         capsys.readouterr().err

@@ -47,6 +47,7 @@ PREVIOUS_DIR = "_previous"
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
 COUNTS = (
     "done",
+    "busy",
     "finished",
     "failed",
     "not done",
@@ -180,22 +181,27 @@ def cell_lock(cell: ProtocolCell) -> FileLock:
 
 
 @contextlib.contextmanager
-def held(lock: FileLock, holder: str) -> Iterator[None]:
-    """Holds ``lock`` for the block.
+def claimed(cell: ProtocolCell, refuse_busy: bool) -> Iterator[bool]:
+    """Holds the cell's lock (``cell_lock``) for the block and yields ``True``; yields
+    ``False`` (holding nothing) when another process holds it.
 
     Raises:
-        ConfigError: another process holds it; the message starts with ``holder`` (who
-            that is) and names the lock file.
+        ConfigError: ``refuse_busy`` and another process holds the lock; the message
+            names the cell and the lock file.
     """
+    lock = cell_lock(cell)
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        raise ConfigError(
-            f"{holder} (it holds {lock.lock_file}); wait for it to end or stop it, then "
-            "run this again"
-        ) from None
+        if refuse_busy:
+            raise ConfigError(
+                f"another scripts/evidence.py is running {cell.name} (it holds "
+                f"{lock.lock_file}); wait for it to end or stop it, then run this again"
+            ) from None
+        yield False
+        return
     try:
-        yield
+        yield True
     finally:
         lock.release()
 
@@ -240,13 +246,14 @@ class ProtocolRunner:
             saved in every cell's record.
         train_fn: trains one composed config and returns its metrics.
         log: where progress lines go.
-        holds_protocol_lock: hold ``<out>/.protocol.lock`` for the whole run, so a second
-            runner of the protocol is refused; ``False`` for a runner of one cell
-            (``scripts/evidence.py --cell``, a task of a SLURM array), which holds only
-            the cell's lock, as every runner does while it works on a cell.
+        skips_busy_cells: a cell whose lock (``cell_lock``) another runner holds is
+            skipped and counted ``busy``, so runners started with the same command on
+            one folder share its cells (one per core or GPU); ``False`` for a runner of
+            one cell (``scripts/evidence.py --cell``, a task of a SLURM array), which is
+            refused instead. Every runner holds a cell's lock while it works on the cell.
         evaluate_only: train nothing; run the pending evaluations of the done cells only
-            (``--evaluate-only``). It holds no protocol lock, so it can run beside a
-            runner that trains; it holds a cell's lock while it evaluates the cell.
+            (``--evaluate-only``), each under the cell's lock, so it can run beside a
+            runner that trains.
     """
 
     def __init__(
@@ -257,12 +264,12 @@ class ProtocolRunner:
         protocol_command: str,
         train_fn: Callable,
         log: Callable[[str], None] = print,
-        holds_protocol_lock: bool = True,
+        skips_busy_cells: bool = True,
         evaluate_only: bool = False,
     ) -> None:
         self.cells, self.out, self.may_differ = cells, out, may_differ
         self.protocol_command, self.train_fn, self.log = protocol_command, train_fn, log
-        self.holds_protocol_lock = holds_protocol_lock and not evaluate_only
+        self.skips_busy_cells = skips_busy_cells
         self.evaluate_only = evaluate_only
         self.stop_signal = StopSignal()
 
@@ -300,28 +307,20 @@ class ProtocolRunner:
     def run(self) -> dict[str, int]:
         """Runs every cell that is not done, then the pending evaluations of every done
         cell (``evaluate_only``: the evaluations only); returns counts of ``done``
-        (skipped), ``finished``, ``failed`` and ``not done`` (``evaluate_only``) cells, and
-        of evaluations ``evaluated``, ``evaluation failed`` and ``no checkpoint``.
+        (skipped), ``busy`` (another runner holds them: skipped), ``finished``, ``failed``
+        and ``not done`` (``evaluate_only``) cells, and of evaluations ``evaluated``,
+        ``evaluation failed`` and ``no checkpoint``.
 
         Raises:
             KeyboardInterrupt: Ctrl-C or SIGTERM; the running attempt is recorded as
                 ``interrupted`` (its last checkpoint stays, so the same command resumes
                 it) and no further cell starts.
-            ConfigError: another runner holds ``<out>/.protocol.lock`` (two runners would
-                train the same cell into one folder), or the lock of the cell this one
-                comes to (``cell_lock``); the locks are the operating system's, so a
+            ConfigError: not ``skips_busy_cells`` and another runner holds the lock of
+                the cell (``cell_lock``); the locks are the operating system's, so a
                 killed runner leaves none behind.
         """
         self.out.mkdir(parents=True, exist_ok=True)
-        protocol = (
-            held(
-                FileLock(self.out / ".protocol.lock"),
-                f"another scripts/evidence.py is running on {self.out}",
-            )
-            if self.holds_protocol_lock
-            else contextlib.nullcontext()
-        )
-        with protocol, self.stop_signal.installed():
+        with self.stop_signal.installed():
             return self._run_cells()
 
     def _run_cells(self) -> dict[str, int]:
@@ -338,9 +337,14 @@ class ProtocolRunner:
                     )
                     counts["not done"] += 1
                     continue
-                counts["done"] += 1
-            with held(cell_lock(cell), f"another scripts/evidence.py is running {cell.name}"):
-                if not self.evaluate_only:
+            with claimed(cell, refuse_busy=not self.skips_busy_cells) as mine:
+                if not mine:
+                    self.log(f"{prefix}: busy (another scripts/evidence.py has it), skipped")
+                    counts["busy"] += 1
+                    continue
+                if self.evaluate_only:
+                    counts["done"] += 1
+                else:
                     outcome = self._visit(cell, prefix, i, started)
                     counts[outcome] += 1
                     if outcome == "failed":
@@ -352,7 +356,8 @@ class ProtocolRunner:
             else f"{counts['finished']} finished, {counts['failed']} failed"
         )
         self.log(
-            f"[evidence] {counts['done']} done earlier, {cells}; evaluations: "
+            f"[evidence] {counts['done']} done earlier, {cells}, {counts['busy']} busy "
+            f"(another runner has them); evaluations: "
             f"{counts['evaluated']} written, {counts['evaluation failed']} failed, "
             f"{counts['no checkpoint']} without a checkpoint; in "
             f"{format_duration(time.monotonic() - started)}"

@@ -2,7 +2,7 @@
 what they were: finished evidence cells stay done, and old checkpoints evaluate, load
 and resume.
 
-The evidence cells are real: the records of a finished cell of docs/evidence/lr_grid,
+The evidence cells are real: the records of a finished cell of docs/evidence/mole_gate,
 and the resolved configs the code before the ``head`` group wrote for the other methods'
 cells (tests/assets/before_head_group/README.md). The checkpoints come from a real short
 run (tiny-bert, real RTE rows) rewritten into the old layout.
@@ -65,14 +65,15 @@ def test_renamed_keys_move_to_their_new_names() -> None:
 def test_a_finished_cell_from_before_the_head_group_stays_done(
     tmp_path: Path, capsys, monkeypatch
 ) -> None:
-    """The lr-grid cell that finished (its records as the protocol left them) is done;
-    without the mapping of renamed keys it would run again."""
-    shutil.copytree(BEFORE / "lr_grid", tmp_path / "lr_grid")
-    states = dry_run("evidence_lr_grid", tmp_path / "lr_grid", capsys)
-    assert states["cola/mole@1e-4/seed0"] == DONE
+    """A cell that finished then (its records as the protocol left them; it ran as the
+    lr grid's MoLE cell at 1e-4 and is the gate protocol's group_gate_lr1e-4 now) is
+    done; without the mapping of renamed keys it would run again."""
+    shutil.copytree(BEFORE / "mole_gate", tmp_path / "mole_gate")
+    states = dry_run("evidence_mole_gate", tmp_path / "mole_gate", capsys)
+    assert states["cola/group_gate_lr1e-4/seed0"] == DONE
     monkeypatch.setattr(config_upgrade, "RENAMED_KEYS", {})
-    states = dry_run("evidence_lr_grid", tmp_path / "lr_grid", capsys)
-    assert states["cola/mole@1e-4/seed0"] == (
+    states = dry_run("evidence_mole_gate", tmp_path / "mole_gate", capsys)
+    assert states["cola/group_gate_lr1e-4/seed0"] == (
         "rerun: config changed since it ran (method.head_dropout, method.head_pooling)"
     )
 

@@ -216,10 +216,10 @@ def test_every_protocol_file_composes_each_method(name: str, tmp_path: Path) -> 
         gate = (cfg.method.gate_lr, cfg.method.gate_weight_decay)
         if name == "evidence.yaml":  # the protocol's MoLE: the default of issue 31
             assert (cfg.optim.lr, *gate) == (3e-4, 0.05, 0.0)
-        elif name in ("evidence_lr_grid.yaml", "evidence_mole_gate.yaml") and (
-            "gate_lr" not in cell.method
-        ):  # the grid and the gate variants ran without it
-            assert gate == (None, None)
+        elif name == "evidence_lr_grid.yaml":  # the grid: MoLE's defaults at each lr
+            assert gate == (0.05, 0.0)
+        elif name == "evidence_mole_gate.yaml" and "gate_lr" not in cell.method:
+            assert gate == (None, None)  # the variants change the gate of before issue 31
 
 
 def test_protocol_end_to_end(

@@ -1081,3 +1081,28 @@ def test_stage_variants_are_compared_with_the_methods_own_cells(tmp_path: Path) 
         protocol.write_text(text.replace("stages:\n", f"stages:\n  bad: {stage}\n"))
         with pytest.raises(ConfigError, match=rf"p.yaml: stage 'bad'.*{re.escape(message)}"):
             load_protocol(protocol)
+
+
+def test_variants_report_shows_how_decided_each_mole_gate_was(tmp_path: Path) -> None:
+    """Per MoLE cell: the range over layers of the importance entropy (an undecided gate
+    of 4 experts: ln 4) and of the top-1 minus top-2 importance, what it kept, its score;
+    a cell without the importance table shows dashes, a LoRA cell no row."""
+    from mole_lightning.evidence.variants import gate_rows
+
+    undecided, decided = [0.25, 0.25, 0.25, 0.25], [0.7, 0.1, 0.1, 0.1]
+    # -(0.7 ln 0.7 + 3 * 0.1 ln 0.1) = 0.9404, by hand
+    structure = {"structure": [["mlp"], ["syntactic"]], "rule": "per_layer", "top_k": 1}
+    importance = {"rows": ["layer 0", "layer 1"], "values": [undecided, decided]}
+    both = {"mole_structure.json": structure, "mole_importance_at_prune.json": importance}
+    results = [
+        done_cell(tmp_path, "mrpc", "mole", 1, {"mole_structure.json": structure}),
+        done_cell(tmp_path, "cola", "mole", 2, both),
+        done_cell(tmp_path, "cola", "lora", 1, {}),
+    ]
+    for result, score in zip(results, (0.755, 0.25, 0.2), strict=True):
+        result.run.config = {"task": {"monitor": "val/x"}}
+        result.run.metrics = {"best/val/x": score}
+    assert gate_rows(results, "best") == [
+        ["CoLA", "mole", "2", "0.940–1.386", "0.000–0.600", "mlp, syntactic", "25.0"],
+        ["MRPC", "mole", "1", "–", "–", "mlp, syntactic", "75.5"],
+    ]

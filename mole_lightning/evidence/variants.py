@@ -14,7 +14,10 @@ from __future__ import annotations
 import statistics
 from collections import defaultdict
 
+import numpy as np
+
 from mole_lightning.analysis.curves import train_loss_by_epoch, validation_points
+from mole_lightning.analysis.mole_structure import gate_margins, read_structure_runs
 from mole_lightning.analysis.table import task_label, task_order
 from mole_lightning.evidence.report import (
     BEGIN_TEMPLATE,
@@ -103,6 +106,43 @@ def curve_rows(results: list[CellResult]) -> list[list]:
     return rows
 
 
+def value_range(values: np.ndarray, digits: int) -> str:
+    """``min–max`` of the finite ``values`` (one number when they are equal)."""
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return "–"
+    low, high = (f"{v:.{digits}f}" for v in (finite.min(), finite.max()))
+    return low if low == high else f"{low}–{high}"
+
+
+def gate_rows(results: list[CellResult], metric: str) -> list[list[str]]:
+    """Per done MoLE cell that pruned: how decided its gates were at the prune and what
+    it kept. Rows: ``[task, variant, seed, importance entropy per layer (min–max), top-1
+    minus top-2 importance (min–max), kept experts per layer, score ×100]``; the entropy
+    of an undecided gate over ``n`` experts is ``ln n`` (1.386 for 4)."""
+    done = {r.run.path: r for r in results if r.done and r.run is not None}
+    order = {variant: i for i, variant in enumerate(dict.fromkeys(r.cell.method for r in results))}
+    keyed = []
+    for run in read_structure_runs([r.run for r in done.values()]):
+        result = done[run.path]
+        entropy = margins = "–"
+        if run.importance is not None:
+            p = np.where(run.importance > 0, run.importance, np.nan)  # 0 ln 0 = 0
+            entropy = value_range(-np.nansum(p * np.log(p), axis=1), 3)
+            margins = value_range(gate_margins(run), 3)
+        row = [
+            task_label(run.task),
+            result.cell.method,
+            str(run.seed),
+            entropy,
+            margins,
+            ", ".join("+".join(kept) for kept in run.structure),
+            pct(result.score(metric)),
+        ]
+        keyed.append(((task_order(run.task), order[result.cell.method], run.seed), row))
+    return [row for _, row in sorted(keyed, key=lambda pair: pair[0])]
+
+
 def variants_markdown(
     results: list[CellResult],
     metric: str,
@@ -163,6 +203,21 @@ def variants_markdown(
                 ["task", "variant", "seeds", "dev", "validation steps", "train loss per epoch"],
                 curves,
                 "llrlll",
+            ).splitlines(),
+            "",
+        ]
+    gates = gate_rows(results, metric)
+    if gates:
+        lines += [
+            "MoLE's gates at the prune, per cell: the entropy of each layer's importance "
+            "(softmax of its gate logits; ln 4 = 1.386 for an undecided gate of 4 experts) "
+            "and its top-1 minus top-2 importance, as the range over the layers; the "
+            "experts kept in layers 0 to last.",
+            "",
+            *markdown_table(
+                ["task", "variant", "seed", "entropy", "top-1 − top-2", "kept", "score"],
+                gates,
+                "lllllll",
             ).splitlines(),
             "",
         ]

@@ -7,8 +7,9 @@ No Lightning and no project model or data code, so that the project's LoRA (meth
 can be checked against the textbook loop on the same GLUE files:
 ``AutoModelForSequenceClassification`` (BERT: the backbone's pooler, frozen, then a new
 linear classifier, trained) with peft LoRA r 8, alpha 16, dropout 0.1 on query and
-value; AdamW lr 5e-4, weight decay 0.01 (not on biases and LayerNorm weights), batch 32,
-length 128 with padding to the longest in each batch, 6% linear warmup then linear decay
+value; AdamW lr 1e-3 (the protocol's LoRA lr, chosen by its lr grid), weight decay 0.01
+(not on biases and LayerNorm weights), batch 32, length 128 with padding to the longest
+in each batch, 6% linear warmup then linear decay
 (``get_linear_schedule_with_warmup``), gradient clipping at 1.0; the task's dev metric
 after every epoch. The project's head differs: a new dense + tanh layer on the first
 token (trained) instead of the backbone's pretrained pooler.
@@ -122,7 +123,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--eval-batch-size", type=int, default=64)
     parser.add_argument("--max-length", type=int, default=128)

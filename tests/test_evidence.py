@@ -131,7 +131,7 @@ def test_real_protocol_order_and_configs(tmp_path: Path) -> None:
     assert len(rerun) == 6 and {c.path for c in rerun} <= {c.path for c in cells}
     gpu = plan_cells(protocol, "cola_rte", tmp_path, "gpu")
     by_method = {c.method: c for c in gpu}
-    for method, lr in {"lora": 5e-4, "adapter": 1e-3, "mole": 3e-4, "molex": 5e-4}.items():
+    for method, lr in {"lora": 1e-3, "adapter": 1e-3, "mole": 3e-4, "molex": 5e-4}.items():
         cfg = compose_cell(by_method[method])
         assert cfg.method.name == method and cfg.optim.lr == lr
         assert cfg.backbone.name == "minilm" and cfg.trainer.accelerator == "gpu"
@@ -1106,3 +1106,17 @@ def test_variants_report_shows_how_decided_each_mole_gate_was(tmp_path: Path) ->
         ["CoLA", "mole", "2", "0.940–1.386", "0.000–0.600", "mlp, syntactic", "25.0"],
         ["MRPC", "mole", "1", "–", "–", "mlp, syntactic", "75.5"],
     ]
+
+
+def test_sst2_curve_runs_the_protocols_lora(tmp_path: Path) -> None:
+    """The SST-2 learning curve that picks the SST-2 stage's epochs trains the protocol's
+    LoRA: the same lr (the lr grid's choice) and method settings as conf/evidence.yaml's
+    LoRA cells, on SST-2, validated every 526 steps for 3 epochs."""
+    (curve,) = plan_cells(load_protocol(CONF / "evidence_sst2_curve.yaml"), "all", tmp_path, "cpu")
+    main = next(
+        c for c in plan_cells(load_protocol(), "all", tmp_path, "cpu") if c.method == "lora"
+    )
+    ours, theirs = compose_cell(curve), compose_cell(main)
+    assert (ours.task.name, curve.seed) == ("sst2", 0)
+    assert ours.optim == theirs.optim and ours.method == theirs.method
+    assert (ours.trainer.max_epochs, ours.trainer.val_check_interval) == (3, 526)

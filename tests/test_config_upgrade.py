@@ -22,6 +22,7 @@ import mole_lightning.utils.config_upgrade as config_upgrade
 from mole_lightning.core.paths import CONFIG_DIR
 from mole_lightning.evaluation.checkpoint import load_module
 from mole_lightning.evaluation.cli import evaluate
+from mole_lightning.evidence.protocol import compose_cell, load_protocol, plan_cells
 from mole_lightning.train import train
 from mole_lightning.utils.config_upgrade import upgrade_config
 from mole_lightning.utils.resume import resume_config
@@ -43,10 +44,14 @@ def dry_run(protocol: str, out: Path, capsys) -> dict[str, str]:
     return dict(lines)
 
 
-def write_finished_cell(cell: Path, resolved: Path) -> None:
-    """A finished cell folder holding ``resolved`` as its resolved config."""
+def write_finished_cell(cell: Path, resolved: Path, lr: float | None = None) -> None:
+    """A finished cell folder holding ``resolved`` as its resolved config (with ``lr``
+    as its ``optim.lr`` when given)."""
     cell.mkdir(parents=True)
-    shutil.copy(resolved, cell / "resolved_config.yaml")
+    config = yaml.safe_load(resolved.read_text())
+    if lr is not None:
+        config["optim"]["lr"] = lr
+    (cell / "resolved_config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     (cell / "run_info.json").write_text(json.dumps({"status": "finished"}))
     (cell / "metrics.json").write_text(json.dumps({"best/val/mcc": 0.1, "val/mcc": 0.1}))
 
@@ -82,10 +87,17 @@ def test_every_methods_cell_from_before_the_head_group_stays_done(tmp_path: Path
     """lora, adapter, molex (its LoRA and adapter keys now inherited from their
     dataclasses), full, and a cell whose protocol sets the head (``head.pooling=mean``,
     ``method.head_pooling=mean`` when it ran): each is done. A cell whose saved head is
-    not the protocol's runs again, naming the renamed key."""
+    not the protocol's runs again, naming the renamed key. The protocol's lrs have
+    changed since (the lr grid's choices); each cell of conf/evidence.yaml gets today's
+    lr of its method, so that the keys the dry run compares differ only in their names."""
+    lrs = {
+        c.method: compose_cell(c).optim.lr
+        for c in plan_cells(load_protocol(), "all", tmp_path, "cpu")
+    }
     for resolved in sorted(BEFORE.glob("*__*.yaml")):
         protocol, task, method, seed = resolved.stem.split("__")
-        write_finished_cell(tmp_path / protocol / task / method / seed, resolved)
+        lr = lrs[method] if protocol == "evidence" else None
+        write_finished_cell(tmp_path / protocol / task / method / seed, resolved, lr)
     states = dry_run("evidence", tmp_path / "evidence", capsys)
     for cell in ("cola/lora/seed1", "cola/adapter/seed1", "cola/molex/seed1", "rte/full/seed1"):
         assert states[cell] == DONE, cell

@@ -932,7 +932,9 @@ def test_protocol_evaluates_its_cells_and_reports_the_tables(
     assert "[evidence 1/4] rte/lora/seed1: done earlier, skipped" in second
     assert "rte/lora/seed1: evaluating" not in second
     assert second.count(": eval perturb written in ") == 3
-    assert "3 finished, 0 failed; evaluations: 9 written" in second
+    assert "3 finished, 0 failed, 0 busy (another runner has them); evaluations: 9 written" in (
+        second
+    )
     stamps = eval_stamps(cells)
     assert len(stamps) == 12
 

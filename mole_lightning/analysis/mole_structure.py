@@ -273,6 +273,15 @@ def gate_margins(run: StructureRun) -> np.ndarray | None:
     return np.array(margins)
 
 
+def gate_entropies(run: StructureRun) -> np.ndarray | None:
+    """``[layers]`` entropy (nats) of each layer's importance at the prune (``ln n`` for an
+    undecided gate over ``n`` experts), or ``None`` without the importance table."""
+    if run.importance is None:
+        return None
+    p = np.where(run.importance > 0, run.importance, np.nan)  # 0 ln 0 = 0
+    return -np.nansum(p * np.log(p), axis=1)
+
+
 def report_lines(
     runs: list[StructureRun], by_layer: GraphByLayer, figure: Path | None = None
 ) -> list[str]:

@@ -17,7 +17,11 @@ from collections import defaultdict
 import numpy as np
 
 from mole_lightning.analysis.curves import train_loss_by_epoch, validation_points
-from mole_lightning.analysis.mole_structure import gate_margins, read_structure_runs
+from mole_lightning.analysis.mole_structure import (
+    gate_entropies,
+    gate_margins,
+    read_structure_runs,
+)
 from mole_lightning.analysis.table import task_label, task_order
 from mole_lightning.evidence.report import (
     BEGIN_TEMPLATE,
@@ -127,8 +131,7 @@ def gate_rows(results: list[CellResult], metric: str) -> list[list[str]]:
         result = done[run.path]
         entropy = margins = "–"
         if run.importance is not None:
-            p = np.where(run.importance > 0, run.importance, np.nan)  # 0 ln 0 = 0
-            entropy = value_range(-np.nansum(p * np.log(p), axis=1), 3)
+            entropy = value_range(gate_entropies(run), 3)
             margins = value_range(gate_margins(run), 3)
         row = [
             task_label(run.task),

@@ -329,8 +329,9 @@ class ProtocolRunner:
         total = len(self.cells)
         for i, cell in enumerate(self.cells, start=1):
             prefix = f"[evidence {i}/{total}] {cell.name}"
+            cfg = compose_cell(cell)
             if self.evaluate_only:
-                state = cell_state(cell.path, compose_cell(cell), self.may_differ, cell.overrides)
+                state = cell_state(cell.path, cfg, self.may_differ, cell.overrides)
                 if state.kind != DONE:
                     self.log(
                         f"{prefix}: {state.kind} ({state.reason}): not trained (--evaluate-only)"
@@ -345,11 +346,11 @@ class ProtocolRunner:
                 if self.evaluate_only:
                     counts["done"] += 1
                 else:
-                    outcome = self._visit(cell, prefix, i, started)
+                    outcome = self._visit(cell, cfg, prefix, i, started)
                     counts[outcome] += 1
                     if outcome == "failed":
                         continue
-                self._evaluate(cell, prefix, counts)
+                self._evaluate(cell, cfg, prefix, counts)
         cells = (
             f"{counts['not done']} not done (not trained: --evaluate-only)"
             if self.evaluate_only
@@ -364,10 +365,13 @@ class ProtocolRunner:
         )
         return counts
 
-    def _evaluate(self, cell: ProtocolCell, prefix: str, counts: dict[str, int]) -> None:
-        """Runs the pending evaluations of a trained cell on its best checkpoint, each
-        result written atomically into the cell's folder; says which cannot run (no
-        checkpoint) and goes on after a failed one (counted in ``counts``)."""
+    def _evaluate(
+        self, cell: ProtocolCell, cfg: DictConfig, prefix: str, counts: dict[str, int]
+    ) -> None:
+        """Runs the pending evaluations of a trained cell (``cfg``: its config as the
+        protocol composes it) on its best checkpoint, each result written atomically into
+        the cell's folder; says which cannot run (no checkpoint) and goes on after a
+        failed one (counted in ``counts``)."""
         pending = {}
         for evaluation in cell.evaluations:
             state = evaluation_state(cell.path, evaluation)
@@ -391,7 +395,7 @@ class ProtocolRunner:
             begin = time.monotonic()
             try:
                 evaluator = evaluator or Evaluator(
-                    load_eval_run(ckpt, overrides=eval_overrides(compose_cell(cell)))
+                    load_eval_run(ckpt, overrides=eval_overrides(cfg))
                 )
                 run_evaluation(evaluator, evaluation)
             except Exception as err:
@@ -409,10 +413,13 @@ class ProtocolRunner:
             )
             counts["evaluated"] += 1
 
-    def _visit(self, cell: ProtocolCell, prefix: str, i: int, started: float) -> str:
-        """Skips cell number ``i`` (of ``self.cells``, from 1) when it is done, else runs
-        it; returns ``done``, ``finished`` or ``failed``."""
-        state = cell_state(cell.path, compose_cell(cell), self.may_differ, cell.overrides)
+    def _visit(
+        self, cell: ProtocolCell, cfg: DictConfig, prefix: str, i: int, started: float
+    ) -> str:
+        """Skips cell number ``i`` (of ``self.cells``, from 1; ``cfg``: its config as the
+        protocol composes it) when it is done, else runs it; returns ``done``,
+        ``finished`` or ``failed``."""
+        state = cell_state(cell.path, cfg, self.may_differ, cell.overrides)
         if state.kind == DONE:
             self.log(f"{prefix}: done earlier, skipped")
             return "done"

@@ -131,7 +131,7 @@ def test_real_protocol_order_and_configs(tmp_path: Path) -> None:
     assert len(rerun) == 6 and {c.path for c in rerun} <= {c.path for c in cells}
     gpu = plan_cells(protocol, "cola_rte", tmp_path, "gpu")
     by_method = {c.method: c for c in gpu}
-    for method, lr in {"lora": 1e-3, "adapter": 1e-3, "mole": 3e-4, "molex": 5e-4}.items():
+    for method, lr in {"lora": 1e-3, "adapter": 1e-3, "mole": 3e-4, "molex": 1e-3}.items():
         cfg = compose_cell(by_method[method])
         assert cfg.method.name == method and cfg.optim.lr == lr
         assert cfg.backbone.name == "minilm" and cfg.trainer.accelerator == "gpu"

@@ -41,7 +41,12 @@ from mole_lightning.evidence.protocol import (
     load_protocol,
     plan_cells,
 )
-from mole_lightning.evidence.report import replace_section, report_markdown, runs_csv
+from mole_lightning.evidence.report import (
+    glance_markdown,
+    replace_section,
+    report_markdown,
+    runs_csv,
+)
 from mole_lightning.evidence.results import gather
 from mole_lightning.evidence.runner import LOG_FORMAT, ProtocolRunner
 from mole_lightning.evidence.variants import variants_markdown
@@ -142,6 +147,12 @@ def report(args: argparse.Namespace, protocol, runner: ProtocolRunner) -> None:
             results, protocol.metric, protocol.name, report_command, continue_command
         )
     else:
+        # the at-a-glance section first: in a file that has neither, it comes first
+        replace_section(
+            args.results,
+            glance_markdown(results, protocol.metric, report_command, protocol.name),
+            f"{protocol.name}_glance",
+        )
         section = report_markdown(
             results,
             protocol.metric,
@@ -157,9 +168,14 @@ def report(args: argparse.Namespace, protocol, runner: ProtocolRunner) -> None:
     args.csv.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(args.csv, runs_csv(results))
     done = sum(r.done for r in results)
+    sections = (
+        f"section {protocol.name}"
+        if protocol.report == "variants"
+        else f"sections {protocol.name}_glance, {protocol.name}"
+    )
     print(
         f"report: {done}/{len(results)} cells done -> {args.results} "
-        f"(section {protocol.name}), {args.csv}, {args.figures}/"
+        f"({sections}), {args.csv}, {args.figures}/"
     )
 
 

@@ -297,7 +297,31 @@ def test_protocol_end_to_end(
     section = text.split(begin)[1].split(end)[0]
     assert "| lora |" in section and "| adapter |" in section and "RTE (acc)" in section
     assert "Cells done: 2 of 2" in section and "Every cell of the protocol is done." in section
-    assert "| adapter | " in section.split("### Paired differences to LoRA")[1]
+    # at a glance, before the protocol's section: each method's row, its cost per cell
+    # and the paired difference, computed here from the cells' records
+    glance_begin = BEGIN_TEMPLATE.format(name="tiny_glance")
+    glance_end = END_TEMPLATE.format(name="tiny_glance")
+    assert text.count(glance_begin) == 1 and text.index(glance_end) < text.index(begin)
+    glance = text.split(glance_begin)[1].split(glance_end)[0]
+    best = {
+        c.parent.name: 100 * json.loads((c / "metrics.json").read_text())["best/val/acc"]
+        for c in cells
+    }
+    minutes = {
+        c.parent.name: sum(
+            a["wall_s"] for a in json.loads((c / "evidence_cell.json").read_text())["attempts"]
+        )
+        / 60
+        for c in cells
+    }
+    for method in ("lora", "adapter"):
+        row = next(line for line in glance.splitlines() if line.startswith(f"| {method} |"))
+        score = f"{best[method]:.1f}"
+        assert f"| {score} (n=1) | {score} | {minutes[method]:.1f} |" in row
+    assert "(2 of 2 cells done)" in glance and "precision 32-true (2 cells)" in glance
+    difference = f"{best['adapter'] - best['lora']:+.1f} (n=1)"
+    assert f"| adapter | {difference} |" in glance.split("Paired difference to lora")[1]
+    assert "Paired difference" not in section
     sanity = section.split("### Sanity row: the plain LoRA loop")[1].split("###")[0]
     assert "| RTE | 1 | acc | " in sanity and "no done cell" not in sanity
     assert (tmp_path / "figures" / "curves_rte.png").is_file()

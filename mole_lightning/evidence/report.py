@@ -27,7 +27,14 @@ from mole_lightning.analysis.curves import (
     validations_by_epoch,
 )
 from mole_lightning.analysis.heatmaps import average_tables, read_expert_table
-from mole_lightning.analysis.table import build_table, human_count, task_label, task_order
+from mole_lightning.analysis.table import (
+    build_table,
+    format_params,
+    human_count,
+    metric_label,
+    task_label,
+    task_order,
+)
 from mole_lightning.evidence.evaluation_report import evaluation_sections
 from mole_lightning.evidence.results import (
     BASELINE,
@@ -91,6 +98,84 @@ def difference_lines(results: list[CellResult], metric: str) -> list[str]:
             rows.append([method, *cells])
     header = ["method", *(task_label(t) for t in tasks)]
     return [*lines, *markdown_table(header, rows, "l" + "r" * len(tasks)).splitlines()]
+
+
+def cell_minutes(results: list[CellResult], method: str, task: str) -> str:
+    """Mean wall minutes of the done cells of ``method`` on ``task`` (``–`` for none)."""
+    walls = [
+        wall_seconds(r.record)
+        for r in results
+        if r.done and (r.cell.method, r.cell.task) == (method, task)
+    ]
+    walls = [w for w in walls if w is not None]
+    return f"{statistics.fmean(walls) / 60:.1f}" if walls else "–"
+
+
+def machine_summary(results: list[CellResult]) -> str:
+    """``<machine>, precision <p> (<n> cells)`` for each machine and precision of the
+    done cells."""
+    counts: dict[str, int] = defaultdict(int)
+    for r in results:
+        if r.done:
+            attempts = r.record.get("attempts", [])
+            machine = attempts[-1]["machine"]["summary"] if attempts else "unknown machine"
+            counts[f"{machine}, precision {r.run.config_value('trainer.precision')}"] += 1
+    return "; ".join(f"{m} ({n} cells)" for m, n in counts.items())
+
+
+def glance_markdown(results: list[CellResult], metric: str, report_command: str, name: str) -> str:
+    """The at-a-glance section (between the markers of ``<name>_glance``): per method,
+    the task means ± std of the ``metric`` score ×100, their average, the trainable
+    parameters and the wall minutes of one cell per task; then the paired differences to
+    LoRA. The methods' own cells only (no stage variants)."""
+    own = [r for r in results if r.cell.variant is None]
+    done = [r for r in own if r.done]
+    lines = [
+        BEGIN_TEMPLATE.format(name=f"{name}_glance"),
+        f"Written by `{report_command}` from the cells' records ({len(done)} of {len(own)} "
+        "cells done); the protocol's section below has every run.",
+        "",
+    ]
+    if not done:
+        return (
+            "\n".join([*lines, "No cell is done yet.", END_TEMPLATE.format(name=f"{name}_glance")])
+            + "\n"
+        )
+    table = build_table([r.run for r in done], metric=metric)
+    rows = []
+    for row in table.rows:
+        avg = table.average(row)
+        rows.append(
+            [
+                row,
+                format_params(table.params.get(row, [])),
+                *(table.format_cell(row, t, 1) for t in table.tasks),
+                "–" if avg is None else f"{avg:.1f}",
+                " / ".join(cell_minutes(own, row, t) for t in table.tasks),
+            ]
+        )
+    labels = [task_label(t) for t in table.tasks]
+    header = [
+        "method",
+        "trainable params",
+        *(f"{task_label(t)} ({metric_label(table.monitors[t])})" for t in table.tasks),
+        "avg",
+        f"minutes per cell ({' / '.join(labels)})",
+    ]
+    what = "best checkpoint" if metric == "best" else "last validation"
+    lines += [
+        f"Dev score ×100 ({what}): mean ± std over the seeds done (n); avg: the mean of the "
+        "row's task means (– until every task has a cell); minutes: the wall time of one "
+        "cell, mean over its seeds.",
+        "",
+        *markdown_table(header, rows, "lr" + "r" * (len(labels) + 1) + "l").splitlines(),
+        "",
+        f"Machines: {machine_summary(own)}.",
+        "",
+        *difference_lines(own, metric),
+        END_TEMPLATE.format(name=f"{name}_glance"),
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def run_lines(results: list[CellResult]) -> list[str]:
@@ -462,7 +547,6 @@ def report_markdown(
         else:
             lines += ["No cell is done yet: no table.", ""]
             break
-    lines += ["### Paired differences to LoRA", ""] + difference_lines(results, metric) + [""]
     lines += ["### Learning curves", ""] + curve_lines(results) + [""]
     figure_links = write_figures(results, figures, markdown_path)
     lines += figure_links + ([""] if figure_links else [])

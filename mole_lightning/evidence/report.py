@@ -112,15 +112,20 @@ def cell_minutes(results: list[CellResult], method: str, task: str) -> str:
     return f"{'' if whole else '≤'}{statistics.fmean(walls) / 60:.1f}"
 
 
+def machine_and_precision(result: CellResult) -> str:
+    """``<machine>, precision <p>`` of a done cell's last attempt."""
+    attempts = result.record.get("attempts", [])
+    machine = attempts[-1]["machine"]["summary"] if attempts else "unknown machine"
+    return f"{machine}, precision {result.run.config_value('trainer.precision')}"
+
+
 def machine_summary(results: list[CellResult]) -> str:
     """``<machine>, precision <p> (<n> cells)`` for each machine and precision of the
     done cells."""
     counts: dict[str, int] = defaultdict(int)
     for r in results:
         if r.done:
-            attempts = r.record.get("attempts", [])
-            machine = attempts[-1]["machine"]["summary"] if attempts else "unknown machine"
-            counts[f"{machine}, precision {r.run.config_value('trainer.precision')}"] += 1
+            counts[machine_and_precision(r)] += 1
     return "; ".join(f"{m} ({n} cells)" for m, n in counts.items())
 
 
@@ -420,10 +425,7 @@ def provenance_lines(results: list[CellResult], report_command: str) -> list[str
     commits: dict[str, int] = defaultdict(int)
     commands = dict.fromkeys(r.record.get("protocol_command") for r in done if r.record)
     for r in done:
-        attempts = r.record.get("attempts", [])
-        summary = attempts[-1]["machine"]["summary"] if attempts else "unknown machine"
-        precision = r.run.config_value("trainer.precision")
-        machines[f"{summary}, precision {precision}"].append(r.cell.name)
+        machines[machine_and_precision(r)].append(r.cell.name)
         commits[str(r.run.info.get("git_commit"))] += 1
     starts = [r.run.info.get("started") for r in done if r.run.info.get("started")]
     ends = [r.run.info.get("ended") for r in done if r.run.info.get("ended")]

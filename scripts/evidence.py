@@ -144,7 +144,12 @@ def report(args: argparse.Namespace, protocol, runner: ProtocolRunner) -> None:
     continue_command = {stage: command(args, stage) for stage in protocol.stages}
     if protocol.report == "variants":
         section = variants_markdown(
-            results, protocol.metric, protocol.name, report_command, continue_command
+            results,
+            protocol.metric,
+            protocol.name,
+            report_command,
+            continue_command,
+            protocol.epochs_tolerance,
         )
     else:
         # the at-a-glance section first: in a file that has neither, it comes first

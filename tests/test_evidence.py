@@ -770,6 +770,48 @@ def test_variants_curves_show_every_validation_and_the_training_loss(tmp_path: P
     ]
 
 
+def test_a_curve_protocol_chooses_the_epochs_after_which_the_curve_gains_less_than_its_tolerance(
+    tmp_path: Path,
+) -> None:
+    """`choose_epochs`: the first epoch after which the rest of the curve raises the best
+    dev score by less than the tolerance, from the best up to that epoch's end (a dip
+    inside an epoch does not count); the SST-2 curve protocol sets one point."""
+    from mole_lightning.analysis.curves import MetricPoint
+    from mole_lightning.errors import ConfigError
+    from mole_lightning.evidence.variants import chosen_epochs, variants_markdown
+
+    curve = [(0, 0.80), (0, 0.86), (1, 0.85), (1, 0.865), (2, 0.875), (2, 0.87)]
+    points = [MetricPoint(100 * i, e, v) for i, (e, v) in enumerate(curve)]
+    assert chosen_epochs(points, 0.02) == (1, 0.86, 0.875)  # 1.5 points to gain: < 2
+    assert chosen_epochs(points, 0.01) == (3, 0.875, 0.875)  # 1.0 after epoch 2: not < 1
+    assert chosen_epochs(points, 0.011) == (2, 0.865, 0.875)
+    with pytest.raises(ValueError, match="without validations"):
+        chosen_epochs([], 0.01)
+
+    result = done_cell(tmp_path, "sst2", "lora", 0, {})
+    result.run.config = {"task": {"monitor": "val/acc"}}
+    result.run.metrics = {"global_step": 600}
+    (result.cell.path / "csv").mkdir()
+    (result.cell.path / "csv" / "metrics.csv").write_text(
+        "epoch,step,val/acc\n" + "".join(f"{p.epoch},{p.step},{p.value}\n" for p in points)
+    )
+    section = variants_markdown([result], "best", "curve", "REPORT", {}, 0.011)
+    assert "less than 1.1 (×100)" in section
+    assert "| SST-2 | lora | 0 | 2 | 86.5 | 87.5 | 3 |" in section
+    assert "Epochs each curve" not in variants_markdown([result], "best", "curve", "R", {})
+
+    assert load_protocol(CONF / "evidence_sst2_curve.yaml").epochs_tolerance == 0.01
+    protocol = write_protocol(tmp_path / "p.yaml", tmp_path, ["lora"])
+    base = protocol.read_text()
+    for bad in ("{tolerance: 1.5}", "{tolerance: true}", "0.01", "{tolerance: 0.01, by: acc}"):
+        protocol.write_text(base + f"report: variants\nchoose_epochs: {bad}\n")
+        with pytest.raises(ConfigError, match="choose_epochs must be"):
+            load_protocol(protocol)
+    protocol.write_text(base + "choose_epochs: {tolerance: 0.01}\n")
+    with pytest.raises(ConfigError, match="choose_epochs is read by a variants report"):
+        load_protocol(protocol)
+
+
 def test_evaluations_of_the_real_protocol_leave_every_cell_config_as_it_was(
     tmp_path: Path,
 ) -> None:

@@ -78,6 +78,10 @@ class Protocol:
     metric: str
     may_differ: list[str]
     report: str = "full"
+    epochs_tolerance: float | None = None
+    """``choose_epochs.tolerance``: a variants report then gives, per done cell, the
+    epochs its curve supports (``mole_lightning/evidence/variants.py``:
+    ``chosen_epochs``)."""
 
     @property
     def name(self) -> str:
@@ -179,6 +183,7 @@ def load_protocol(path: Path = DEFAULT_PROTOCOL) -> Protocol:
         metric=str(node.get("metric", "best")),
         may_differ=[str(k) for k in node.get("may_differ", [])],
         report=str(node.get("report", "full")),
+        epochs_tolerance=parse_choose_epochs(node.get("choose_epochs"), path),
     )
     if protocol.metric not in ("best", "final"):
         raise ConfigError(f"{path}: metric must be best or final, not {protocol.metric!r}")
@@ -186,6 +191,8 @@ def load_protocol(path: Path = DEFAULT_PROTOCOL) -> Protocol:
         raise ConfigError(
             f"{path}: report must be one of {', '.join(REPORT_KINDS)}, not {protocol.report!r}"
         )
+    if protocol.epochs_tolerance is not None and protocol.report != "variants":
+        raise ConfigError(f"{path}: choose_epochs is read by a variants report (report: variants)")
     for name, stage in protocol.stages.items():
         check_stage(path, name, stage)
         for kind, known in (("tasks", protocol.tasks), ("methods", protocol.methods)):
@@ -199,6 +206,30 @@ def load_protocol(path: Path = DEFAULT_PROTOCOL) -> Protocol:
         node.get("evaluations"), protocol
     )
     return protocol
+
+
+def parse_choose_epochs(node, path: Path) -> float | None:
+    """``choose_epochs: {tolerance: <t>}`` (optional): the tolerance, a fraction of the
+    dev metric in (0, 1).
+
+    Raises:
+        ConfigError: anything else, naming the file.
+    """
+    if node is None:
+        return None
+    tolerance = node.get("tolerance") if isinstance(node, dict) else None
+    if (
+        not isinstance(node, dict)
+        or set(node) != {"tolerance"}
+        or isinstance(tolerance, bool)
+        or not isinstance(tolerance, int | float)
+        or not 0 < tolerance < 1
+    ):
+        raise ConfigError(
+            f"{path}: choose_epochs must be {{tolerance: <a fraction of the dev metric in "
+            f"(0, 1)>}}, not {node!r}"
+        )
+    return float(tolerance)
 
 
 def check_stage(path: Path, name: str, stage) -> None:

@@ -6,7 +6,8 @@ One table of best dev scores (task columns, one row per variant, mean ± std ove
 done seeds), the curves (the dev metric at each validation, the mean training loss of each
 epoch), and for a grid (variants named ``<method>@<value>``, e.g.
 ``lora@3e-4``) the value each method's rule chooses: the highest mean over the grid's
-tasks of the best score, once every cell of that method is done.
+tasks of the best score, once every cell of that method is done. With ``choose_epochs``
+in the protocol file, per done cell the epochs its curve supports (``chosen_epochs``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from mole_lightning.analysis.curves import train_loss_by_epoch, validation_points
+from mole_lightning.analysis.curves import MetricPoint, train_loss_by_epoch, validation_points
 from mole_lightning.analysis.mole_structure import (
     gate_entropies,
     gate_margins,
@@ -110,6 +111,48 @@ def curve_rows(results: list[CellResult]) -> list[list]:
     return rows
 
 
+def chosen_epochs(points: list[MetricPoint], tolerance: float) -> tuple[int, float, float]:
+    """The epochs a finished curve supports: the first epoch ``e`` (1-based) after which
+    the rest of the curve raises the best dev score by less than ``tolerance`` (the best
+    over the validations up to the end of epoch ``e`` against the best of the whole
+    curve). Returns ``(e, best up to e, best of the curve)``; the last epoch always
+    qualifies.
+
+    Raises:
+        ValueError: no validation.
+    """
+    if not points:
+        raise ValueError("a curve without validations supports no epoch count")
+    overall = max(p.value for p in points)
+    for epoch in sorted({p.epoch for p in points}):
+        so_far = max(p.value for p in points if p.epoch <= epoch)
+        if overall - so_far < tolerance:
+            break
+    return epoch + 1, so_far, overall
+
+
+def epoch_rows(results: list[CellResult], tolerance: float) -> list[list[str]]:
+    """Per done cell: ``[task, variant, seed, epochs, best up to them ×100, best of the
+    curve ×100, epochs trained]`` (``chosen_epochs``)."""
+    rows = []
+    for r in results:
+        points = validation_points(r.run) if r.done else []
+        if points:
+            epochs, so_far, overall = chosen_epochs(points, tolerance)
+            rows.append(
+                [
+                    task_label(r.cell.task),
+                    r.cell.method,
+                    str(r.cell.seed),
+                    str(epochs),
+                    pct(so_far),
+                    pct(overall),
+                    str(max(p.epoch for p in points) + 1),
+                ]
+            )
+    return rows
+
+
 def value_range(values: np.ndarray, digits: int) -> str:
     """``min–max`` of the finite ``values`` (one number when they are equal)."""
     finite = values[np.isfinite(values)]
@@ -152,8 +195,10 @@ def variants_markdown(
     name: str,
     report_command: str,
     continue_command: dict[str, str],
+    epochs_tolerance: float | None = None,
 ) -> str:
-    """The generated section of protocol ``name`` (its file's stem), between its markers."""
+    """The generated section of protocol ``name`` (its file's stem), between its markers;
+    with ``epochs_tolerance``, the epochs each done cell's curve supports."""
     tasks = sorted({r.cell.task for r in results}, key=task_order)
     scores = scores_by_variant(results, metric)
     rows = [
@@ -206,6 +251,19 @@ def variants_markdown(
                 ["task", "variant", "seeds", "dev", "validation steps", "train loss per epoch"],
                 curves,
                 "llrlll",
+            ).splitlines(),
+            "",
+        ]
+    epochs = epoch_rows(results, epochs_tolerance) if epochs_tolerance is not None else []
+    if epochs:
+        lines += [
+            "Epochs each curve supports: the first epoch after which the rest of the curve "
+            f"raises the best dev score by less than {pct(epochs_tolerance)} (×100).",
+            "",
+            *markdown_table(
+                ["task", "variant", "seed", "epochs", "best up to them", "best of the curve", "of"],
+                epochs,
+                "lllrrrr",
             ).splitlines(),
             "",
         ]

@@ -105,7 +105,7 @@ def report_args(results: Path, runs_csv: Path, figures: Path) -> list[str]:
 def test_real_protocol_order_and_configs(tmp_path: Path) -> None:
     protocol = load_protocol()
     cells = plan_cells(protocol, "all", tmp_path, "cpu")
-    assert len(cells) == 4 * 4 * 3 + 3 + 2 * 4 * 3
+    assert len(cells) == 4 * 4 * 3 + 3 + 2 * 4 * 3 + 4 * 3
     first = cells[:24]
     assert {c.task for c in first} == {"cola", "rte"}
     assert {c.method for c in first} == {"lora", "adapter", "mole", "molex"}
@@ -115,7 +115,7 @@ def test_real_protocol_order_and_configs(tmp_path: Path) -> None:
     assert cells[0].path == tmp_path / "cola" / "lora" / "seed1"
     # the fast-settings check: the cola_rte cells again, in folders of their own, with
     # bf16-mixed and length grouping on top of each method's settings
-    fast = cells[51:]
+    fast = cells[51:75]
     assert {c.variant for c in fast} == {"fast"} and {c.variant for c in cells[:51]} == {None}
     assert [(c.task, c.method, c.seed) for c in fast] == [(c.task, c.method, c.seed) for c in first]
     assert fast[0].path == tmp_path / "cola" / "lora@fast" / "seed1" and not fast[0].evaluations
@@ -125,6 +125,15 @@ def test_real_protocol_order_and_configs(tmp_path: Path) -> None:
         "data.group_by_length",
         "trainer.precision",
     ]
+    # SST-2: one epoch (the LoRA curve's choice) validated every 526 steps, evaluated on
+    # AdvGLUE's SST-2 set and the perturbations
+    sst2 = cells[75:]
+    assert [(c.task, c.seed) for c in sst2] == [("sst2", s) for s in (1, 2, 3) for _ in range(4)]
+    assert [c.method for c in sst2[:4]] == ["lora", "adapter", "mole", "molex"]
+    assert [e.name for e in sst2[0].evaluations] == ["advglue", "perturb"]
+    cfg = compose_cell(sst2[2])
+    assert (cfg.task.name, cfg.method.name, cfg.optim.lr) == ("sst2", "mole", 3e-4)
+    assert (cfg.trainer.max_epochs, cfg.trainer.val_check_interval) == (1, 526)
     # a stage that names cells of other stages again (MoLE's rerun) plans them once
     rerun = plan_cells(protocol, "mole_rte_stsb", tmp_path, "cpu")
     assert {(c.task, c.method) for c in rerun} == {("rte", "mole"), ("stsb", "mole")}
@@ -842,9 +851,7 @@ def test_evaluations_of_the_real_protocol_leave_every_cell_config_as_it_was(
     }
     transfer = by_key["stsb", "lora", 1].evaluations[1]
     assert transfer.options == {"targets": ["mrpc"], "mappings_dir": None}
-    # SST-2 has evaluations before a stage trains it: they match no cell yet
-    assert [e.name for e in protocol.evaluations["sst2"]] == ["advglue", "perturb"]
-    assert not any(c.task == "sst2" for c in cells)
+    assert names("sst2", "adapter", 2) == ["advglue", "perturb"]  # AdvGLUE's SST-2 set
 
     node = yaml.safe_load((CONF / "evidence.yaml").read_text())
     del node["evaluations"]

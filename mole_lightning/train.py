@@ -24,7 +24,7 @@ from mole_lightning.data.datamodule import GlueDataModule
 from mole_lightning.errors import ConfigError, reported_as_exit
 from mole_lightning.methods import method_callbacks, method_config
 from mole_lightning.methods.molex import MolexConfig
-from mole_lightning.models.config_store import register_options
+from mole_lightning.models.config_store import register_conf
 from mole_lightning.models.glue_module import GlueModule
 from mole_lightning.models.tuned_module import parameter_counts
 from mole_lightning.resources import MissingResourcesError, check_resources
@@ -50,7 +50,7 @@ from mole_lightning.utils.run_info import METRICS, finish_run, start_run
 
 TRAINER_EXTRA_KEYS = ("compile",)
 log = logging.getLogger(__name__)
-register_options()  # the method and head options conf/train.yaml composes
+register_conf()  # the method and head options and the resolvers conf/train.yaml needs
 
 
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path | None = None) -> str | None:

@@ -47,9 +47,9 @@ def compose_method(method: str, backbone: str, *overrides: str):
     ``overrides`` last."""
     from hydra import compose, initialize_config_dir
 
-    from mole_lightning.models.config_store import register_options
+    from mole_lightning.models.config_store import register_conf
 
-    register_options()
+    register_conf()
     name, extra = VARIANTS.get(method, (method, []))
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         return compose(

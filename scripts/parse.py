@@ -24,9 +24,9 @@ from mole_lightning.data.datamodule import (
     task_splits,
 )
 from mole_lightning.graphs import GRAPH_KINDS
-from mole_lightning.models.config_store import register_options
+from mole_lightning.models.config_store import register_conf
 
-register_options()  # the method and head options conf/train.yaml composes
+register_conf()  # the method and head options and the resolvers conf/train.yaml needs
 
 
 def parse_task(cfg: DictConfig) -> list[dict]:

@@ -63,9 +63,9 @@ def compose(overrides: list[str], output_dir: Path | None = None, cache: Path | 
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from mole_lightning.models.config_store import register_options
+    from mole_lightning.models.config_store import register_conf
 
-    register_options()
+    register_conf()
     paths = []
     if output_dir is not None:
         paths += [f"paths.output_dir={output_dir}", f"paths.log_dir={output_dir}/logs"]

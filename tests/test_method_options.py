@@ -20,7 +20,7 @@ from mole_lightning.errors import ConfigError
 from mole_lightning.methods import METHODS, build_encoder, method_config
 from mole_lightning.methods.molex import MolexConfig
 from mole_lightning.models.backbone import load_backbone
-from mole_lightning.models.config_store import register_options
+from mole_lightning.models.config_store import register_conf
 from mole_lightning.models.heads import HeadConfig
 from mole_lightning.utils.structured import dataclass_from_node
 from tests.conftest import CONF_DIR, compose, run_cli
@@ -39,10 +39,10 @@ def molex_with_gain(monkeypatch):
     monkeypatch.setitem(
         METHODS, "molex", dataclasses.replace(METHODS["molex"], config_cls=MolexWithGain)
     )
-    register_options()
+    register_conf()
     yield
     monkeypatch.undo()
-    register_options()
+    register_conf()
 
 
 def built_gain(cfg) -> float:

@@ -216,9 +216,9 @@ def compose_with_hydra(overrides: list[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from mole_lightning.models.config_store import register_options
+    from mole_lightning.models.config_store import register_conf
 
-    register_options()
+    register_conf()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return hydra_compose(
             config_name="train.yaml", overrides=overrides, return_hydra_config=True

@@ -37,13 +37,15 @@ def test_parse_script_warms_the_datamodules_graph_cache(glue_dir, tmp_path, monk
     cache = tmp_path / "cache"
     overrides = ["task=rte", "parser=spacy", f"data.dir={data}", f"paths.cache_dir={cache}"]
 
-    # the real command line, run from another folder than the repository
+    # the real command line, run from another folder than the repository, its Hydra run
+    # folder conf/hydra/default.yaml's (the mole_run_dir resolver) under a temporary log dir
     run = run_cli(
-        [str(REPO / "scripts" / "parse.py"), *overrides] + [f"hydra.run.dir={tmp_path / 'hydra'}"],
+        [str(REPO / "scripts" / "parse.py"), *overrides, f"paths.log_dir={tmp_path / 'logs'}"],
         cwd=tmp_path,
         timeout=600,
     )
     assert run.returncode == 0, run.stderr[-3000:]
+    assert len(list((tmp_path / "logs").glob("*/runs/*/.hydra/config.yaml"))) == 1
     assert "parsed and cached" in run.stdout, run.stdout
     spec = get_task("rte")
     keys = [k for split in ["train", *spec.dev_splits] for k in graph_keys(spec, split, {})]

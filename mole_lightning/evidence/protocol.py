@@ -25,7 +25,7 @@ from mole_lightning.errors import ConfigError
 from mole_lightning.evaluation.advglue import advglue_sets
 from mole_lightning.evaluation.perturb import PERTURBATIONS
 from mole_lightning.evaluation.transfer import MAPPINGS_DIR, load_mapping
-from mole_lightning.models.config_store import register_options
+from mole_lightning.models.config_store import register_conf
 
 DEFAULT_PROTOCOL = Path(CONFIG_DIR) / "evidence.yaml"
 TRAINERS = ("cpu", "gpu")
@@ -471,7 +471,7 @@ def compose_cell(cell: ProtocolCell, ckpt_path: Path | None = None) -> DictConfi
     does), writing into the cell's folder; ``ckpt_path`` resumes from a checkpoint."""
     from hydra import compose, initialize_config_dir
 
-    register_options()
+    register_conf()
     overrides = [*cell.overrides, f"paths.output_dir={cell.path.resolve()}"]
     if ckpt_path is not None:
         overrides.append(f"ckpt_path={ckpt_path.resolve()}")

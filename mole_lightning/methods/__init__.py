@@ -38,7 +38,7 @@ METHODS: dict[str, Method] = {
 
 def register_method(name: str, method: Method) -> None:
     """Adds a method under ``name``; its options become a config group option once
-    ``register_options`` runs (``conf/method/<name>.yaml`` selects them)."""
+    ``register_conf`` runs (``conf/method/<name>.yaml`` selects them)."""
     METHODS[name] = method
 
 

@@ -19,7 +19,7 @@ class MethodConfig:
 
     The fields of a method's dataclass are the keys of its ``method`` node, each with its
     type and default written there only: ``conf/method/<name>.yaml`` composes them from
-    Hydra's ConfigStore (``register_options``) and may set other values.
+    Hydra's ConfigStore (``register_conf``) and may set other values.
 
     Attributes:
         name: the method (its key in ``METHODS``).

@@ -18,7 +18,6 @@ from omegaconf import DictConfig, OmegaConf
 from mole_lightning.errors import ConfigError
 from mole_lightning.utils.config_upgrade import upgrade_config
 from mole_lightning.utils.run_info import RESOLVED_CONFIG
-from mole_lightning.utils.sweep_names import register as register_sweep_names
 
 # keys that say how to resume rather than what the run is
 RESUME_KEYS = ("ckpt_path", "resume_allow_changes", "overwrite_run")
@@ -55,9 +54,10 @@ def _hydra_run_dir(ckpt_path: str | None, default: str) -> str:
     return str(run) if run else default
 
 
-if not OmegaConf.has_resolver("mole_run_dir"):
-    OmegaConf.register_new_resolver("mole_run_dir", _hydra_run_dir)
-register_sweep_names()  # mole_swept: multirun job folders named after the swept values
+def register_run_dir_resolver() -> None:
+    """Registers ``mole_run_dir`` (once): ``hydra.run.dir`` of conf/hydra/default.yaml."""
+    if not OmegaConf.has_resolver("mole_run_dir"):
+        OmegaConf.register_new_resolver("mole_run_dir", _hydra_run_dir)
 
 
 def _plain(node):

@@ -1143,9 +1143,22 @@ def test_stage_variants_are_compared_with_the_methods_own_cells(tmp_path: Path) 
     molex = grid_cell(tmp_path, "cola", "molex", None)
     molex.cell.variant = "fast"
     lines = stage_variant_lines([*results, molex], "best")
-    assert "| fast | CoLA | lora | 2 of 3 | -1.0 ± 4.2 (n=2) | 7.1 | 2.50x |" in lines
-    assert "| fast | CoLA | molex | 0 of 1 |  |  |  |" in lines
+    assert "| fast | CoLA | lora | 2 of 3 | -1.0 ± 4.2 (n=2) | 7.1 | 2.50x | – |" in lines
+    assert "| fast | CoLA | molex | 0 of 1 |  |  |  | – |" in lines
+    assert "- fast: 0 of 2 rows within the spread; 2 still waiting for pairs." in lines
     assert stage_variant_lines(results[::2], "best") == []  # no variant cell: no section
+    # every pair done: |mean difference| against the base std decides each row
+    # (base std 5.0; seed 3's fast cell at 27.0: mean difference 0.0, at 9.0: -6.0)
+    for third, verdict, summary in (
+        (0.27, "yes", "1 of 1 rows within the spread; every row within the spread"),
+        (0.09, "no", "0 of 1 rows within the spread; 1 outside the spread"),
+    ):
+        done = grid_cell(tmp_path / f"3-{third}", "cola", "lora", third)
+        done.cell.seed, done.cell.variant = 3, "fast"
+        lines = stage_variant_lines([*results[:-1], done], "best")
+        row = next(line for line in lines if line.startswith("| fast | CoLA | lora |"))
+        assert row.startswith("| fast | CoLA | lora | 3 of 3 |") and row.endswith(f"| {verdict} |")
+        assert f"- fast: {summary}." in lines
     protocol = write_protocol(tmp_path / "p.yaml", tmp_path, ["lora"])
     text = protocol.read_text()
     for stage, message in (

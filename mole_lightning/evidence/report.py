@@ -462,11 +462,15 @@ def write_figures(results: list[CellResult], figures: Path, link: Path) -> list[
 def stage_variant_lines(results: list[CellResult], metric: str) -> list[str]:
     """Each stage variant's cells (``method@variant``) against the method's own cells of
     the same task and seed: the paired difference of the dev score, the method's seed
-    spread beside it, and the training speed ratio (samples/s, variant over base)."""
+    spread beside it, the training speed ratio (samples/s, variant over base), and once
+    every planned pair of a row is done whether the row stays within the spread
+    (``|mean difference| <= base std``); then, per variant, how many rows do."""
     base = {(r.cell.task, r.cell.method, r.cell.seed): r for r in results if r.cell.variant is None}
     rows = []
+    verdicts: dict[str, list[bool | None]] = {}
     for variant in dict.fromkeys(r.cell.variant for r in results if r.cell.variant):
         cells = [r for r in results if r.cell.variant == variant]
+        verdicts[variant] = []
         for task in sorted({r.cell.task for r in cells}, key=task_order):
             for method in dict.fromkeys(r.cell.method for r in cells if r.cell.task == task):
                 pairs = [
@@ -480,10 +484,17 @@ def stage_variant_lines(results: list[CellResult], metric: str) -> list[str]:
                 ]
                 planned = sum(1 for r in cells if r.cell.task == task and r.cell.method == method)
                 if not pairs:
-                    rows.append([variant, task_label(task), method, f"0 of {planned}", "", "", ""])
+                    rows.append(
+                        [variant, task_label(task), method, f"0 of {planned}", "", "", "", "–"]
+                    )
+                    verdicts[variant].append(None)
                     continue
                 diffs = [v.score(metric) - b.score(metric) for b, v in pairs]
                 base_scores = [b.score(metric) for b, _ in pairs]
+                within = None
+                if len(pairs) == planned and len(pairs) > 1:
+                    within = abs(statistics.fmean(diffs)) <= statistics.stdev(base_scores)
+                verdicts[variant].append(within)
                 speeds = [
                     v.throughput["train_samples_per_s"] / b.throughput["train_samples_per_s"]
                     for b, v in pairs
@@ -499,21 +510,37 @@ def stage_variant_lines(results: list[CellResult], metric: str) -> list[str]:
                         mean_std([100 * d for d in diffs]),
                         f"{100 * statistics.stdev(base_scores):.1f}" if len(pairs) > 1 else "–",
                         f"{statistics.fmean(speeds):.2f}x" if speeds else "–",
+                        {None: "–", True: "yes", False: "no"}[within],
                     ]
                 )
     if not rows:
         return []
+    summary = []
+    for variant, found in verdicts.items():
+        within, decided = sum(v is True for v in found), sum(v is not None for v in found)
+        outcome = (
+            f"{len(found) - decided} still waiting for pairs"
+            if decided < len(found)
+            else "every row within the spread"
+            if within == len(found)
+            else f"{len(found) - within} outside the spread"
+        )
+        summary.append(f"- {variant}: {within} of {len(found)} rows within the spread; {outcome}.")
     return [
         f"Each variant's cell against the method's own cell of the same task and seed ({metric} "
         "dev score ×100, variant minus base, mean ± std over the seeds where both are done), "
-        "the base cells' own seed spread (std) for scale, and the training speed of the "
-        "variant over the base (samples/s, mean of the per-seed ratios).",
+        "the base cells' own seed spread (std) for scale, the training speed of the "
+        "variant over the base (samples/s, mean of the per-seed ratios), and, once every "
+        "planned pair of a row is done, whether the mean difference stays within the base "
+        "std.",
         "",
         *markdown_table(
-            ["variant", "task", "method", "pairs", "difference", "base std", "speed"],
+            ["variant", "task", "method", "pairs", "difference", "base std", "speed", "within"],
             rows,
-            "lllrrrr",
+            "lllrrrrl",
         ).splitlines(),
+        "",
+        *summary,
     ]
 
 

@@ -90,10 +90,8 @@ def test_every_methods_cell_from_before_the_head_group_stays_done(tmp_path: Path
     not the protocol's runs again, naming the renamed key. The protocol's lrs have
     changed since (the lr grid's choices); each cell of conf/evidence.yaml gets today's
     lr of its method, so that the keys the dry run compares differ only in their names."""
-    lrs = {
-        c.method: compose_cell(c).optim.lr
-        for c in plan_cells(load_protocol(), "all", tmp_path, "cpu")
-    }
+    one_per_method = {c.method: c for c in plan_cells(load_protocol(), "all", tmp_path, "cpu")}
+    lrs = {method: compose_cell(cell).optim.lr for method, cell in one_per_method.items()}
     for resolved in sorted(BEFORE.glob("*__*.yaml")):
         protocol, task, method, seed = resolved.stem.split("__")
         lr = lrs[method] if protocol == "evidence" else None

@@ -8,10 +8,15 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+if "PYTEST_XDIST_WORKER" in os.environ:
+    # `make test` runs one pytest worker per core (pytest-xdist): one torch thread each
+    torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parent.parent
 CONF_DIR = REPO / "conf"

@@ -30,7 +30,12 @@ from mole_lightning.evidence.protocol import (
     plan_cells,
     resolved,
 )
-from mole_lightning.evidence.report import BEGIN_TEMPLATE, END_TEMPLATE, replace_section
+from mole_lightning.evidence.report import (
+    BEGIN_TEMPLATE,
+    END_TEMPLATE,
+    extension_rows,
+    replace_section,
+)
 from mole_lightning.evidence.runner import ProtocolRunner
 from mole_lightning.evidence.state import config_differences
 from scripts.evidence import INTERRUPTED_EXIT_CODE, main
@@ -332,6 +337,7 @@ def test_protocol_end_to_end(
     difference = f"{best['adapter'] - best['lora']:+.1f} (n=1)"
     assert f"| adapter | {difference} |" in glance.split("Paired difference to lora")[1]
     assert "Paired difference" not in section
+    assert "Against the method it extends" not in glance  # no MoLE cell
     sanity = section.split("### Sanity row: the plain LoRA loop")[1].split("###")[0]
     assert "| RTE | 1 | acc | " in sanity and "no done cell" not in sanity
     assert (tmp_path / "figures" / "curves_rte.png").is_file()
@@ -933,6 +939,36 @@ def test_evaluations_section_errors_name_the_key(
     path = write_protocol(tmp_path / "p.yaml", tmp_path, ["lora"], evaluations=section)
     with pytest.raises(ConfigError, match=re.escape(f"{path}: {message}")):
         load_protocol(path)
+
+
+def test_mole_is_held_to_the_adapters_mean_minus_one_std() -> None:
+    """MoLE against the adapter it extends, per task: the paired difference on the seeds
+    both have, and the bar (the adapter's mean minus its sample std) with its verdict, at
+    the boundary too; a task with one adapter seed has no bar; LoRA plays no part."""
+    scores = {
+        **{("adapter", "cola", s): v for s, v in zip((1, 2, 3), (24.0, 26.0, 22.0), strict=True)},
+        **{("mole", "cola", s): v for s, v in zip((1, 2, 3), (23.0, 21.0, 22.0), strict=True)},
+        **{("adapter", "mrpc", s): v for s, v in zip((1, 2), (78.0, 76.0), strict=True)},
+        ("mole", "mrpc", 3): 75.0,
+        ("adapter", "stsb", 1): 85.0,
+        ("mole", "stsb", 1): 80.0,
+        **{("lora", t, s): 0.0 for t in ("cola", "mrpc", "stsb") for s in (1, 2, 3)},
+    }
+    mrpc_bar = 77.0 - 2**0.5  # mean 77, sample std of (78, 76) = √2
+    assert extension_rows(scores) == [
+        # CoLA: bar 24 − 2 = 22.00, MoLE's mean 22.00: at the bar passes; paired: −1, −5, 0
+        [
+            "mole",
+            "adapter",
+            "CoLA",
+            "-2.0 ± 2.6 (n=3)",
+            "22.00 (n=3)",
+            "22.00 (n=3)",
+            "at or above",
+        ],
+        # MRPC: no seed with both cells, so no paired difference
+        ["mole", "adapter", "MRPC", "–", f"{mrpc_bar:.2f} (n=2)", "75.00 (n=1)", "below by 0.59"],
+    ]
 
 
 def eval_stamps(cells: list[Path]) -> dict[str, int]:

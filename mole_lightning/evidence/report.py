@@ -100,6 +100,64 @@ def difference_lines(results: list[CellResult], metric: str) -> list[str]:
     return [*lines, *markdown_table(header, rows, "l" + "r" * len(tasks)).splitlines()]
 
 
+# a method -> the method it extends: MoLE's MLP expert is the bottleneck adapter, and MoLE
+# is held to at least the adapter's mean minus one of the adapter's seed stds per task
+EXTENDS = {"mole": "adapter"}
+
+
+def extension_rows(scores: dict[tuple[str, str, int], float]) -> list[list[str]]:
+    """Per method of ``EXTENDS`` and task where the method has a score and the method it
+    extends has two or more: ``[method, extended, task, paired difference (mean ± std),
+    bar = extended's mean − its std, method's mean, verdict]``, from ``(method, task,
+    seed) -> score ×100``. The verdict is ``at or above`` (the method's mean ≥ the bar) or
+    ``below by <gap>``; bar, mean and gap have 2 decimals, as the gap can be small."""
+    rows = []
+    for method, extended in EXTENDS.items():
+        diffs = paired_to_baseline(scores, extended)
+        for task in sorted({t for m, t, _ in scores if m == method}, key=task_order):
+            own = [v for (m, t, _), v in scores.items() if (m, t) == (method, task)]
+            base = [v for (m, t, _), v in scores.items() if (m, t) == (extended, task)]
+            if len(base) < 2:
+                continue
+            bar, mean = statistics.fmean(base) - statistics.stdev(base), statistics.fmean(own)
+            verdict = "at or above" if mean >= bar else f"below by {bar - mean:.2f}"
+            paired = mean_std(diffs[method, task]) if (method, task) in diffs else "–"
+            rows.append(
+                [
+                    method,
+                    extended,
+                    task_label(task),
+                    paired,
+                    f"{bar:.2f} (n={len(base)})",
+                    f"{mean:.2f} (n={len(own)})",
+                    verdict,
+                ]
+            )
+    return rows
+
+
+def extension_lines(results: list[CellResult], metric: str) -> list[str]:
+    """``extension_rows`` of the done cells' ``metric`` scores as a Markdown table (no
+    lines without a row)."""
+    scores = {
+        (r.cell.method, r.cell.task, r.cell.seed): 100 * score
+        for r in results
+        if (score := r.score(metric)) is not None
+    }
+    rows = extension_rows(scores)
+    if not rows:
+        return []
+    header = ["method", "extends", "task", "paired difference", "bar", "mean", "verdict"]
+    return [
+        "",
+        f"Against the method it extends ({metric} score ×100): the paired difference on the "
+        "same seeds, and the bar: the extended method's mean minus one of its seed stds; "
+        "the method's mean at or above it passes.",
+        "",
+        *markdown_table(header, rows, "lllrrrl").splitlines(),
+    ]
+
+
 def cell_minutes(results: list[CellResult], method: str, task: str) -> str:
     """Mean wall minutes of a done cell of ``method`` on ``task``, over the cells that
     ran in one attempt; where every cell was stopped and resumed (or failed first), the
@@ -180,6 +238,7 @@ def glance_markdown(results: list[CellResult], metric: str, report_command: str,
         f"Machines: {machine_summary(own)}.",
         "",
         *difference_lines(own, metric),
+        *extension_lines(own, metric),
         END_TEMPLATE.format(name=f"{name}_glance"),
     ]
     return "\n".join(lines) + "\n"

@@ -82,14 +82,14 @@ def mean_std(values: list[float], decimals: int = 1, signed: bool = True) -> str
 
 
 def paired_to_baseline(
-    values: dict[tuple[str, str, int], float],
+    values: dict[tuple[str, str, int], float], baseline: str = BASELINE
 ) -> dict[tuple[str, str], list[float]]:
-    """``(method, key, seed) -> value`` into ``(method, key) -> [value - BASELINE's value
+    """``(method, key, seed) -> value`` into ``(method, key) -> [value - baseline's value
     of the same key and seed]``, over the seeds where both have one (``key``: a task, a
     column of a table)."""
     diffs: dict[tuple[str, str], list[float]] = defaultdict(list)
     for (method, key, seed), value in values.items():
-        base = values.get((BASELINE, key, seed))
-        if method != BASELINE and base is not None:
+        base = values.get((baseline, key, seed))
+        if method != baseline and base is not None:
             diffs[method, key].append(value - base)
     return dict(diffs)

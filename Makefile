@@ -7,7 +7,8 @@ TORCH ?= torch==2.13.0
 LOCK ?= requirements/constraints.txt
 # a throwaway environment with the newest versions pyproject.toml allows
 LATEST_VENV ?= .venv-latest
-# pytest workers for `make test` (pytest-xdist; one torch thread each): one per core of CI's 2
+# pytest workers for `make test` (pytest-xdist, one torch thread each; one per core of CI's 2);
+# `--dist loadfile` keeps a file in one worker, so a module fixture (a trained run) runs once
 TEST_WORKERS ?= 2
 
 .PHONY: install test test-fast test-latest lock train parse bench table lint format clean
@@ -21,7 +22,7 @@ install:
 	$(PY) -m mole_lightning.utils.environment $(LOCK)
 
 test:
-	$(PY) -m pytest -q -m "not slow" -n $(TEST_WORKERS)
+	$(PY) -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist loadfile
 
 test-slow:
 	$(PY) -m pytest -q -m slow

@@ -1164,8 +1164,9 @@ def test_protocol_evaluates_its_cells_and_reports_the_tables(
 
 def test_stage_variants_are_compared_with_the_methods_own_cells(tmp_path: Path) -> None:
     """A stage variant's cells against the same task, method and seed: paired
-    difference, the base cells' seed spread and the speed ratio; a variant with no
-    pair yet says so; bad stage keys are refused with the file and stage named."""
+    difference, the base cells' seed spread and the speed ratio (the median of the
+    per-seed ratios); a variant with no pair yet says so; bad stage keys are refused with
+    the file and stage named."""
     from mole_lightning.errors import ConfigError
     from mole_lightning.evidence.report import stage_variant_lines
 
@@ -1195,6 +1196,16 @@ def test_stage_variants_are_compared_with_the_methods_own_cells(tmp_path: Path) 
         row = next(line for line in lines if line.startswith("| fast | CoLA | lora |"))
         assert row.startswith("| fast | CoLA | lora | 3 of 3 |") and row.endswith(f"| {verdict} |")
         assert f"- fast: {summary}." in lines
+    # a base cell slowed to a tenth (its machine paused): per-seed ratios 2.5, 2.5 and 25,
+    # whose median is 2.5 (their mean would be 10)
+    slowed = grid_cell(tmp_path / "3-slowed", "cola", "lora", 0.25)
+    slowed.cell.seed, slowed.throughput["train_samples_per_s"] = 3, 3.0
+    done = grid_cell(tmp_path / "3-fast", "cola", "lora", 0.27)
+    done.cell.seed, done.cell.variant, done.throughput["train_samples_per_s"] = 3, "fast", 75.0
+    lines = stage_variant_lines([*results[:-2], slowed, done], "best")
+    assert any(
+        line.startswith("| fast | CoLA | lora | 3 of 3 |") and "| 2.50x |" in line for line in lines
+    )
     protocol = write_protocol(tmp_path / "p.yaml", tmp_path, ["lora"])
     text = protocol.read_text()
     for stage, message in (

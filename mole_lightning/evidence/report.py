@@ -521,7 +521,8 @@ def write_figures(results: list[CellResult], figures: Path, link: Path) -> list[
 def stage_variant_lines(results: list[CellResult], metric: str) -> list[str]:
     """Each stage variant's cells (``method@variant``) against the method's own cells of
     the same task and seed: the paired difference of the dev score, the method's seed
-    spread beside it, the training speed ratio (samples/s, variant over base), and once
+    spread beside it, the training speed ratio (samples/s, variant over base, the median
+    over the seeds: one cell slowed by other work on its machine does not move it), and once
     every planned pair of a row is done whether the row stays within the spread
     (``|mean difference| <= base std``); then, per variant, how many rows do."""
     base = {(r.cell.task, r.cell.method, r.cell.seed): r for r in results if r.cell.variant is None}
@@ -568,7 +569,7 @@ def stage_variant_lines(results: list[CellResult], metric: str) -> list[str]:
                         f"{len(pairs)} of {planned}",
                         mean_std([100 * d for d in diffs]),
                         f"{100 * statistics.stdev(base_scores):.1f}" if len(pairs) > 1 else "–",
-                        f"{statistics.fmean(speeds):.2f}x" if speeds else "–",
+                        f"{statistics.median(speeds):.2f}x" if speeds else "–",
                         {None: "–", True: "yes", False: "no"}[within],
                     ]
                 )
@@ -589,7 +590,8 @@ def stage_variant_lines(results: list[CellResult], metric: str) -> list[str]:
         f"Each variant's cell against the method's own cell of the same task and seed ({metric} "
         "dev score ×100, variant minus base, mean ± std over the seeds where both are done), "
         "the base cells' own seed spread (std) for scale, the training speed of the "
-        "variant over the base (samples/s, mean of the per-seed ratios), and, once every "
+        "variant over the base (samples/s, the median of the per-seed ratios, so that one "
+        "cell slowed by other work on its machine does not move it), and, once every "
         "planned pair of a row is done, whether the mean difference stays within the base "
         "std.",
         "",

@@ -692,6 +692,24 @@ def grid_cell(root: Path, task: str, variant: str, score: float | None):
     return CellResult(cell, CellState(DONE, "finished with this config", run), {}, {})
 
 
+def test_minutes_per_cell_is_the_median_of_the_cells_that_ran_once(tmp_path: Path) -> None:
+    """The at-a-glance cost of a cell: the median wall time of the cells that ran in one
+    attempt (one slowed cell does not move it); only resumed cells: the median of their
+    attempts' total, marked as an upper bound."""
+    from mole_lightning.evidence.report import cell_minutes
+
+    results = []
+    for seed, walls in {1: [600.0], 2: [660.0], 3: [6000.0], 4: [60.0, 60.0]}.items():
+        result = grid_cell(tmp_path / str(seed), "cola", "lora", 0.2)
+        result.cell.seed = seed
+        result.record["attempts"] = [{"wall_s": wall} for wall in walls]
+        results.append(result)
+    # seeds 1-3 ran once: the median 660 s (their mean, 2420 s, is seed 3's doing)
+    assert cell_minutes(results, "lora", "cola") == "11.0"
+    assert cell_minutes(results[3:], "lora", "cola") == "≤2.0"
+    assert cell_minutes(results, "adapter", "cola") == "–"
+
+
 def test_variants_report_chooses_each_methods_value_once_its_cells_are_done(
     tmp_path: Path,
 ) -> None:

@@ -159,15 +159,16 @@ def extension_lines(results: list[CellResult], metric: str) -> list[str]:
 
 
 def cell_minutes(results: list[CellResult], method: str, task: str) -> str:
-    """Mean wall minutes of a done cell of ``method`` on ``task``, over the cells that
-    ran in one attempt; where every cell was stopped and resumed (or failed first), the
-    mean of their attempts' total, an upper bound marked ``≤``; ``–`` for none."""
+    """Median wall minutes of a done cell of ``method`` on ``task``, over the cells that
+    ran in one attempt (the median, so that one cell slowed by other work on its machine
+    does not move it); where every cell was stopped and resumed (or failed first), the
+    median of their attempts' total, an upper bound marked ``≤``; ``–`` for none."""
     done = [r for r in results if r.done and (r.cell.method, r.cell.task) == (method, task)]
     whole = [r for r in done if len(r.record.get("attempts", [])) == 1]
     walls = [w for w in map(wall_seconds, [r.record for r in whole or done]) if w is not None]
     if not walls:
         return "–"
-    return f"{'' if whole else '≤'}{statistics.fmean(walls) / 60:.1f}"
+    return f"{'' if whole else '≤'}{statistics.median(walls) / 60:.1f}"
 
 
 def machine_and_precision(result: CellResult) -> str:
@@ -230,8 +231,8 @@ def glance_markdown(results: list[CellResult], metric: str, report_command: str,
     lines += [
         f"Dev score ×100 ({what}): mean ± std over the seeds done (n); avg: the mean of the "
         "row's task means (– until every task has a cell); minutes: the wall time of one "
-        "cell, mean over the seeds whose cell ran in one attempt (≤: every cell was resumed "
-        "or retried, the mean of its attempts' total).",
+        "cell, the median over the seeds whose cell ran in one attempt (≤: every cell was "
+        "resumed or retried, the median of their attempts' total).",
         "",
         *markdown_table(header, rows, "lr" + "r" * (len(labels) + 1) + "l").splitlines(),
         "",

@@ -66,15 +66,21 @@ LIMITS = """What this protocol cannot show:
   MRPC 408 examples), and `best` scores select the checkpoint on the same dev set."""
 
 
+def percent_scores(results: list[CellResult], metric: str) -> dict[tuple[str, str, int], float]:
+    """``(method, task, seed) -> 100 * metric score`` of the done cells."""
+    return {
+        (r.cell.method, r.cell.task, r.cell.seed): 100 * score
+        for r in results
+        if (score := r.score(metric)) is not None
+    }
+
+
 def paired_differences(
     results: list[CellResult], metric: str
 ) -> dict[tuple[str, str], list[float]]:
     """``(method, task) -> [100 * (score - LoRA's score)]`` over the seeds where both the
     method's and LoRA's cell are done."""
-    scores = {(r.cell.method, r.cell.task, r.cell.seed): r.score(metric) for r in results}
-    return paired_to_baseline(
-        {key: 100 * score for key, score in scores.items() if score is not None}
-    )
+    return paired_to_baseline(percent_scores(results, metric))
 
 
 def difference_lines(results: list[CellResult], metric: str) -> list[str]:
@@ -139,12 +145,7 @@ def extension_rows(scores: dict[tuple[str, str, int], float]) -> list[list[str]]
 def extension_lines(results: list[CellResult], metric: str) -> list[str]:
     """``extension_rows`` of the done cells' ``metric`` scores as a Markdown table (no
     lines without a row)."""
-    scores = {
-        (r.cell.method, r.cell.task, r.cell.seed): 100 * score
-        for r in results
-        if (score := r.score(metric)) is not None
-    }
-    rows = extension_rows(scores)
+    rows = extension_rows(percent_scores(results, metric))
     if not rows:
         return []
     header = ["method", "extends", "task", "paired difference", "bar", "mean", "verdict"]

@@ -23,6 +23,7 @@ from filelock import FileLock
 from omegaconf import OmegaConf
 
 from mole_lightning.core.paths import CONFIG_DIR
+from mole_lightning.errors import ConfigError
 from mole_lightning.evidence.protocol import (
     ProtocolCell,
     compose_cell,
@@ -741,7 +742,6 @@ def test_variants_report_chooses_each_methods_value_once_its_cells_are_done(
 def test_each_protocol_writes_its_own_section(tmp_path: Path) -> None:
     """A variants protocol's report goes between markers named after its file, beside the
     main protocol's section, which it leaves alone; a bad `report` value is refused."""
-    from mole_lightning.errors import ConfigError
 
     path = tmp_path / "results.md"
     path.write_text(f"# R\n\n{BEGIN}\nmain\n{END}\n\n## after\n")
@@ -810,7 +810,6 @@ def test_a_curve_protocol_chooses_the_epochs_after_which_the_curve_gains_less_th
     dev score by less than the tolerance, from the best up to that epoch's end (a dip
     inside an epoch does not count); the SST-2 curve protocol sets one point."""
     from mole_lightning.analysis.curves import MetricPoint
-    from mole_lightning.errors import ConfigError
     from mole_lightning.evidence.variants import chosen_epochs, variants_markdown
 
     curve = [(0, 0.80), (0, 0.86), (1, 0.85), (1, 0.865), (2, 0.875), (2, 0.87)]
@@ -952,7 +951,6 @@ def test_evaluations_of_the_real_protocol_leave_every_cell_config_as_it_was(
 def test_evaluations_section_errors_name_the_key(
     section: dict, message: str, tmp_path: Path
 ) -> None:
-    from mole_lightning.errors import ConfigError
 
     path = write_protocol(tmp_path / "p.yaml", tmp_path, ["lora"], evaluations=section)
     with pytest.raises(ConfigError, match=re.escape(f"{path}: {message}")):
@@ -1185,7 +1183,6 @@ def test_stage_variants_are_compared_with_the_methods_own_cells(tmp_path: Path) 
     difference, the base cells' seed spread and the speed ratio (the median of the
     per-seed ratios); a variant with no pair yet says so; bad stage keys are refused with
     the file and stage named."""
-    from mole_lightning.errors import ConfigError
     from mole_lightning.evidence.report import stage_variant_lines
 
     results = []
@@ -1230,11 +1227,50 @@ def test_stage_variants_are_compared_with_the_methods_own_cells(tmp_path: Path) 
         ("{tasks: [rte], methods: [lora], variant: fast}", "needs both 'variant'"),
         ("{tasks: [rte], methods: [lora], variant: a/b, overrides: [x=1]}", "without '/'"),
         ("{tasks: [rte], methods: [lora], variant: f, overrides: [x]}", "list of key=value"),
+        ("{tasks: [rte], methods: [lora], overrides: {lora: [x]}}", "list of key=value"),
+        ("{tasks: [rte], methods: [lora], overrides: {adapter: [x=1]}}", "does not run: 'adapter'"),
         ("{tasks: [rte], methods: [lora], seeds: [1]}", "unknown key(s) 'seeds'"),
     ):
         protocol.write_text(text.replace("stages:\n", f"stages:\n  bad: {stage}\n"))
         with pytest.raises(ConfigError, match=rf"p.yaml: stage 'bad'.*{re.escape(message)}"):
             load_protocol(protocol)
+
+
+def test_a_stage_sets_its_cells_per_method_and_refuses_to_run_a_cell_two_ways(
+    tmp_path: Path,
+) -> None:
+    """A stage without a variant adds its ``overrides`` to its own cells (the methods'
+    folders): a list for every method, a mapping for the methods it names. Two stages
+    running one folder with different overrides are refused, naming both."""
+    protocol = write_protocol(tmp_path / "p.yaml", tmp_path, ["lora", "adapter"])
+    node = yaml.safe_load(protocol.read_text())
+    node["stages"]["tiny"]["overrides"] = {"lora": ["trainer.precision=bf16-mixed"]}
+    protocol.write_text(yaml.safe_dump(node))
+    lora, adapter = plan_cells(load_protocol(protocol), "all", tmp_path, "cpu")
+    assert lora.path == tmp_path / "rte" / "lora" / "seed1" and lora.variant is None
+    assert lora.overrides[-2:] == ["trainer.precision=bf16-mixed", "seed=1"]
+    assert not any(o.startswith("trainer.precision") for o in adapter.overrides)
+    node["stages"]["tiny"]["overrides"] = ["data.group_by_length=true"]
+    node["stages"]["again"] = {"tasks": ["rte"], "methods": ["adapter"]}
+    protocol.write_text(yaml.safe_dump(node, sort_keys=False))
+    with pytest.raises(ConfigError, match=r"stages 'tiny' and 'again' both run rte/adapter/seed1"):
+        plan_cells(load_protocol(protocol), "all", tmp_path, "cpu")
+
+
+def test_the_sst2_stage_runs_fast_where_the_check_found_equal_results(tmp_path: Path) -> None:
+    """conf/evidence.yaml's SST-2 cells follow the fast_check's outcome: LoRA, the adapter
+    and MoLE in bf16-mixed with length-grouped batches, MoLEx in fp32 without grouping
+    (its CoLA cells lost 4.3 ± 0.4 with them); in their methods' own folders."""
+    cells = [c for c in plan_cells(load_protocol(), "sst2", tmp_path, "cpu") if c.seed == 1]
+    configs = {c.method: compose_cell(c) for c in cells}
+    settings = {m: (c.trainer.precision, c.data.group_by_length) for m, c in configs.items()}
+    assert settings == {
+        "lora": ("bf16-mixed", True),
+        "adapter": ("bf16-mixed", True),
+        "mole": ("bf16-mixed", True),
+        "molex": ("32-true", False),
+    }
+    assert {c.path.parent.name for c in cells} == {"lora", "adapter", "mole", "molex"}
 
 
 def test_variants_report_shows_how_decided_each_mole_gate_was(tmp_path: Path) -> None:

@@ -233,8 +233,9 @@ def parse_choose_epochs(node, path: Path) -> float | None:
 
 
 def check_stage(path: Path, name: str, stage) -> None:
-    """A stage is ``tasks`` and ``methods``, and for a stage variant a ``variant`` name
-    with the ``overrides`` its cells add (a list of ``key=value``).
+    """A stage is ``tasks`` and ``methods``, optionally ``overrides`` its cells add (a
+    list of ``key=value`` for every method, or a mapping from some of its methods to such
+    lists), and for a stage variant a ``variant`` name, which needs ``overrides``.
 
     Raises:
         ConfigError: naming the file, the stage and the bad key.
@@ -247,11 +248,10 @@ def check_stage(path: Path, name: str, stage) -> None:
             f"{path}: stage {name!r} has unknown key(s) {', '.join(map(repr, unknown))}; "
             f"valid: {', '.join(STAGE_KEYS)}"
         )
-    if ("variant" in stage) != ("overrides" in stage):
+    if "variant" in stage and "overrides" not in stage:
         raise ConfigError(
             f"{path}: stage {name!r}: a stage variant needs both 'variant' (its name) and "
-            "'overrides' (what its cells change); without a variant name its cells would "
-            "share the method's folders"
+            "'overrides' (what its cells change)"
         )
     if "variant" in stage:
         variant = stage["variant"]
@@ -260,13 +260,36 @@ def check_stage(path: Path, name: str, stage) -> None:
                 f"{path}: stage {name!r}: variant must be a non-empty name without '/', "
                 f"'@' or spaces, not {variant!r}"
             )
+    if "overrides" in stage:
         overrides = stage["overrides"]
-        if not isinstance(overrides, list) or not all(
-            isinstance(o, str) and "=" in o for o in overrides
+        lists = overrides.values() if isinstance(overrides, dict) else [overrides]
+        if not all(
+            isinstance(group, list) and all(isinstance(o, str) and "=" in o for o in group)
+            for group in lists
         ):
             raise ConfigError(
-                f"{path}: stage {name!r}: overrides must be a list of key=value, not {overrides!r}"
+                f"{path}: stage {name!r}: overrides must be a list of key=value, or a mapping "
+                f"from the stage's methods to such lists, not {overrides!r}"
             )
+        strangers = (
+            [m for m in overrides if m not in stage.get("methods", [])]
+            if isinstance(overrides, dict)
+            else []
+        )
+        if strangers:
+            raise ConfigError(
+                f"{path}: stage {name!r}: overrides name method(s) the stage does not run: "
+                f"{', '.join(map(repr, strangers))}"
+            )
+
+
+def stage_overrides(stage: dict, method: str) -> list[str]:
+    """What a stage adds to its cells of ``method``: its ``overrides`` list, or the
+    method's entry of its ``overrides`` mapping (none if the mapping does not name it)."""
+    overrides = stage.get("overrides", [])
+    if isinstance(overrides, dict):
+        overrides = overrides.get(method, [])
+    return [str(o) for o in overrides]
 
 
 @functools.cache
@@ -435,8 +458,12 @@ def plan_cells(
 ) -> list[ProtocolCell]:
     """The cells of ``stage`` (or every stage) in run order: stage by stage, and within a
     stage seed by seed, then task, then method. A cell two stages name (the same folder)
-    is planned once, in the first. A stage variant's overrides come after the method's;
-    ``extra`` overrides come last."""
+    is planned once, in the first; two stages running it with different overrides are an
+    error. A stage's overrides come after the method's; ``extra`` overrides come last.
+
+    Raises:
+        ConfigError: an unknown trainer, or one cell folder two stages run differently.
+    """
     if trainer not in TRAINERS:
         raise ConfigError(f"trainer {trainer!r}; valid: {', '.join(TRAINERS)}")
     cells = []
@@ -451,12 +478,19 @@ def plan_cells(
                         protocol.common,
                         protocol.tasks[task],
                         protocol.methods[method],
-                        [str(o) for o in spec.get("overrides", [])],
+                        stage_overrides(spec, method),
                         [f"seed={seed}"],
                         list(extra),
                     )
                     path = out / task / cell_label(method, variant) / f"seed{seed}"
-                    if all(c.path != path for c in cells):
+                    planned = next((c for c in cells if c.path == path), None)
+                    if planned is not None and planned.overrides != overrides:
+                        raise ConfigError(
+                            f"{protocol.path}: stages {planned.stage!r} and {name!r} both "
+                            f"run {planned.name} with different overrides; give one of "
+                            "them a variant name (its own folders)"
+                        )
+                    if planned is None:
                         evaluations = [] if variant else protocol.evaluations_of(task, method)
                         cells.append(
                             ProtocolCell(

@@ -177,8 +177,9 @@ def test_lr_grid_and_structure_ablation_protocols_compose(tmp_path: Path) -> Non
 
 def test_mole_paper_protocol_keeps_the_recipe(tmp_path: Path) -> None:
     """Each cell of conf/evidence_mole_paper.yaml is `experiment=mole_paper` on MiniLM but
-    for the parser (spaCy: no Stanza models offline) and the retrain phase's epochs: the
-    protocol's common and task overrides undo none of the experiment file's values."""
+    for the parser (spaCy: no Stanza models offline), the retrain phase's epochs and the
+    fast CPU settings (bf16-mixed, length grouping): the protocol's common and task
+    overrides undo none of the experiment file's values."""
     protocol = load_protocol(CONF / "evidence_mole_paper.yaml")
     cells = plan_cells(protocol, "all", tmp_path, "cpu")
     assert [(c.task, c.seed) for c in cells] == [
@@ -198,10 +199,12 @@ def test_mole_paper_protocol_keeps_the_recipe(tmp_path: Path) -> None:
             ProtocolCell("recipe", cell.task, "recipe", cell.seed, cell.path, recipe_overrides)
         )
         changed = config_differences(resolved(recipe), cfg, protocol.may_differ)
-        assert [k for k in changed if not k.startswith("parser.")] == [
-            "method.prune.retrain_phase.epochs"
-        ]
+        assert {k for k in changed if not k.startswith("parser.")} == {
+            "method.prune.retrain_phase.epochs",
+            "data.group_by_length",
+        }
         assert cfg.parser.name == "spacy" and recipe.parser.name == "stanza"
+        assert (cfg.trainer.precision, recipe.trainer.precision) == ("bf16-mixed", "32-true")
         assert cfg.method.prune.retrain_phase.epochs == 5
         assert (cfg.optim.lr, cfg.optim.schedule, cfg.optim.weight_decay) == (1e-4, "constant", 0)
         assert (cfg.data.max_length, cfg.trainer.max_epochs) == (256, -1)

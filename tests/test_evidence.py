@@ -177,15 +177,17 @@ def test_lr_grid_and_structure_ablation_protocols_compose(tmp_path: Path) -> Non
 
 def test_mole_paper_protocol_keeps_the_recipe(tmp_path: Path) -> None:
     """Each cell of conf/evidence_mole_paper.yaml is `experiment=mole_paper` on MiniLM but
-    for the parser (spaCy: no Stanza models offline), the retrain phase's epochs and the
+    for the parser (spaCy: no Stanza models offline), the retrain phase's epochs (5; 30 in
+    mole_paper_30, the recipe's own) and the
     fast CPU settings (bf16-mixed, length grouping): the protocol's common and task
     overrides undo none of the experiment file's values."""
     protocol = load_protocol(CONF / "evidence_mole_paper.yaml")
     cells = plan_cells(protocol, "all", tmp_path, "cpu")
-    assert [(c.task, c.seed) for c in cells] == [
-        (task, seed) for seed in (1, 2, 3) for task in ("cola", "rte")
+    assert [(c.task, c.method, c.seed) for c in cells] == [
+        *((task, "mole_paper", seed) for seed in (1, 2, 3) for task in ("cola", "rte")),
+        *(("cola", "mole_paper_30", seed) for seed in (1, 2, 3)),
     ]
-    for cell in cells[:2]:
+    for cell in [*cells[:2], cells[6]]:
         cfg = compose_cell(cell)
         recipe_overrides = [
             f"task={cell.task}",
@@ -199,13 +201,14 @@ def test_mole_paper_protocol_keeps_the_recipe(tmp_path: Path) -> None:
             ProtocolCell("recipe", cell.task, "recipe", cell.seed, cell.path, recipe_overrides)
         )
         changed = config_differences(resolved(recipe), cfg, protocol.may_differ)
+        shortened = {"method.prune.retrain_phase.epochs"} if cell.method == "mole_paper" else set()
         assert {k for k in changed if not k.startswith("parser.")} == {
-            "method.prune.retrain_phase.epochs",
+            *shortened,
             "data.group_by_length",
         }
         assert cfg.parser.name == "spacy" and recipe.parser.name == "stanza"
         assert (cfg.trainer.precision, recipe.trainer.precision) == ("bf16-mixed", "32-true")
-        assert cfg.method.prune.retrain_phase.epochs == 5
+        assert cfg.method.prune.retrain_phase.epochs == (5 if shortened else 30)
         assert (cfg.optim.lr, cfg.optim.schedule, cfg.optim.weight_decay) == (1e-4, "constant", 0)
         assert (cfg.data.max_length, cfg.trainer.max_epochs) == (256, -1)
         assert cfg.method.prune.after_steps == 1000 and cfg.method.prune.retrain == "scratch"

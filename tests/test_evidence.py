@@ -177,10 +177,10 @@ def test_lr_grid_and_structure_ablation_protocols_compose(tmp_path: Path) -> Non
 
 def test_mole_paper_protocol_keeps_the_recipe(tmp_path: Path) -> None:
     """Each cell of conf/evidence_mole_paper.yaml is `experiment=mole_paper` on MiniLM but
-    for the parser (spaCy: no Stanza models offline), the retrain phase's epochs (5; 30 in
-    mole_paper_30, the recipe's own) and the
-    fast CPU settings (bf16-mixed, length grouping): the protocol's common and task
-    overrides undo none of the experiment file's values."""
+    for the parser (spaCy: no Stanza models offline), the retrain phase's epochs (5; the
+    recipe's own 30 in mole_paper_30) and the fast CPU settings (bf16-mixed, length
+    grouping): the protocol's common and task overrides undo none of the experiment
+    file's values."""
     protocol = load_protocol(CONF / "evidence_mole_paper.yaml")
     cells = plan_cells(protocol, "all", tmp_path, "cpu")
     assert [(c.task, c.method, c.seed) for c in cells] == [

@@ -162,8 +162,9 @@ def load_protocol(path: Path = DEFAULT_PROTOCOL) -> Protocol:
 
     Raises:
         ConfigError: a missing key, a wrong type, a stage naming a task or method the
-            file does not define, an unknown ``metric``, or a bad ``evaluations``
-            section (``parse_evaluations``); the message names the file.
+            file does not define, two stages running one cell with different overrides,
+            an unknown ``metric``, or a bad ``evaluations`` section
+            (``parse_evaluations``); the message names the file.
     """
     path = Path(path)
     if not path.is_file():
@@ -205,6 +206,9 @@ def load_protocol(path: Path = DEFAULT_PROTOCOL) -> Protocol:
     protocol.evaluation_methods, protocol.evaluations = parse_evaluations(
         node.get("evaluations"), protocol
     )
+    # refuses two stages that run one folder with different overrides, whichever stage a
+    # command selects (the folder names do not depend on --out or the trainer)
+    plan_cells(protocol, ALL_STAGES, Path("."), TRAINERS[0])
     return protocol
 
 

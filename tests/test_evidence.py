@@ -748,7 +748,6 @@ def test_variants_report_chooses_each_methods_value_once_its_cells_are_done(
 def test_each_protocol_writes_its_own_section(tmp_path: Path) -> None:
     """A variants protocol's report goes between markers named after its file, beside the
     main protocol's section, which it leaves alone; a bad `report` value is refused."""
-
     path = tmp_path / "results.md"
     path.write_text(f"# R\n\n{BEGIN}\nmain\n{END}\n\n## after\n")
     grid = f"{BEGIN_TEMPLATE.format(name='grid')}\nG1\n{END_TEMPLATE.format(name='grid')}\n"
@@ -957,7 +956,6 @@ def test_evaluations_of_the_real_protocol_leave_every_cell_config_as_it_was(
 def test_evaluations_section_errors_name_the_key(
     section: dict, message: str, tmp_path: Path
 ) -> None:
-
     path = write_protocol(tmp_path / "p.yaml", tmp_path, ["lora"], evaluations=section)
     with pytest.raises(ConfigError, match=re.escape(f"{path}: {message}")):
         load_protocol(path)

@@ -275,16 +275,13 @@ def check_stage(path: Path, name: str, stage) -> None:
                 f"{path}: stage {name!r}: overrides must be a list of key=value, or a mapping "
                 f"from the stage's methods to such lists, not {overrides!r}"
             )
-        strangers = (
-            [m for m in overrides if m not in stage.get("methods", [])]
-            if isinstance(overrides, dict)
-            else []
-        )
-        if strangers:
-            raise ConfigError(
-                f"{path}: stage {name!r}: overrides name method(s) the stage does not run: "
-                f"{', '.join(map(repr, strangers))}"
-            )
+        if isinstance(overrides, dict):
+            strangers = [m for m in overrides if m not in stage.get("methods", [])]
+            if strangers:
+                raise ConfigError(
+                    f"{path}: stage {name!r}: overrides name method(s) the stage does not "
+                    f"run: {', '.join(map(repr, strangers))}"
+                )
 
 
 def stage_overrides(stage: dict, method: str) -> list[str]:

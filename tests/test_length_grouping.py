@@ -11,14 +11,17 @@ from mole_lightning.data.datamodule import GlueDataModule
 from mole_lightning.data.loaders import EpochShuffleSampler
 
 
-def rte_datamodule(glue_dir: Path, cache: Path, group_by_length: bool) -> GlueDataModule:
+def rte_datamodule(
+    glue_dir: Path, cache: Path, group_by_length: bool, num_workers: int = 0
+) -> GlueDataModule:
+    """RTE through the real data module: MiniLM's tokenizer, length 128, batches of 16."""
     data = OmegaConf.create(
         {
             "dir": str(glue_dir),
             "max_length": 128,
             "batch_size": 16,
             "eval_batch_size": 16,
-            "num_workers": 0,
+            "num_workers": num_workers,
             "pad_to_multiple_of": None,
             "group_by_length": group_by_length,
             "seed": 3,

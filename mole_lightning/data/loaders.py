@@ -86,9 +86,10 @@ class EpochShuffleSampler(DistributedSampler):
 
 class HeapTrimmingDataLoader(DataLoader):
     """A DataLoader that, when it has workers, gives the heap's free pages back to the
-    operating system before each iteration (where it forks them): forked from a
-    fragmented heap, the workers would hold a copy-on-write share of it that the parent
-    then copies again (``mole_lightning.utils.heap``)."""
+    operating system before each iteration (the first one forks the persistent workers;
+    later ones only trim): forked from a fragmented heap, the workers would hold a
+    copy-on-write share of it that the parent then copies again
+    (``mole_lightning.utils.heap``)."""
 
     def __iter__(self) -> Iterator[Any]:
         if self.num_workers > 0:
@@ -97,8 +98,8 @@ class HeapTrimmingDataLoader(DataLoader):
 
 
 class ResumableDataLoader(HeapTrimmingDataLoader):
-    """A ``HeapTrimmingDataLoader`` over an ``EpochShuffleSampler`` whose position in the epoch is saved in
-    and restored from Lightning's checkpoint.
+    """A ``HeapTrimmingDataLoader`` over an ``EpochShuffleSampler`` whose position in the
+    epoch is saved in and restored from Lightning's checkpoint.
 
     The iterator is created at the first ``next()`` (after Lightning's ``set_epoch``), and
     counts the batches it yields: ``state_dict() == {"seed": s, "epoch": e, "batches": b}``.
@@ -140,10 +141,10 @@ def make_loader(
     seed: int = 0,
     group_by_length: bool = False,
 ) -> DataLoader:
-    """A loader with ``num_workers`` persistent, forked worker processes (0: load in the
-    main process; the heap's free pages are released before they fork) and pinned memory when CUDA is available. ``shuffle=True`` gives a
-    ``ResumableDataLoader`` whose order comes from ``seed`` and the epoch, length-grouped
-    by the rows' ``input_ids`` with ``group_by_length``. Worker seeds
+    """A ``HeapTrimmingDataLoader`` with ``num_workers`` persistent, forked worker processes
+    (0: load in the main process) and pinned memory when CUDA is available.
+    ``shuffle=True`` gives a ``ResumableDataLoader`` whose order comes from ``seed`` and
+    the epoch, length-grouped by the rows' ``input_ids`` with ``group_by_length``. Worker seeds
     come from the loader's own generator, so iterating never draws from the global RNG
     (dropout and Gumbel noise continue identically after a resume)."""
     kwargs = dict(

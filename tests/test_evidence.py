@@ -740,8 +740,8 @@ def test_variants_report_chooses_each_methods_value_once_its_cells_are_done(
     assert "| lora@3e-4 | 22.0 (n=1) | 70.0 (n=1) |" in section
     assert "| adapter@1e-4 | 30.0 (n=1) | – |" in section
     assert "| lora | 3e-4 | 46.0 | 1e-4: 45.0, 3e-4: 46.0 |" in section
-    assert "| adapter | – (1 cells not done) |" in section
-    assert "- stage grid: 1 cells not run yet (mrpc/adapter@1e-4/seed0)" in section
+    assert "| adapter | – (1 cell not done) |" in section
+    assert "- stage grid: 1 cell not run yet (mrpc/adapter@1e-4/seed0)" in section
     assert "CONTINUE" in section and "best checkpoint, seed 0" in section
 
 

@@ -458,6 +458,11 @@ def relative_link(path: Path, markdown: Path) -> str:
         return str(path.resolve())
 
 
+def cell_count(count: int) -> str:
+    """``1 cell``, ``2 cells``."""
+    return f"{count} cell" if count == 1 else f"{count} cells"
+
+
 def missing_lines(results: list[CellResult], continue_command: dict[str, str]) -> list[str]:
     """Every cell not done, with why, and the command per stage that continues it."""
     pending = [r for r in results if not r.done]
@@ -472,7 +477,7 @@ def missing_lines(results: list[CellResult], continue_command: dict[str, str]) -
             lines.append(f"- {r.cell.name} ({r.cell.stage}): {r.state.reason}")
     for stage, names in new.items():
         shown = ", ".join(names) if len(names) <= 4 else f"{names[0]} ... {names[-1]}"
-        lines.append(f"- stage {stage}: {len(names)} cells not run yet ({shown})")
+        lines.append(f"- stage {stage}: {cell_count(len(names))} not run yet ({shown})")
     lines += ["", "Continue the protocol (done cells are skipped, killed ones resume):", ""]
     stages = dict.fromkeys(r.cell.stage for r in pending)
     lines += ["```bash", *(continue_command[s] for s in stages), "```"]

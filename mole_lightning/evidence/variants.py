@@ -27,6 +27,7 @@ from mole_lightning.analysis.table import task_label, task_order
 from mole_lightning.evidence.report import (
     BEGIN_TEMPLATE,
     END_TEMPLATE,
+    cell_count,
     missing_lines,
     provenance_lines,
 )
@@ -61,7 +62,7 @@ def grid_choices(results: list[CellResult], metric: str) -> list[list[str]]:
     for method, members in groups.items():
         pending = [r.cell.name for r in results if r.cell.method in members and not r.done]
         if pending:
-            rows.append([method, f"– ({len(pending)} cells not done)", "", ""])
+            rows.append([method, f"– ({cell_count(len(pending))} not done)", "", ""])
             continue
         means = {
             v: statistics.fmean(statistics.fmean(scores[v, t]) for t in tasks) for v in members

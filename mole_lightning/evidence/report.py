@@ -179,6 +179,11 @@ def machine_and_precision(result: CellResult) -> str:
     return f"{machine}, precision {result.run.config_value('trainer.precision')}"
 
 
+def cell_count(count: int) -> str:
+    """``1 cell``, ``2 cells``."""
+    return f"{count} cell" if count == 1 else f"{count} cells"
+
+
 def machine_summary(results: list[CellResult]) -> str:
     """``<machine>, precision <p> (<n> cells)`` for each machine and precision of the
     done cells."""
@@ -186,7 +191,7 @@ def machine_summary(results: list[CellResult]) -> str:
     for r in results:
         if r.done:
             counts[machine_and_precision(r)] += 1
-    return "; ".join(f"{m} ({n} cells)" for m, n in counts.items())
+    return "; ".join(f"{m} ({cell_count(n)})" for m, n in counts.items())
 
 
 def glance_markdown(results: list[CellResult], metric: str, report_command: str, name: str) -> str:
@@ -458,11 +463,6 @@ def relative_link(path: Path, markdown: Path) -> str:
         return str(path.resolve())
 
 
-def cell_count(count: int) -> str:
-    """``1 cell``, ``2 cells``."""
-    return f"{count} cell" if count == 1 else f"{count} cells"
-
-
 def missing_lines(results: list[CellResult], continue_command: dict[str, str]) -> list[str]:
     """Every cell not done, with why, and the command per stage that continues it."""
     pending = [r for r in results if not r.done]
@@ -507,9 +507,11 @@ def provenance_lines(results: list[CellResult], report_command: str) -> list[str
     if commands:
         lines.append("Protocol command(s): " + "; ".join(f"`{c}`" for c in commands if c))
     if commits:
-        lines.append("Commit(s): " + ", ".join(f"`{c}` ({n} cells)" for c, n in commits.items()))
+        lines.append(
+            "Commit(s): " + ", ".join(f"`{c}` ({cell_count(n)})" for c, n in commits.items())
+        )
     for machine, names in machines.items():
-        lines.append(f"Machine: {machine}: {len(names)} cells ({', '.join(names)}).")
+        lines.append(f"Machine: {machine}: {cell_count(len(names))} ({', '.join(names)}).")
     return lines
 
 
